@@ -1,0 +1,107 @@
+"""Landing zone: raw JSON (bronze) and validated Parquet (silver), hive-partitioned by date.
+
+Every write goes to a temporary file in the target folder and is renamed into place, so a crash
+or a failed validation never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DATASETS = ("positions", "market_metrics", "iv_term_structure", "candles", "realized_volatility")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(target: Path, payload: Any) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=None, sort_keys=False, default=str))
+    return target
+
+
+def write_bytes_atomic(target: Path, payload: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(payload)
+    return target
+
+
+def write_parquet_atomic(target: Path, table: pa.Table | pd.DataFrame) -> Path:
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return target
+
+
+class Lake:
+    """Paths of the data layout under ``VARIANCE_DATA_DIR`` (see the contract)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def candle_cache_dir(self) -> Path:
+        return self.root / "cache" / "candles"
+
+    def raw_dir(self, dataset: str, day: date) -> Path:
+        return self.root / "raw" / dataset / f"date={day.isoformat()}"
+
+    def partition_path(self, dataset: str, day: date) -> Path:
+        return self.root / "lake" / dataset / f"date={day.isoformat()}" / "part-0.parquet"
+
+    def write_raw(self, dataset: str, day: date, name: str, payload: Any) -> Path:
+        """Land an untouched API response; ``payload`` bytes are written verbatim."""
+        target = self.raw_dir(dataset, day) / name
+        if isinstance(payload, (bytes, bytearray)):
+            return write_bytes_atomic(target, bytes(payload))
+        return write_json_atomic(target, payload)
+
+    def write_partition(self, dataset: str, day: date, frame: pd.DataFrame | pa.Table) -> Path:
+        """Replace the dataset's partition for ``day`` (idempotent: re-running overwrites)."""
+        return write_parquet_atomic(self.partition_path(dataset, day), frame)
+
+    def has_partition(self, dataset: str, day: date) -> bool:
+        return self.partition_path(dataset, day).exists()
+
+    def read_partition(self, dataset: str, day: date) -> pd.DataFrame:
+        return pq.read_table(self.partition_path(dataset, day)).to_pandas()
+
+    def partition_days(self, dataset: str) -> list[date]:
+        base = self.root / "lake" / dataset
+        if not base.exists():
+            return []
+        days = []
+        for child in base.iterdir():
+            if child.name.startswith("date=") and (child / "part-0.parquet").exists():
+                days.append(date.fromisoformat(child.name.removeprefix("date=")))
+        return sorted(days)
+
+    def latest_partition(self, dataset: str) -> date | None:
+        days = self.partition_days(dataset)
+        return days[-1] if days else None

@@ -1,0 +1,85 @@
+"""Environment -> typed settings.
+
+Every knob a user can turn lives in one frozen dataclass so that a parameter travels one way
+through the pipeline. Secrets are *not* here: they are read by the Dagster resources through
+``dg.EnvVar`` so that they never sit in a settings object that could be logged or printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal, Mapping
+
+Source = Literal["simulator", "live"]
+SOURCES: tuple[Source, ...] = ("simulator", "live")
+
+LIVE_TASTYTRADE_URL = "https://api.tastyworks.com"
+LIVE_YAHOO_URL = "https://query2.finance.yahoo.com"
+DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable and its choices."""
+
+
+def parse_now(value: str | None) -> datetime | None:
+    """Parse ``VARIANCE_NOW``: ISO-8601 with an offset, so a replay clock is never ambiguous."""
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"VARIANCE_NOW={value!r} is not ISO-8601 (e.g. 2025-11-24T21:30:00+00:00)"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise ConfigurationError(f"VARIANCE_NOW={value!r} needs a UTC offset, e.g. +00:00")
+    return parsed.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the pipeline needs to know about its environment, resolved once."""
+
+    source: Source
+    data_dir: Path
+    tastytrade_api_url: str
+    yahoo_chart_url: str
+    watchlist_spec: str | None = None
+    now_override: datetime | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def now(self) -> datetime:
+        """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
+        return self.now_override or datetime.now(timezone.utc)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        source = env.get("VARIANCE_SOURCE", "").strip()
+        if source not in SOURCES:
+            raise ConfigurationError(
+                f"VARIANCE_SOURCE must be 'simulator' or 'live' (got {source!r}). "
+                "Use 'simulator' for the embedded market simulator (no credentials needed), "
+                "'live' for the real Tastytrade and Yahoo APIs."
+            )
+        data_dir = Path(env.get("VARIANCE_DATA_DIR") or PROJECT_ROOT / "data" / source)
+        if source == "live":
+            tt_url = env.get("TASTYTRADE_API_URL") or LIVE_TASTYTRADE_URL
+            yahoo_url = env.get("YAHOO_CHART_URL") or LIVE_YAHOO_URL
+        else:
+            sim_url = env.get("VARIANCE_SIMULATOR_URL") or DEFAULT_SIMULATOR_URL
+            tt_url = env.get("TASTYTRADE_API_URL") or sim_url
+            yahoo_url = env.get("YAHOO_CHART_URL") or sim_url
+        return cls(
+            source=source,  # type: ignore[arg-type]
+            data_dir=data_dir.resolve(),
+            tastytrade_api_url=tt_url.rstrip("/"),
+            yahoo_chart_url=yahoo_url.rstrip("/"),
+            watchlist_spec=env.get("VARIANCE_WATCHLIST"),
+            now_override=parse_now(env.get("VARIANCE_NOW")),
+        )

@@ -1,0 +1,73 @@
+"""Apply a pandera schema so that bad rows are reported and quarantined, never silently kept.
+
+``pandera`` raises on the first error unless validation is lazy; lazy validation gives every
+failure at once as a frame (``schema_context, column, check, failure_case, index``), which is
+what a trader needs in the asset check to see *which* symbol broke *which* rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.errors
+import pandera.pandas as pa
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """Good rows, the rows that failed, and why (empty frames when everything passed)."""
+
+    dataset: str
+    valid: pd.DataFrame
+    quarantined: pd.DataFrame
+    failure_cases: pd.DataFrame
+    schema_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure_cases.empty and self.schema_error is None
+
+    def summary(self, limit: int = 20) -> str:
+        if self.ok:
+            return f"{self.dataset}: {len(self.valid)} rows valid"
+        if self.schema_error:
+            return f"{self.dataset}: {self.schema_error}"
+        cases = self.failure_cases.head(limit)
+        lines = [
+            f"{self.dataset}: {len(self.failure_cases)} failure(s), {len(self.quarantined)} row(s) quarantined"
+        ]
+        for row in cases.itertuples(index=False):
+            lines.append(f"  column={row.column} check={row.check} value={row.failure_case!r} row={row.index}")
+        return "\n".join(lines)
+
+
+def validate_frame(
+    schema: type[pa.DataFrameModel] | pa.DataFrameSchema, frame: pd.DataFrame, dataset: str
+) -> ValidationOutcome:
+    """Validate lazily; split ``frame`` into valid rows and quarantined rows.
+
+    Failures that are not tied to a row (a missing column, a wrong dtype for a whole column)
+    quarantine every row: nothing in a frame with a broken shape can be trusted.
+    """
+    empty = frame.iloc[0:0]
+    try:
+        validated = schema.validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.copy()
+        cases["index"] = pd.to_numeric(cases["index"], errors="coerce")
+        row_index = cases["index"].dropna().astype(int).unique()
+        frame_level = cases["index"].isna().any()
+        if frame_level:
+            return ValidationOutcome(dataset, empty, frame, cases.reset_index(drop=True))
+        bad = frame.index.isin(row_index)
+        good = frame.loc[~bad]
+        try:
+            good = schema.validate(good, lazy=True)
+        except pandera.errors.SchemaErrors:
+            # Removing rows can break a frame-wide check (e.g. uniqueness spans rows); be strict.
+            return ValidationOutcome(dataset, empty, frame, cases.reset_index(drop=True))
+        return ValidationOutcome(dataset, good, frame.loc[bad], cases.reset_index(drop=True))
+    except pandera.errors.SchemaError as exc:  # raised for frame-level problems even when lazy
+        return ValidationOutcome(dataset, empty, frame, pd.DataFrame(), schema_error=str(exc))
+    return ValidationOutcome(dataset, validated, empty, pd.DataFrame())
