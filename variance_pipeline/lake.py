@@ -75,6 +75,13 @@ class Lake:
     def partition_path(self, dataset: str, day: date) -> Path:
         return self.root / "lake" / dataset / f"date={day.isoformat()}" / "part-0.parquet"
 
+    def quarantine_path(self, dataset: str, day: date) -> Path:
+        return self.root / "quarantine" / dataset / f"date={day.isoformat()}" / "part-0.parquet"
+
+    def write_quarantine(self, dataset: str, day: date, frame: pd.DataFrame) -> Path:
+        """Keep rows that failed validation where a human can inspect them, out of the lake."""
+        return write_parquet_atomic(self.quarantine_path(dataset, day), frame.astype(str))
+
     def write_raw(self, dataset: str, day: date, name: str, payload: Any) -> Path:
         """Land an untouched API response; ``payload`` bytes are written verbatim."""
         target = self.raw_dir(dataset, day) / name

@@ -1,0 +1,37 @@
+# Two commands on a fresh machine with python3 >= 3.11 and make:
+#   make demo   - the whole EOD pipeline on the embedded simulator, ending with a SQL result
+#   make test   - the whole test suite (what CI runs through .ci/run)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SIM_PORT ?= 8765
+
+export VARIANCE_SOURCE ?= simulator
+export VARIANCE_SIMULATOR_URL ?= http://127.0.0.1:$(SIM_PORT)
+export DAGSTER_HOME ?= $(abspath data/$(VARIANCE_SOURCE)/dagster_home)
+
+.PHONY: install demo test dev rebuild clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m variance_pipeline.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+dev: $(STAMP)
+	$(PY) -m variance_pipeline.dev --port $(SIM_PORT)
+
+rebuild: $(STAMP)
+	$(VENV)/bin/variance-warehouse rebuild
+
+clean:
+	rm -rf $(VENV) data/simulator

@@ -1,0 +1,56 @@
+"""Small builders for the metadata a trader reads in the Dagster UI at a glance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from variance_pipeline.validation.report import ValidationOutcome
+
+
+def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    """A markdown table of the first rows (floats rounded so the table stays readable)."""
+    if frame.empty:
+        return dg.MetadataValue.md("_no rows_")
+    head = frame.head(rows).copy()
+    for column in head.select_dtypes("float").columns:
+        head[column] = head[column].round(6)
+    return dg.MetadataValue.md(head.to_markdown(index=False))
+
+
+def path_value(path: Path) -> dg.MetadataValue:
+    return dg.MetadataValue.path(str(path))
+
+
+def validation_check(check_name: str, outcome: ValidationOutcome, asset_key: str) -> dg.AssetCheckResult:
+    """The pandera result as an asset check: failure cases visible in the UI, never hidden."""
+    metadata: dict[str, Any] = {
+        "rows_valid": len(outcome.valid),
+        "rows_quarantined": len(outcome.quarantined),
+    }
+    if outcome.schema_error:
+        metadata["schema_error"] = dg.MetadataValue.text(outcome.schema_error)
+    if not outcome.failure_cases.empty:
+        metadata["failure_cases"] = preview(outcome.failure_cases.astype(str), rows=50)
+        metadata["failure_count"] = len(outcome.failure_cases)
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=outcome.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=outcome.summary(limit=5),
+    )
+
+
+def skipped_check(check_name: str, asset_key: str, reason: str) -> dg.AssetCheckResult:
+    """A check on a run that wrote nothing (a snapshot for an old session) passes, saying why."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=True,
+        metadata={"skipped": dg.MetadataValue.text(reason)},
+    )

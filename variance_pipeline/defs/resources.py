@@ -1,0 +1,150 @@
+"""Dagster resources: the configurable edges of the pipeline (where, when, which API, which secrets).
+
+Secrets enter only here, through ``dg.EnvVar`` in live mode, so Dagster shows them as
+environment references and never stores their values in run config or metadata.
+"""
+
+from __future__ import annotations
+
+import os
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from variance_pipeline.lake import Lake
+from variance_pipeline.settings import PROJECT_ROOT, Settings, parse_now
+from variance_pipeline.sources.http import RequestStats, RetryPolicy
+from variance_pipeline.sources.symbology import parse_watchlist
+from variance_pipeline.sources.tastytrade import TastytradeClient, TastytradeCredentials
+from variance_pipeline.sources.yahoo import YahooChartClient
+from variance_pipeline.warehouse.connection import warehouse_connection
+
+SECRET_VARIABLES = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN")
+
+
+class PipelineResource(dg.ConfigurableResource):
+    """Where the lake lives, which symbols to watch, and the pipeline clock."""
+
+    source: str = Field(description="'simulator' or 'live'")
+    data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb")
+    watchlist: str | None = Field(default=None, description="comma list or file of extra underlyings")
+    now: str | None = Field(default=None, description="ISO-8601 clock override (VARIANCE_NOW)")
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(Path(self.data_dir))
+
+    def clock(self) -> datetime:
+        """``VARIANCE_NOW`` when set (replays, tests), else the real time."""
+        return parse_now(self.now) or datetime.now(timezone.utc)
+
+    def watchlist_symbols(self) -> list[str]:
+        return parse_watchlist(self.watchlist, PROJECT_ROOT / "data" / "watchlist.txt")
+
+
+class RetryConfig(dg.Config):
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_total_wait: float = 120.0
+    timeout: float = 20.0
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_delay=self.base_delay,
+            max_delay=self.max_delay,
+            max_total_wait=self.max_total_wait,
+            timeout=self.timeout,
+        )
+
+
+class TastytradeResource(dg.ConfigurableResource):
+    """The Tastytrade REST API (or the simulator speaking it) with OAuth refresh-token auth."""
+
+    base_url: str
+    client_secret: str = Field(repr=False)
+    refresh_token: str = Field(repr=False)
+    client_id: str | None = Field(default=None, repr=False)
+    accept_version: str | None = None
+    batch_size: int = 100
+    retry: RetryConfig = RetryConfig()
+
+    def client(self, stats: RequestStats) -> TastytradeClient:
+        missing = [
+            name
+            for name, value in zip(SECRET_VARIABLES, (self.client_secret, self.refresh_token))
+            if not value
+        ]
+        if missing:
+            raise dg.Failure(
+                f"Tastytrade credentials missing: set {', '.join(missing)} (and optionally "
+                "TASTYTRADE_CLIENT_ID) in the environment, or use VARIANCE_SOURCE=simulator."
+            )
+        credentials = TastytradeCredentials(
+            client_secret=self.client_secret, refresh_token=self.refresh_token, client_id=self.client_id
+        )
+        return TastytradeClient(
+            self.base_url,
+            credentials,
+            policy=self.retry.policy(),
+            stats=stats,
+            accept_version=self.accept_version,
+        )
+
+
+class YahooResource(dg.ConfigurableResource):
+    """Yahoo's chart endpoint (the legacy price provider): polite, cached, bounded."""
+
+    base_url: str
+    rate_per_second: float = 2.0
+    lookback_sessions: int = 260
+    retry: RetryConfig = RetryConfig()
+
+    def client(self, stats: RequestStats) -> YahooChartClient:
+        return YahooChartClient(
+            self.base_url, policy=self.retry.policy(), rate_per_second=self.rate_per_second, stats=stats
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file; one writer at a time (the ``duckdb`` concurrency pool) and bounded lock waits."""
+
+    path: str
+    lock_wait_seconds: float = 60.0
+
+    def connect(self, *, read_only: bool = False):  # noqa: ANN201 - a context manager
+        return warehouse_connection(Path(self.path), read_only=read_only, wait_seconds=self.lock_wait_seconds)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources for ``settings``: live mode reads secrets via EnvVar, simulator mode needs none."""
+    if settings.source == "live":
+        client_secret: str | dg.EnvVar = dg.EnvVar("TASTYTRADE_CLIENT_SECRET")
+        refresh_token: str | dg.EnvVar = dg.EnvVar("TASTYTRADE_REFRESH_TOKEN")
+        client_id: str | dg.EnvVar | None = (
+            dg.EnvVar("TASTYTRADE_CLIENT_ID") if os.environ.get("TASTYTRADE_CLIENT_ID") else None
+        )
+    else:
+        # The simulator accepts any non-empty credentials unless started with --client-secret.
+        client_secret, refresh_token, client_id = "simulator", "simulator", "simulator"
+    lake = Lake(settings.data_dir)
+    return {
+        "pipeline": PipelineResource(
+            source=settings.source,
+            data_dir=str(settings.data_dir),
+            watchlist=settings.watchlist_spec,
+            now=settings.now_override.isoformat() if settings.now_override else None,
+        ),
+        "tastytrade": TastytradeResource(
+            base_url=settings.tastytrade_api_url,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            client_id=client_id,
+        ),
+        "yahoo": YahooResource(base_url=settings.yahoo_chart_url),
+        "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
+    }
