@@ -1,0 +1,123 @@
+"""End to end: real Dagster runs against the simulator over loopback, real Parquet and DuckDB."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from conftest import CLOCK, materialize, pipeline_settings
+from variance_pipeline.candle_cache import CandleCache
+from variance_pipeline.lake import Lake
+from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory: pytest.TempPathFactory, simulator) -> Path:
+    """A five-session backfill ending at the current session, in one run."""
+    data_dir = tmp_path_factory.mktemp("data")
+    result = materialize(pipeline_settings(data_dir, simulator.url), partition_range=("2025-11-18", "2025-11-25"))
+    assert result.success
+    return data_dir
+
+
+def test_backfill_fills_every_table_and_view(backfilled: Path) -> None:
+    con = duckdb.connect(str(backfilled / "warehouse.duckdb"), read_only=True)
+    for name in (*TABLE_NAMES, *VIEW_NAMES):
+        assert con.execute(f"SELECT count(*) FROM {name}").fetchone()[0] > 0, name
+    sessions = [r[0] for r in con.execute("SELECT DISTINCT session_date FROM candles ORDER BY 1").fetchall()]
+    # 2025-11-18..25 holds six sessions; candles land only for the run's sessions.
+    assert sessions == [date(2025, 11, d) for d in (18, 19, 20, 21, 24, 25)]
+    # Snapshots land only in the current session (the clock is after the 2025-11-25 close).
+    assert con.execute("SELECT DISTINCT as_of_date FROM positions").fetchall() == [(date(2025, 11, 25),)]
+    hv252 = con.execute("SELECT count(hv252) FROM vol_dashboard").fetchone()[0]
+    assert hv252 >= 3, "the candle lookback gives HV252 from the first run"
+
+
+def test_grains_are_unique(backfilled: Path) -> None:
+    con = duckdb.connect(str(backfilled / "warehouse.duckdb"), read_only=True)
+    grains = {
+        "positions": "as_of_date, account_number, symbol",
+        "market_metrics": "as_of_date, symbol",
+        "candles": "symbol, session_date",
+        "realized_volatility": "symbol, session_date",
+        "vol_dashboard": "symbol",
+        "portfolio": "account_number, symbol",
+    }
+    for name, key in grains.items():
+        dupes = con.execute(f"SELECT count(*) FROM (SELECT {key} FROM {name} GROUP BY ALL HAVING count(*) > 1)").fetchone()[0]
+        assert dupes == 0, name
+
+
+def test_hv20_and_hv252_equal_numpy_on_the_cached_closes(backfilled: Path) -> None:
+    con = duckdb.connect(str(backfilled / "warehouse.duckdb"), read_only=True)
+    rows = con.execute(
+        "SELECT symbol, hv20, hv252 FROM realized_volatility WHERE session_date = DATE '2025-11-25'"
+    ).fetchall()
+    assert len(rows) >= 3
+    cache = CandleCache(Lake(backfilled).candle_cache_dir)
+    for symbol, hv20, hv252 in rows:
+        bars = cache.read(symbol)
+        closes = bars.loc[bars["session_date"] <= date(2025, 11, 25)].sort_values("session_date")["close"]
+        log_returns = np.diff(np.log(closes.to_numpy(dtype=float)))
+        assert hv20 == pytest.approx(np.sqrt(252) * np.std(log_returns[-20:], ddof=1), abs=1e-9), symbol
+        assert hv252 == pytest.approx(np.sqrt(252) * np.std(log_returns[-252:], ddof=1), abs=1e-9), symbol
+
+
+def test_old_partition_writes_no_snapshot(tmp_path: Path, simulator) -> None:
+    result = materialize(pipeline_settings(tmp_path, simulator.url), partition_key="2025-11-20")
+    assert result.success
+    lake = Lake(tmp_path)
+    assert not lake.has_partition("positions", date(2025, 11, 20))
+    assert not lake.has_partition("market_metrics", date(2025, 11, 20))
+    assert lake.has_partition("candles", date(2025, 11, 20))
+    meta = result.asset_materializations_for_node("positions")[0].metadata
+    assert meta["landed"].value is False
+    assert "cannot look back" in meta["reason"].value
+
+
+def test_rerunning_a_session_changes_nothing(tmp_path: Path, simulator) -> None:
+    settings = pipeline_settings(tmp_path, simulator.url)
+    assert materialize(settings, partition_key="2025-11-25").success
+    path = tmp_path / "warehouse.duckdb"
+
+    def snapshot() -> dict[str, list]:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return {
+                t: con.execute(f"SELECT * EXCLUDE (fetched_at) FROM {t} ORDER BY ALL").fetchall()
+                if t in ("positions", "market_metrics", "iv_term_structure")
+                else con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                for t in TABLE_NAMES
+            }
+
+    first = snapshot()
+    assert materialize(settings, partition_key="2025-11-25").success
+    assert snapshot() == first
+
+
+def test_definitions_validate_cli(tmp_path: Path) -> None:
+    env = {**os.environ, "VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "variance_pipeline.definitions"],
+        env=env, capture_output=True, text=True, cwd=PROJECT, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VARIANCE_SOURCE"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import variance_pipeline.definitions"],
+        env=env, capture_output=True, text=True, cwd=PROJECT, timeout=300,
+    )
+    assert done.returncode != 0
+    assert "VARIANCE_SOURCE must be 'simulator' or 'live'" in done.stderr

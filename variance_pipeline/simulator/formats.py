@@ -1,0 +1,68 @@
+"""Wire formats shared by the simulated APIs: Tastytrade's number strings and timestamps.
+
+Tastytrade sends most numbers as strings ("0.41", "0.0", "0.224186663") and instants in two
+styles (``2023-05-24T17:17:57.615+00:00`` on accounts/positions, ``...Z`` on market metrics).
+Getting these exactly right is the point of the simulator, so they are written once here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+
+def num(value: float, places: int = 2) -> str:
+    """A plain decimal string with at most ``places`` decimals and at least one ("0.0", "212.5").
+
+    Never scientific notation and never "-0.0": clients parse these with ``Decimal(str(x))``.
+    """
+    text = f"{value:.{places}f}".rstrip("0")
+    if text.endswith("."):
+        text += "0"
+    return "0.0" if float(text) == 0 else text
+
+
+def iso_offset(instant: datetime) -> str:
+    """``2023-05-24T17:17:57.615+00:00``: the style of accounts and positions."""
+    utc = instant.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+00:00"
+
+
+def iso_z(instant: datetime) -> str:
+    """``2023-06-07T19:55:22.110Z``: the style of market metrics."""
+    utc = instant.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def tt_error(code: str, message: str) -> dict[str, Any]:
+    """Tastytrade's error envelope."""
+    return {"error": {"code": code, "message": message}}
+
+
+def tt_items(items: list[dict[str, Any]], context: str) -> dict[str, Any]:
+    """Tastytrade's list envelope."""
+    return {"data": {"items": items}, "context": context}
+
+
+def paginate(body: dict[str, Any], per_page: int, page_offset: int) -> dict[str, Any]:
+    """Slice a list envelope to one page and add Tastytrade's ``pagination`` object."""
+    items = body["data"]["items"]
+    total = len(items)
+    start = page_offset * per_page
+    page = items[start : start + per_page]
+    pages = (total + per_page - 1) // per_page
+    return {
+        **body,
+        "data": {**body["data"], "items": page},
+        "pagination": {
+            "per-page": per_page,
+            "page-offset": page_offset,
+            "item-offset": start,
+            "total-items": total,
+            "total-pages": pages,
+            "current-item-count": len(page),
+            "previous-link": None,
+            "next-link": None,
+            "paging-link-template": None,
+        },
+    }
