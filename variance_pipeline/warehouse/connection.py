@@ -26,11 +26,9 @@ class WarehouseLockedError(RuntimeError):
 
 
 def _lock_holder(message: str) -> str:
-    match = re.search(r"Conflicting lock is held in (.+?)(?: \(PID (\d+)\))?(?:\.|$| by)", message)
-    if not match:
-        return "another process"
-    program, pid = match.group(1).strip(), match.group(2)
-    return f"{program} (PID {pid})" if pid else program
+    """DuckDB's message names the holding program and its PID; keep just that."""
+    match = re.search(r"Conflicting lock is held in (.+?) \(PID (\d+)\)", message)
+    return f"{match.group(1)} (PID {match.group(2)})" if match else "another process"
 
 
 def open_warehouse(path: Path, *, read_only: bool = False, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
