@@ -5,7 +5,6 @@ offset, the *next* session on holidays (dagster-notes.md), so a plain schedule t
 exchange calendar is both simpler and right. Early-close days (13:00) are sessions like any other.
 """
 
-from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 

@@ -7,8 +7,20 @@ Getting these exactly right is the point of the simulator, so they are written o
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+
+@dataclass
+class Reply:
+    """An HTTP answer before encoding: dict/list bodies become JSON, str bodies plain text."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    truncate: bool = False
+    """Send only the first half of the encoded body (the ``truncated`` fault)."""
 
 
 def num(value: float, places: int = 2) -> str:

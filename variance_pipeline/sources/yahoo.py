@@ -127,10 +127,8 @@ def _ny_midnight_epoch(day: date) -> int:
 
 
 def _empty_bars() -> pd.DataFrame:
-    frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in BAR_COLUMNS})
-    frame["session_date"] = pd.Series(dtype="object")
-    frame["volume"] = pd.Series(dtype="Int64")
-    return frame
+    prices = {name: pd.Series(dtype="float64") for name in PRICE_COLUMNS}
+    return pd.DataFrame({"session_date": pd.Series(dtype="object"), **prices, "volume": pd.Series(dtype="Int64")})
 
 
 def _load(payload: bytes | dict, symbol: str) -> dict:
@@ -188,7 +186,8 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
     indicators = result["indicators"]
     quote_block = indicators["quote"][0]
     adjclose = indicators["adjclose"][0]["adjclose"]
-    lengths = {len(timestamps), len(adjclose), *(len(quote_block[n]) for n in ("open", "high", "low", "close", "volume"))}
+    columns = ("open", "high", "low", "close", "volume")
+    lengths = {len(timestamps), len(adjclose), *(len(quote_block[name]) for name in columns)}
     if len(lengths) != 1:
         raise ChartError(f"timestamp and indicator arrays differ in length: {sorted(lengths)}", symbol=symbol)
     raw = pd.DataFrame(

@@ -17,6 +17,13 @@ from variance_pipeline.calendar import sessions_in_range
 CANDLE_COLUMNS = ("symbol", "yahoo_ticker", "session_date", "open", "high", "low", "close", "adj_close", "volume")
 
 
+def xnys_session_mask(dates: pd.Series) -> pd.Series:
+    """True where a date is an XNYS session (one calendar lookup for the whole column)."""
+    if dates.empty:
+        return pd.Series(True, index=dates.index, dtype=bool)
+    return dates.isin(set(sessions_in_range(min(dates), max(dates))))
+
+
 class CandlesSchema(pa.DataFrameModel):
     """One row per (symbol, session_date); prices positive and consistent with the day's range."""
 
@@ -33,10 +40,7 @@ class CandlesSchema(pa.DataFrameModel):
     @pa.check("session_date", name="xnys_session")
     def xnys_session(cls, dates: Series[Date]) -> Series[bool]:
         """Every partition and HV window counts XNYS sessions; other dates cannot be placed."""
-        if dates.empty:
-            return pd.Series(True, index=dates.index)
-        sessions = set(sessions_in_range(min(dates), max(dates)))
-        return dates.isin(sessions)
+        return xnys_session_mask(dates)
 
     @pa.dataframe_check(name="high_covers_open_close")
     def high_covers_open_close(cls, frame: pd.DataFrame) -> Series[bool]:

@@ -1,0 +1,472 @@
+"""Yahoo chart parsing and the chart client, against recorded responses served over loopback.
+
+``ChartServer`` is a deliberately tiny stand-in for the project simulator: it serves the recorded
+chart files sliced to ``period1``/``period2`` like Yahoo does, answers unknown tickers with
+Yahoo's 404, scripts per-ticker faults, and records every request so tests can count them.
+``test_candle_cache.py`` imports it from here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pandas as pd
+import pytest
+
+from variance_pipeline.calendar import session_close
+from variance_pipeline.sources.http import RequestStats, RetryPolicy
+from variance_pipeline.sources.yahoo import (
+    ChartError,
+    Dividend,
+    Split,
+    SymbolUnavailable,
+    YahooChartClient,
+    parse_chart,
+    yahoo_ticker,
+)
+
+RECORDED = Path("/work/shared/fixtures/recorded/yahoo")
+FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)
+FAR_FUTURE = datetime(2030, 1, 1, tzinfo=timezone.utc)
+NOT_FOUND = {
+    "chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}
+}
+
+
+@lru_cache(maxsize=None)
+def _recorded_bytes(name: str) -> bytes:
+    return (RECORDED / name).read_bytes()
+
+
+def recorded(name: str) -> dict[str, Any]:
+    """A fresh, mutable copy of a recorded chart payload."""
+    return json.loads(_recorded_bytes(name))
+
+
+def result_of(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload["chart"]["result"][0]
+
+
+def slice_chart(payload: dict[str, Any], period1: int, period2: int) -> dict[str, Any] | None:
+    """The payload restricted to timestamps in [period1, period2), as Yahoo answers a window.
+
+    None when the window ends before the first bar (Yahoo's HTTP 400).
+    """
+    result = result_of(payload)
+    stamps = result["timestamp"]
+    if period2 <= stamps[0]:
+        return None
+    keep = [i for i, ts in enumerate(stamps) if period1 <= ts < period2]
+    sliced = copy.deepcopy(result)
+    events = {
+        kind: {k: v for k, v in entries.items() if period1 <= int(v["date"]) < period2}
+        for kind, entries in result.get("events", {}).items()
+    }
+    sliced["events"] = {kind: entries for kind, entries in events.items() if entries}
+    if not keep:
+        for key in ("timestamp", "events"):
+            sliced.pop(key, None)
+        sliced["indicators"] = {"quote": [{}], "adjclose": [{}]}
+    else:
+        sliced["timestamp"] = [stamps[i] for i in keep]
+        quote_block = result["indicators"]["quote"][0]
+        sliced["indicators"] = {
+            "quote": [{k: [v[i] for i in keep] for k, v in quote_block.items()}],
+            "adjclose": [{"adjclose": [result["indicators"]["adjclose"][0]["adjclose"][i] for i in keep]}],
+        }
+    return {"chart": {"result": [sliced], "error": None}}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer: a status (with headers and body), a truncated 200, or a slow one."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"finance": {"error": {"code": "Too Many Requests"}}}'
+    truncate: bool = False
+    delay: float = 0.0
+
+
+class ChartServer:
+    """The v8 chart endpoint on 127.0.0.1 (port 0), with scripted faults and a request log."""
+
+    def __init__(self, charts: dict[str, dict[str, Any]]) -> None:
+        self.charts = dict(charts)
+        self.requests: list[dict[str, Any]] = []
+        self._faults: dict[str, list[Fault]] = {}
+        self._sticky: dict[str, Fault] = {}
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def script(self, ticker: str, *faults: Fault, sticky: Fault | None = None) -> None:
+        """Answer the next requests for ``ticker`` with ``faults``, then ``sticky`` for ever."""
+        with self._lock:
+            self._faults[ticker] = list(faults)
+            if sticky is None:
+                self._sticky.pop(ticker, None)
+            else:
+                self._sticky[ticker] = sticky
+
+    def count(self, ticker: str | None = None) -> int:
+        return len([r for r in self.requests if ticker is None or r["ticker"] == ticker])
+
+    def for_ticker(self, ticker: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["ticker"] == ticker]
+
+    def _next_fault(self, ticker: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(ticker)
+            if queue:
+                return queue.pop(0)
+            return self._sticky.get(ticker)
+
+    def _answer(self, ticker: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str], bytes]:
+        fault = self._next_fault(ticker)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status != 200:
+            return fault.status, fault.headers, fault.body
+        if ticker not in self.charts:
+            return 404, {}, json.dumps(NOT_FOUND).encode()
+        sliced = slice_chart(self.charts[ticker], int(query["period1"][0]), int(query["period2"][0]))
+        if sliced is None:
+            error = {"code": "Bad Request", "description": "Data doesn't exist for startDate, endDate"}
+            return 400, {}, json.dumps({"chart": {"result": None, "error": error}}).encode()
+        body = json.dumps(sliced).encode()
+        if fault is not None and fault.truncate:
+            body = body[: len(body) // 2]
+        return 200, {}, body
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                parts = urlsplit(self.path)
+                ticker = unquote(parts.path.removeprefix("/v8/finance/chart/"))
+                query = parse_qs(parts.query)
+                status, headers, body = server._answer(ticker, query)
+                with server._lock:
+                    flat = {k: v[0] for k, v in query.items()}
+                    server.requests.append({"ticker": ticker, "raw_path": parts.path, "query": flat, "status": status})
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout tests)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def __enter__(self) -> "ChartServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def ny_midnight(day: date) -> int:
+    return int(pd.Timestamp(day).tz_localize("America/New_York").timestamp())
+
+
+# --- ticker mapping -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("symbol", "expected"),
+    [
+        ("/ES", "ES=F"),
+        ("/ZN", "ZN=F"),
+        ("/6E", "6E=F"),
+        ("/MES", "MES=F"),
+        ("/CL", "CL=F"),
+        ("SPX", "^SPX"),
+        ("VIX", "^VIX"),
+        ("RUT", "^RUT"),
+        ("NDX", "^NDX"),
+        ("BRK/B", "BRK-B"),
+        ("AAPL", "AAPL"),
+        ("SPY", "SPY"),
+        ("DJX", "DJX"),
+    ],
+)
+def test_yahoo_ticker(symbol: str, expected: str) -> None:
+    assert yahoo_ticker(symbol) == expected
+
+
+def test_yahoo_ticker_overrides_win() -> None:
+    assert yahoo_ticker("/ES", {"/ES": "ESZ25.CME"}) == "ESZ25.CME"
+    assert yahoo_ticker("DJX", {"DJX": "^DJI"}) == "^DJI"
+    assert yahoo_ticker("SPX", {"/ES": "x"}) == "^SPX"
+
+
+# --- parse_chart on recorded responses -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "chart_NVDA_1d_2021-02-01_2022-01-28.json",
+        "chart_AAPL_1d_2020-01-02_2020-12-31.json",
+        "chart_MSFT_1d_2021-02-01_2022-01-28.json",
+        "chart_TSLA_1d_2010-06-29_2023-08-11.json",
+        "chart_MSFT.json",
+        "chart_AAPL.json",
+    ],
+)
+def test_recorded_charts_load_bar_for_bar(name: str) -> None:
+    payload = recorded(name)
+    result = result_of(payload)
+    chart = parse_chart(_recorded_bytes(name), symbol=result["meta"]["symbol"], now=FAR_FUTURE)
+    quote_block = result["indicators"]["quote"][0]
+    expected_dates = pd.to_datetime(result["timestamp"], unit="s", utc=True).tz_convert("America/New_York").date
+    assert len(chart.bars) == len(result["timestamp"])
+    assert chart.bars["session_date"].tolist() == list(expected_dates)
+    assert chart.bars["close"].tolist() == quote_block["close"]
+    assert chart.bars["open"].tolist() == quote_block["open"]
+    assert chart.bars["adj_close"].tolist() == result["indicators"]["adjclose"][0]["adjclose"]
+    assert chart.bars["volume"].tolist() == quote_block["volume"]
+    assert list(chart.bars.columns) == ["session_date", "open", "high", "low", "close", "adj_close", "volume"]
+    assert str(chart.bars["volume"].dtype) == "Int64"
+    assert chart.null_bars_dropped == chart.live_bars_dropped == 0
+
+
+def test_recorded_events() -> None:
+    nvda = parse_chart(_recorded_bytes("chart_NVDA_1d_2021-02-01_2022-01-28.json"), symbol="NVDA", now=FAR_FUTURE)
+    assert nvda.splits == [Split(date(2021, 7, 20), 4.0, 1.0)]
+    aapl = parse_chart(_recorded_bytes("chart_AAPL_1d_2020-01-02_2020-12-31.json"), symbol="AAPL", now=FAR_FUTURE)
+    assert aapl.splits == [Split(date(2020, 8, 31), 4.0, 1.0)]
+    assert aapl.dividends[0] == Dividend(date(2020, 2, 7), 0.1925)
+    assert len(aapl.dividends) == 4
+    # Yahoo's closes are already split-adjusted: the day before the split is about a quarter of
+    # the unadjusted ~$500 AAPL traded at.
+    before = aapl.bars.loc[aapl.bars["session_date"] == date(2020, 8, 28), "close"].item()
+    assert 120 < before < 130
+
+
+def test_live_bar_is_dropped_until_the_session_closes() -> None:
+    """chart_AAPL.json ends with a bar stamped regularMarketTime, 20:00:01Z on 2025-10-29.
+
+    That stamp is after the 16:00 New York close, so the bar is final once the session is closed;
+    before the close the same day's bar is live and must not be stored.
+    """
+    body = _recorded_bytes("chart_AAPL.json")
+    close = session_close(date(2025, 10, 29))
+    during = parse_chart(body, symbol="AAPL", now=close - timedelta(minutes=1))
+    assert during.live_bars_dropped == 1
+    assert during.bars["session_date"].iloc[-1] == date(2025, 10, 28)
+    after = parse_chart(body, symbol="AAPL", now=close + timedelta(minutes=30))
+    assert after.live_bars_dropped == 0
+    assert after.bars["session_date"].iloc[-1] == date(2025, 10, 29)
+    assert after.bars["close"].iloc[-1] == pytest.approx(269.70001220703125)
+
+
+def test_bar_stamped_market_time_before_the_close_stays_live() -> None:
+    """A response fetched mid-session but parsed later (a stale last bar) is still not final."""
+    payload = recorded("chart_AAPL.json")
+    result = result_of(payload)
+    midday = int(datetime(2025, 10, 29, 17, 0, tzinfo=timezone.utc).timestamp())
+    result["timestamp"][-1] = midday
+    result["meta"]["regularMarketTime"] = midday
+    chart = parse_chart(payload, symbol="AAPL", now=FAR_FUTURE)
+    assert chart.live_bars_dropped == 1
+    assert chart.bars["session_date"].iloc[-1] == date(2025, 10, 28)
+
+
+def test_provider_trading_period_keeps_a_futures_bar_live_after_the_nyse_close() -> None:
+    """CME futures trade until 17:00 New York; the provider's current period says so."""
+    payload = recorded("chart_AAPL.json")
+    result = result_of(payload)
+    result["timestamp"][-1] = int(datetime(2025, 10, 29, 4, 0, tzinfo=timezone.utc).timestamp())
+    result["meta"]["regularMarketTime"] = int(datetime(2025, 10, 29, 20, 30, tzinfo=timezone.utc).timestamp())
+    result["meta"]["currentTradingPeriod"]["regular"]["end"] = int(
+        datetime(2025, 10, 29, 21, 0, tzinfo=timezone.utc).timestamp()
+    )
+    live = parse_chart(payload, symbol="ES=F", now=datetime(2025, 10, 29, 20, 40, tzinfo=timezone.utc))
+    assert live.live_bars_dropped == 1
+    final = parse_chart(payload, symbol="ES=F", now=datetime(2025, 10, 29, 21, 5, tzinfo=timezone.utc))
+    assert final.live_bars_dropped == 0
+    assert final.bars["session_date"].iloc[-1] == date(2025, 10, 29)
+
+
+def test_null_bars_are_dropped_and_counted_never_filled() -> None:
+    payload = recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json")
+    quote_block = result_of(payload)["indicators"]["quote"][0]
+    quote_block["close"][10] = None
+    quote_block["open"][20] = None
+    quote_block["high"][30] = None
+    quote_block["volume"][40] = None
+    stamps = result_of(payload)["timestamp"]
+    dropped = {pd.Timestamp(stamps[i], unit="s", tz="UTC").tz_convert("America/New_York").date() for i in (10, 20, 30)}
+    chart = parse_chart(payload, symbol="MSFT", now=FAR_FUTURE)
+    assert chart.null_bars_dropped == 3
+    assert len(chart.bars) == 252 - 3
+    assert not dropped & set(chart.bars["session_date"])
+    assert chart.bars["volume"].isna().sum() == 1
+    assert not chart.bars[["open", "high", "low", "close", "adj_close"]].isna().any().any()
+
+
+def test_foreign_exchange_dates_follow_the_exchange_time_zone() -> None:
+    """GS2C.DE bars are stamped 07:00Z (08:00 Berlin); its last bar is live on the XNYS clock."""
+    chart = parse_chart(_recorded_bytes("chart_GS2C.DE.json"), symbol="GS2C.DE", now=FAR_FUTURE)
+    assert chart.bars["session_date"].tolist() == [date(2025, 10, d) for d in (23, 24, 27, 28)]
+    assert chart.live_bars_dropped == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (b'{"chart": {"result": [{"meta": {', "malformed or truncated JSON"),
+        (b"<html>Too Many Requests</html>", "malformed or truncated JSON"),
+        (b"[]", "expected a JSON object"),
+        (b'{"finance": {}}', "no 'chart' object"),
+        (b'{"chart": {"result": null, "error": null}}', "'chart.result' is missing"),
+        (b'{"chart": {"result": [], "error": null}}', "'chart.result' is missing"),
+        (json.dumps(NOT_FOUND).encode(), "No data found"),
+        (b'{"chart": {"result": [{"timestamp": [1]}], "error": null}}', "unexpected chart layout"),
+    ],
+)
+def test_broken_payloads_raise_chart_error_naming_the_symbol(payload: bytes, fragment: str) -> None:
+    with pytest.raises(ChartError, match=fragment) as info:
+        parse_chart(payload, symbol="ZZZ", now=FAR_FUTURE)
+    assert str(info.value).startswith("ZZZ: ")
+
+
+def test_schema_drift_raises_chart_error() -> None:
+    no_adjclose = recorded("chart_MSFT.json")
+    del result_of(no_adjclose)["indicators"]["adjclose"]
+    with pytest.raises(ChartError, match="KeyError: 'adjclose'"):
+        parse_chart(no_adjclose, symbol="MSFT", now=FAR_FUTURE)
+    short = recorded("chart_MSFT.json")
+    result_of(short)["indicators"]["quote"][0]["close"].pop()
+    with pytest.raises(ChartError, match="differ in length"):
+        parse_chart(short, symbol="MSFT", now=FAR_FUTURE)
+    no_tz = recorded("chart_MSFT.json")
+    del result_of(no_tz)["meta"]["exchangeTimezoneName"]
+    with pytest.raises(ChartError, match="exchangeTimezoneName"):
+        parse_chart(no_tz, symbol="MSFT", now=FAR_FUTURE)
+
+
+# --- the client over loopback ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def server() -> Iterator[ChartServer]:
+    charts = {
+        "MSFT": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
+        "^SPX": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
+        "ES=F": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
+    }
+    with ChartServer(charts) as running:
+        yield running
+
+
+def make_client(server: ChartServer, policy: RetryPolicy = FAST) -> YahooChartClient:
+    return YahooChartClient(server.url, policy=policy, rate_per_second=0, stats=RequestStats())
+
+
+def test_fetch_sends_one_request_with_the_window_in_new_york_time(server: ChartServer) -> None:
+    now = datetime(2022, 2, 1, tzinfo=timezone.utc)
+    with make_client(server) as client:
+        fetched = client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 31), now=now)
+    assert server.count() == 1
+    query = server.requests[0]["query"]
+    assert query["period1"] == str(ny_midnight(date(2021, 3, 1)))
+    assert query["period2"] == str(ny_midnight(date(2021, 4, 1)))
+    assert query["interval"] == "1d"
+    assert query["events"] == "div,splits"
+    assert query["includeAdjustedClose"] == "true"
+    bars = fetched.chart.bars
+    assert bars["session_date"].min() == date(2021, 3, 1)
+    assert bars["session_date"].max() == date(2021, 3, 31)
+    assert len(bars) == 23
+    assert json.loads(fetched.raw)["chart"]["result"][0]["meta"]["symbol"] == "MSFT"
+
+
+@pytest.mark.parametrize(("ticker", "raw_path"), [("^SPX", "%5ESPX"), ("ES=F", "ES%3DF")])
+def test_fetch_url_encodes_the_ticker(server: ChartServer, ticker: str, raw_path: str) -> None:
+    with make_client(server) as client:
+        fetched = client.fetch(ticker, date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+    assert server.requests[0]["raw_path"] == f"/v8/finance/chart/{raw_path}"
+    assert len(fetched.chart.bars) == 5
+
+
+def test_404_is_symbol_unavailable_with_the_providers_message(server: ChartServer) -> None:
+    with make_client(server) as client, pytest.raises(SymbolUnavailable) as info:
+        client.fetch("NOPE", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+    assert info.value.description == "No data found, symbol may be delisted"
+    assert info.value.status == 404
+    assert server.count() == 1
+
+
+def test_400_before_the_first_bar_is_no_bars(server: ChartServer) -> None:
+    with make_client(server) as client:
+        fetched = client.fetch("MSFT", date(2020, 1, 2), date(2020, 1, 31), now=FAR_FUTURE)
+    assert fetched.chart.bars.empty
+    assert list(fetched.chart.bars.columns) == ["session_date", "open", "high", "low", "close", "adj_close", "volume"]
+    assert "Data doesn't exist" in fetched.note
+
+
+def test_window_after_the_last_bar_is_an_empty_chart(server: ChartServer) -> None:
+    with make_client(server) as client:
+        fetched = client.fetch("MSFT", date(2022, 3, 1), date(2022, 3, 4), now=FAR_FUTURE)
+    assert fetched.chart.bars.empty
+    assert fetched.note == ""
+
+
+def test_429_and_500_are_retried_with_retry_after(server: ChartServer) -> None:
+    server.script("MSFT", Fault(429, {"Retry-After": "0"}), Fault(500, body=b"oops"))
+    with make_client(server) as client:
+        fetched = client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+        assert client.stats.retries == 2
+        assert client.stats.statuses == {429: 1, 500: 1, 200: 1}
+    assert len(fetched.chart.bars) == 5
+    assert server.count("MSFT") == 3
+
+
+def test_exhausted_retries_raise_chart_error_with_the_status(server: ChartServer) -> None:
+    server.script("MSFT", sticky=Fault(503, body=b"unavailable"))
+    with make_client(server) as client, pytest.raises(ChartError, match="HTTP 503") as info:
+        client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+    assert info.value.status == 503
+    assert server.count("MSFT") == FAST.max_attempts
+
+
+def test_timeouts_raise_chart_error(server: ChartServer) -> None:
+    server.script("MSFT", sticky=Fault(delay=0.5))
+    policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01, timeout=0.2)
+    with make_client(server, policy) as client, pytest.raises(ChartError, match="Timeout") as info:
+        client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+    assert info.value.status is None
+
+
+def test_truncated_body_raises_chart_error(server: ChartServer) -> None:
+    server.script("MSFT", Fault(truncate=True))
+    with make_client(server) as client, pytest.raises(ChartError, match="truncated JSON"):
+        client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)

@@ -1,0 +1,453 @@
+"""Cache-first Yahoo candles: one Parquet per symbol, fetched only where sessions are missing.
+
+Yahoo rate-limits hard and without a published quota, so every run asks the cache first and
+sends at most one request per symbol for what is missing (two when the history was rescaled).
+A failure never loses data: the cached bars stay and the symbol is reported ``stale``.
+
+Layout under ``root`` (``Lake.candle_cache_dir``, i.e. ``<data_dir>/cache/candles/``), with the
+Tastytrade symbol percent-encoded so ``/``, ``^`` and ``=`` are safe (``/ES`` -> ``%2FES``):
+
+- ``<encoded>.parquet``: columns ``CANDLE_COLUMNS``, one row per XNYS session, final bars only;
+- ``<encoded>.json``: the sidecar: Yahoo ticker, last fetch time, splits and dividends seen, and
+  the sessions Yahoo was asked for and had no bar (halts, futures holidays, before the listing),
+  so that a gap in the provider's data does not cost a request on every run.
+
+The Parquet is written before the sidecar and both atomically; a crash between them leaves an
+older sidecar, which at worst costs one extra request.
+
+Scales never mix. Yahoo's ``close`` is split-adjusted and ``adj_close`` split- and
+dividend-adjusted, so a split or dividend after the cached bars silently rescales history. Each
+incremental request therefore re-reads the last ``OVERLAP_BARS`` cached bars; when the response
+lists a split after the cache, when the overlap's closes moved, or when its adjustment factors
+(``adj_close / close``) moved, the symbol's whole history is fetched again and replaces the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
+from urllib.parse import quote
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
+from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
+from variance_pipeline.sources.http import RequestStats
+from variance_pipeline.sources.yahoo import (
+    ChartError,
+    Dividend,
+    FetchedChart,
+    Split,
+    SymbolUnavailable,
+    YahooChartClient,
+    yahoo_ticker,
+)
+from variance_pipeline.validation.candles import CANDLE_COLUMNS, xnys_session_mask
+
+OVERLAP_BARS = 5
+# Relative move of the overlap's median close that means "rescaled" (splits, stock dividends);
+# a one-bar correction of the latest close stays below it and is simply overwritten.
+SCALE_TOLERANCE = 0.005
+# Relative move of any overlap bar's adj_close/close factor that means a new dividend adjustment;
+# well above float32 rounding (~1e-7), below the smallest real dividend adjustment.
+ADJUST_TOLERANCE = 1e-6
+# A session without a bar counts as "Yahoo has none" only this long after its close (or when a
+# later bar exists); before that the bar may simply not be published yet.
+NO_BAR_SETTLE = timedelta(hours=12)
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("yahoo_ticker", pa.string()),
+        ("session_date", pa.date32()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("adj_close", pa.float64()),
+        ("volume", pa.int64()),
+    ]
+)
+
+Status = Literal["fetched", "cached", "stale", "unavailable"]
+Event = TypeVar("Event", Split, Dividend)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Dates as ``datetime.date``, volume as nullable ``Int64`` (a missing volume stays missing)."""
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def empty_candles() -> pd.DataFrame:
+    """A zero-row frame with the candle columns and dtypes."""
+    return _to_pandas(PARQUET_SCHEMA.empty_table())
+
+
+def _normalise(frame: pd.DataFrame, symbol: str) -> pa.Table:
+    """Columns, types and order of a cached symbol: sorted, one row per session."""
+    frame = frame.assign(symbol=symbol).loc[:, list(CANDLE_COLUMNS)]
+    frame = frame.sort_values("session_date").drop_duplicates("session_date", keep="last")
+    return pa.Table.from_pandas(frame, schema=PARQUET_SCHEMA, preserve_index=False)
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """The sidecar of one symbol."""
+
+    yahoo_ticker: str
+    fetched_at: datetime
+    splits: tuple[Split, ...] = ()
+    dividends: tuple[Dividend, ...] = ()
+    no_bar_sessions: frozenset[date] = frozenset()
+
+    def to_json(self, symbol: str) -> dict[str, Any]:
+        return {
+            "symbol": symbol,
+            "yahoo_ticker": self.yahoo_ticker,
+            "fetched_at": self.fetched_at.isoformat(),
+            "splits": [
+                {"date": s.date.isoformat(), "numerator": s.numerator, "denominator": s.denominator}
+                for s in self.splits
+            ],
+            "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
+            "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "CacheMeta":
+        return cls(
+            yahoo_ticker=str(doc["yahoo_ticker"]),
+            fetched_at=datetime.fromisoformat(doc["fetched_at"]),
+            splits=tuple(
+                Split(date.fromisoformat(s["date"]), float(s["numerator"]), float(s["denominator"]))
+                for s in doc.get("splits", [])
+            ),
+            dividends=tuple(
+                Dividend(date.fromisoformat(d["date"]), float(d["amount"])) for d in doc.get("dividends", [])
+            ),
+            no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
+        )
+
+
+class CandleCache:
+    """Per-symbol candle files under ``root``; every write is atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _stem(self, symbol: str) -> str:
+        if not symbol.strip():
+            raise ValueError("an empty symbol has no cache file")
+        return quote(symbol, safe="")
+
+    def path(self, symbol: str) -> Path:
+        return self.root / f"{self._stem(symbol)}.parquet"
+
+    def meta_path(self, symbol: str) -> Path:
+        return self.root / f"{self._stem(symbol)}.json"
+
+    def read(self, symbol: str) -> pd.DataFrame:
+        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns."""
+        path = self.path(symbol)
+        if not path.exists():
+            return empty_candles()
+        return _to_pandas(pq.read_table(path, schema=PARQUET_SCHEMA))
+
+    def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Replace the symbol's bars (``frame`` needs ``CANDLE_COLUMNS`` except ``symbol``).
+
+        Returns the bars as stored, i.e. what ``read`` will give back.
+        """
+        table = _normalise(frame, symbol)
+        write_parquet_atomic(self.path(symbol), table)
+        return _to_pandas(table)
+
+    def sessions_present(self, symbol: str) -> set[date]:
+        path = self.path(symbol)
+        if not path.exists():
+            return set()
+        return set(pq.read_table(path, columns=["session_date"]).column("session_date").to_pylist())
+
+    def read_meta(self, symbol: str) -> CacheMeta | None:
+        path = self.meta_path(symbol)
+        if not path.exists():
+            return None
+        try:
+            return CacheMeta.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable sidecar only costs a re-check of the symbol's gaps
+
+    def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
+        return write_json_atomic(self.meta_path(symbol), meta.to_json(symbol))
+
+
+@dataclass(frozen=True)
+class SymbolStatus:
+    symbol: str
+    yahoo_ticker: str
+    status: Status
+    requests: int
+    bars_added: int
+    message: str
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """An untouched chart body, for the bronze layer (``raw/candles/date=D/``)."""
+
+    symbol: str
+    yahoo_ticker: str
+    start: date
+    end: date
+    body: bytes
+
+
+@dataclass(frozen=True)
+class CandleRefresh:
+    """What ``refresh_candles`` did: every symbol's cached bars, its outcome, the request cost.
+
+    ``bars`` holds each symbol's whole cache after the refresh (lookback included); ``frame``
+    cuts it to the sessions a run writes. ``responses`` are the untouched bodies for bronze.
+    """
+
+    start: date
+    end: date
+    bars: pd.DataFrame
+    statuses: tuple[SymbolStatus, ...]
+    stats: RequestStats
+    null_bars_dropped: int
+    live_bars_dropped: int
+    off_calendar_bars_dropped: int
+    responses: tuple[RawResponse, ...]
+
+    def frame(self, start: date | None = None, end: date | None = None) -> pd.DataFrame:
+        """Bars of all symbols for sessions in [start, end] (default: the refresh's range)."""
+        start, end = start or self.start, end or self.end
+        inside = (self.bars["session_date"] >= start) & (self.bars["session_date"] <= end)
+        return self.bars.loc[inside].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    """The final bars of one response, restricted to XNYS sessions, and its drop counts."""
+
+    bars: pd.DataFrame
+    splits: tuple[Split, ...]
+    dividends: tuple[Dividend, ...]
+    null_dropped: int
+    live_dropped: int
+    off_calendar: int
+    raw: RawResponse
+    note: str
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: SymbolStatus
+    bars: pd.DataFrame
+    fetches: tuple[_Fetch, ...] = ()
+
+
+def _fetch(client: YahooChartClient, symbol: str, ticker: str, start: date, end: date, now: datetime) -> _Fetch:
+    fetched: FetchedChart = client.fetch(ticker, start, end, now=now)
+    chart = fetched.chart
+    bars = chart.bars
+    on_calendar = xnys_session_mask(bars["session_date"])
+    bars = bars.loc[on_calendar].assign(symbol=symbol, yahoo_ticker=ticker)
+    return _Fetch(
+        bars=bars.loc[:, list(CANDLE_COLUMNS)].reset_index(drop=True),
+        splits=tuple(chart.splits),
+        dividends=tuple(chart.dividends),
+        null_dropped=chart.null_bars_dropped,
+        live_dropped=chart.live_bars_dropped,
+        off_calendar=int((~on_calendar).sum()),
+        raw=RawResponse(symbol, ticker, start, end, fetched.raw),
+        note=fetched.note,
+    )
+
+
+def _no_bar_sessions(bars: pd.DataFrame, start: date, end: date, now: datetime) -> set[date]:
+    """Sessions in [start, end] without a bar that Yahoo should have published by now.
+
+    A gap before the response's last bar is the provider's final word; a trailing gap only once
+    ``NO_BAR_SETTLE`` has passed since its close, so a bar published late is still fetched.
+    """
+    dates = set(bars["session_date"])
+    settled_until = max([last_closed_session(now - NO_BAR_SETTLE), *dates])
+    return set(sessions_in_range(start, min(end, settled_until))) - dates
+
+
+def _rescale_reason(cached: pd.DataFrame, fetch: _Fetch) -> str | None:
+    """Why the cached history is no longer on the provider's scale, or None when it still is."""
+    if cached.empty or fetch.bars.empty:
+        return None
+    last_cached = cached["session_date"].max()
+    new_splits = [s for s in fetch.splits if s.date > last_cached]
+    if new_splits:
+        s = new_splits[0]
+        return f"split {s.numerator:g}:{s.denominator:g} on {s.date} after the cached bars"
+    both = cached.merge(fetch.bars, on="session_date", suffixes=("_old", "_new"))
+    if both.empty:
+        return "no overlap with the cached bars to check the price scale"
+    ratio = (both["close_new"] / both["close_old"]).median()
+    if abs(ratio - 1.0) > SCALE_TOLERANCE:
+        return f"overlap closes moved by a factor {ratio:.6g}"
+    factor_change = (both["adj_close_new"] / both["close_new"]) / (both["adj_close_old"] / both["close_old"])
+    if ((factor_change - 1.0).abs() > ADJUST_TOLERANCE).any():
+        return "adjusted closes of the overlap changed (new dividend adjustment)"
+    return None
+
+
+def _merge_events(old: tuple[Event, ...], new: tuple[Event, ...]) -> tuple[Event, ...]:
+    return tuple(sorted(set(old) | set(new), key=lambda e: e.date))
+
+
+def _refresh_symbol(
+    symbol: str,
+    ticker: str,
+    expected: list[date],
+    window_start: date,
+    end: date,
+    now: datetime,
+    client: YahooChartClient,
+    cache: CandleCache,
+) -> _Outcome:
+    cached = cache.read(symbol)
+    meta = cache.read_meta(symbol)
+    if (meta is not None and meta.yahoo_ticker != ticker) or (cached["yahoo_ticker"] != ticker).any():
+        cached, meta = empty_candles(), None  # the mapping changed: another instrument's history
+    known_gaps = meta.no_bar_sessions if meta else frozenset()
+    present = set(cached["session_date"])
+    missing = sorted(set(expected) - present - known_gaps)
+    if not missing:
+        return _Outcome(SymbolStatus(symbol, ticker, "cached", 0, 0, f"{len(cached)} cached bars"), cached)
+
+    before_missing = cached.loc[cached["session_date"] < missing[0], "session_date"]
+    overlap = sorted(before_missing)[-OVERLAP_BARS:]
+    request_start = overlap[0] if overlap else missing[0]
+    first = _fetch(client, symbol, ticker, request_start, end, now)
+    reason = _rescale_reason(cached, first)
+    if reason is None:
+        fetches = (first,)
+        kept = cached.loc[~cached["session_date"].isin(set(first.bars["session_date"]))]
+        merged = _concat([kept, first.bars])
+        gaps = (known_gaps | _no_bar_sessions(first.bars, request_start, end, now)) - set(merged["session_date"])
+        splits = _merge_events(meta.splits if meta else (), first.splits)
+        dividends = _merge_events(meta.dividends if meta else (), first.dividends)
+    else:
+        # Cover everything cached too, so replacing the cache loses no bars of an older backfill.
+        full_start = min(window_start, cached["session_date"].min())
+        full_end = max(end, cached["session_date"].max())
+        try:
+            second = _fetch(client, symbol, ticker, full_start, full_end, now)
+        except ChartError as exc:
+            message = f"{reason}; the refetch of the full history failed ({exc})"
+            raise ChartError(message, symbol=ticker, status=exc.status, path=exc.path) from exc
+        fetches = (first, second)
+        merged = second.bars
+        gaps = _no_bar_sessions(second.bars, full_start, full_end, now)
+        splits, dividends = second.splits, second.dividends
+
+    bars = cache.write(symbol, merged)
+    cache.write_meta(symbol, CacheMeta(ticker, now, splits, dividends, frozenset(gaps)))
+    added = len(set(bars["session_date"]) - present)
+    notes = "; ".join(f.note for f in fetches if f.note)
+    message = f"+{added} bars, {len(bars)} cached" + (f"; refetched: {reason}" if reason else "")
+    return _Outcome(
+        SymbolStatus(symbol, ticker, "fetched", 0, added, message + (f"; {notes}" if notes else "")), bars, fetches
+    )
+
+
+def refresh_candles(
+    symbols: Sequence[str],
+    start: date,
+    end: date,
+    *,
+    now: datetime,
+    client: YahooChartClient,
+    cache: CandleCache,
+    lookback: int = 260,
+    overrides: Mapping[str, str] | None = None,
+    log: Callable[[str], None] = print,
+    progress_every: int = 5,
+) -> CandleRefresh:
+    """Bring every symbol's cache up to ``end`` (plus ``lookback`` sessions before ``start``).
+
+    Symbols go one after another through the client's rate limiter. Only sessions closed by
+    ``now`` are expected. A symbol whose fetch fails keeps its cache and is reported ``stale``;
+    404 is ``unavailable``; nothing here raises for one bad symbol.
+    """
+    window_start = sessions_back(start, lookback + 1)[0]
+    request_end = min(end, last_closed_session(now))
+    expected = sessions_in_range(window_start, request_end)
+    stats = client.stats
+    baseline = (stats.requests, stats.retries, stats.waited_seconds, dict(stats.statuses))
+    statuses: list[SymbolStatus] = []
+    frames: list[pd.DataFrame] = []
+    fetches: list[_Fetch] = []
+    for done, symbol in enumerate(symbols, start=1):
+        ticker = yahoo_ticker(symbol, overrides)
+        requests_before = stats.requests
+        try:
+            outcome = _refresh_symbol(symbol, ticker, expected, window_start, request_end, now, client, cache)
+        except SymbolUnavailable as exc:
+            outcome = _Outcome(SymbolStatus(symbol, ticker, "unavailable", 0, 0, exc.description), cache.read(symbol))
+        except ChartError as exc:
+            bars = cache.read(symbol)
+            message = f"{exc}; keeping {len(bars)} cached bars"
+            outcome = _Outcome(SymbolStatus(symbol, ticker, "stale", 0, 0, message), bars)
+        statuses.append(replace(outcome.status, requests=stats.requests - requests_before))
+        frames.append(outcome.bars)
+        fetches.extend(outcome.fetches)
+        if done % progress_every == 0 or done == len(symbols):
+            log(_progress(done, len(symbols), statuses, stats.requests - baseline[0], stats.retries - baseline[1]))
+
+    run_stats = RequestStats(
+        requests=stats.requests - baseline[0],
+        retries=stats.retries - baseline[1],
+        waited_seconds=stats.waited_seconds - baseline[2],
+        statuses={k: v - baseline[3].get(k, 0) for k, v in stats.statuses.items() if v != baseline[3].get(k, 0)},
+    )
+    return CandleRefresh(
+        start=start,
+        end=end,
+        bars=_concat(frames).sort_values(["symbol", "session_date"]).reset_index(drop=True),
+        statuses=tuple(statuses),
+        stats=run_stats,
+        null_bars_dropped=sum(f.null_dropped for f in fetches),
+        live_bars_dropped=sum(f.live_dropped for f in fetches),
+        off_calendar_bars_dropped=sum(f.off_calendar for f in fetches),
+        responses=tuple(f.raw for f in fetches),
+    )
+
+
+def _progress(done: int, total: int, statuses: list[SymbolStatus], requests: int, retries: int) -> str:
+    counts = Counter(s.status for s in statuses)
+    return (
+        f"candles: {done}/{total} symbols, {requests} requests, {counts.get('cached', 0)} cache hits, "
+        f"{retries} retries, {counts.get('stale', 0)} stale, {counts.get('unavailable', 0)} unavailable"
+    )
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    non_empty = [f for f in frames if len(f)]
+    if not non_empty:
+        return empty_candles()
+    return pd.concat(non_empty, ignore_index=True)
+
+
+def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, sessions: int) -> pd.DataFrame:
+    """The last ``sessions`` cached bars up to ``end`` of each symbol (``CANDLE_COLUMNS``).
+
+    Realised volatility reads its window from here rather than from the lake, so HV252 for a
+    session needs no earlier partitions to have been materialised.
+    """
+    frame = _concat([cache.read(symbol) for symbol in symbols])
+    frame = frame.loc[frame["session_date"] <= end].sort_values(["symbol", "session_date"])
+    return frame.groupby("symbol", sort=False).tail(sessions).reset_index(drop=True)

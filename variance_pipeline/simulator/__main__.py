@@ -1,0 +1,82 @@
+"""``python -m variance_pipeline.simulator`` / ``variance-simulator``: run the simulator standalone.
+
+Prints exactly one line, ``simulator listening on http://HOST:PORT`` (flushed, with the real port
+when ``--port 0``), so scripts can wait for it and read the URL, then serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+
+from variance_pipeline.simulator.faults import FaultRule, parse_spec
+from variance_pipeline.simulator.server import SimulatorServer
+
+DEFAULT_PORT = 8765
+
+
+def _instant(text: str) -> datetime:
+    """ISO-8601 with an offset ("Z" allowed): a clock must never be ambiguous."""
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"--now {text!r} needs a UTC offset, e.g. 2025-11-24T21:30:00+00:00")
+    return parsed.astimezone(timezone.utc)
+
+
+def _faults(text: str) -> list[FaultRule]:
+    try:
+        return parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--fault {text!r}: {exc}") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="variance-simulator", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)")
+    parser.add_argument("--now", type=_instant, default=None, help="market clock, ISO-8601 with offset; default real time")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--replay", type=Path, default=None, metavar="DIR", help="serve recorded responses from DIR")
+    parser.add_argument("--client-secret", default=None, help="accept only this OAuth client secret")
+    parser.add_argument("--refresh-token", default=None, help="accept only this OAuth refresh token")
+    parser.add_argument("--token-ttl", type=float, default=900.0, metavar="SECONDS")
+    parser.add_argument(
+        "--fault", type=_faults, action="append", default=[], metavar="SPEC",
+        help='repeatable; JSON rule(s) or ENDPOINT:KIND[:key=value]..., e.g. chart:429:count=2:retry_after=3',
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server = SimulatorServer(
+        host=args.host,
+        port=args.port,
+        now=args.now,
+        seed=args.seed,
+        replay_dir=args.replay,
+        client_secret=args.client_secret,
+        refresh_token=args.refresh_token,
+        token_ttl=args.token_ttl,
+        faults=[rule for rules in args.fault for rule in rules],
+    )
+    stopped = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    with server:
+        print(f"simulator listening on {server.url}", flush=True)
+        stopped.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

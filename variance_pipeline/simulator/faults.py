@@ -1,0 +1,270 @@
+"""Fault injection: the failures the pipeline must survive, on demand and countable.
+
+A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
+(``count``; null = every time). Error kinds (429/500/503/401) replace the answer; ``slow`` delays
+it; ``truncated``, ``missing_field``, ``extra_field`` and ``live_bar`` alter a successful body;
+``split`` is not a per-request event but market state: while the rule is installed the symbol
+has split on that date (synthetic market only), so ``count`` does not apply to it.
+
+JSON form (``POST /_sim/faults`` takes one rule, a list, or ``{"rules": [...]}``)::
+
+    {"endpoint": "chart", "symbol": "SPY", "kind": "429", "count": 2, "retry_after": 3}
+    {"endpoint": "chart", "symbol": "NVDA", "kind": "split", "split": {"date": "2025-06-02", "ratio": 4}}
+
+CLI form (``--fault``): the same JSON, or ``ENDPOINT:KIND[:key=value]...``, e.g.
+``chart:429:count=2:retry_after=3`` or ``chart:split:symbol=NVDA:date=2025-06-02:ratio=4``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import dataclasses
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Collection, Iterable, Mapping
+
+from variance_pipeline.simulator.formats import Reply, tt_error
+from variance_pipeline.simulator.market import Split, lookup
+
+ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "*"})
+ERROR_KINDS = frozenset({"429", "500", "503", "401"})
+BODY_KINDS = frozenset({"truncated", "live_bar", "missing_field", "extra_field"})
+KINDS = ERROR_KINDS | BODY_KINDS | {"slow", "split"}
+DEFAULT_EXTRA_FIELD = "x-simulator-extra"
+
+
+@dataclass
+class FaultRule:
+    endpoint: str
+    kind: str
+    symbol: str | None = None
+    count: int | None = None
+    retry_after: float | str | None = None
+    delay: float = 0.0
+    split: Split | None = None
+    field: str | None = None
+    fired: int = dataclasses.field(default=0, compare=False)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
+        """Validate one rule; ValueError names the offending key."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"a fault rule must be an object, got {raw!r}")
+        unknown = set(raw) - {"endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field"}
+        if unknown:
+            raise ValueError(f"unknown fault keys {sorted(unknown)}")
+        endpoint = str(raw.get("endpoint", "*"))
+        kind = str(raw.get("kind", ""))
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {sorted(ENDPOINTS)}, got {endpoint!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        count = raw.get("count")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ValueError("count must be a positive integer or null")
+        retry_after = raw.get("retry_after")
+        if retry_after is not None and not isinstance(retry_after, (int, float, str)):
+            raise ValueError("retry_after must be seconds or an HTTP-date string")
+        symbol = raw.get("symbol")
+        split = _parse_split(raw.get("split")) if kind == "split" else None
+        if kind == "split" and not symbol:
+            raise ValueError("a split fault needs a symbol")
+        if kind in ("missing_field",) and not raw.get("field"):
+            raise ValueError("missing_field needs a field name")
+        return cls(
+            endpoint=endpoint,
+            kind=kind,
+            symbol=str(symbol) if symbol else None,
+            count=count,
+            retry_after=retry_after,
+            delay=float(raw.get("delay", 0.0) or 0.0),
+            split=split,
+            field=str(raw["field"]) if raw.get("field") else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        split = None
+        if self.split is not None:
+            split = {"date": self.split.day.isoformat(), "ratio": f"{self.split.numerator}:{self.split.denominator}"}
+        return {
+            "endpoint": self.endpoint,
+            "kind": self.kind,
+            "symbol": self.symbol,
+            "count": self.count,
+            "retry_after": self.retry_after,
+            "delay": self.delay,
+            "split": split,
+            "field": self.field,
+            "fired": self.fired,
+        }
+
+    def matches(self, endpoint: str, symbols: Collection[str]) -> bool:
+        """Endpoint match, and when the rule names a symbol, the request must concern it."""
+        if self.endpoint not in ("*", endpoint):
+            return False
+        return self.symbol is None or _aliases(self.symbol) & {s.upper() for s in symbols} != set()
+
+
+def _aliases(symbol: str) -> set[str]:
+    """A symbol and its other spelling (``/ES`` <-> ``ES=F``), so either names the instrument."""
+    inst = lookup(symbol)
+    return {symbol.upper()} | ({inst.symbol, inst.yahoo} if inst else set())
+
+
+def _parse_split(raw: Any) -> Split:
+    if not isinstance(raw, Mapping) or "date" not in raw:
+        raise ValueError('split needs {"date": "YYYY-MM-DD", "ratio": 4} (or "ratio": "4:1")')
+    ratio = raw.get("ratio", raw.get("numerator", 2))
+    numerator, denominator = (ratio.split(":") if isinstance(ratio, str) and ":" in ratio else (ratio, raw.get("denominator", 1)))
+    try:
+        split = Split(date.fromisoformat(str(raw["date"])), int(numerator), int(denominator))
+    except ValueError as exc:
+        raise ValueError(f"bad split {dict(raw)!r}: {exc}") from exc
+    if split.numerator < 1 or split.denominator < 1:
+        raise ValueError("split ratio terms must be positive")
+    return split
+
+
+def parse_rules(payload: Any) -> list[FaultRule]:
+    """One rule, a list of rules, or ``{"rules": [...]}``."""
+    if isinstance(payload, Mapping) and "rules" in payload:
+        payload = payload["rules"]
+    if isinstance(payload, Mapping):
+        payload = [payload]
+    if not isinstance(payload, list):
+        raise ValueError("expected a fault rule, a list of rules or {\"rules\": [...]}")
+    return [FaultRule.from_json(raw) for raw in payload]
+
+
+def parse_spec(spec: str) -> list[FaultRule]:
+    """A ``--fault`` value: JSON, or ``ENDPOINT:KIND[:key=value]...``."""
+    text = spec.strip()
+    if text.startswith(("{", "[")):
+        return parse_rules(json.loads(text))
+    endpoint, _, rest = text.partition(":")
+    kind, *pairs = rest.split(":")
+    raw: dict[str, Any] = {"endpoint": endpoint, "kind": kind}
+    split: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"fault option {pair!r} is not key=value")
+        if key in ("date", "ratio"):
+            split[key] = value
+        elif key == "count":
+            raw[key] = int(value)
+        elif key in ("delay", "retry_after"):
+            raw[key] = float(value) if key == "delay" or value.replace(".", "", 1).isdigit() else value
+        else:
+            raw[key] = value
+    if split:
+        raw["split"] = split
+    return parse_rules(raw)
+
+
+class FaultStore:
+    """The installed rules; thread-safe because handlers run on many threads."""
+
+    def __init__(self, rules: Iterable[FaultRule] = ()) -> None:
+        self._rules = list(rules)
+        self._lock = threading.Lock()
+
+    def replace(self, rules: Iterable[FaultRule]) -> None:
+        with self._lock:
+            self._rules = list(rules)
+
+    def clear(self) -> None:
+        self.replace([])
+
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [rule.to_json() for rule in self._rules]
+
+    def fire(self, endpoint: str, symbols: Collection[str]) -> list[FaultRule]:
+        """The per-request rules that apply now, counted; exhausted rules are dropped."""
+        fired: list[FaultRule] = []
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind != "split" and rule.matches(endpoint, symbols):
+                    rule.fired += 1
+                    fired.append(rule)
+            self._rules = [r for r in self._rules if r.count is None or r.fired < r.count]
+        return fired
+
+    def splits_for(self, symbol: str) -> tuple[Split, ...]:
+        """Splits injected for ``symbol`` (a Tastytrade symbol), as market state."""
+        with self._lock:
+            return tuple(
+                rule.split
+                for rule in self._rules
+                if rule.kind == "split" and rule.split is not None and rule.symbol and symbol.upper() in _aliases(rule.symbol)
+            )
+
+
+def error_reply(rule: FaultRule, endpoint: str) -> Reply:
+    """The error each API really sends for that status (Yahoo's 429 is plain text)."""
+    headers: dict[str, str] = {}
+    if rule.kind == "429" and rule.retry_after is not None:
+        value = rule.retry_after
+        headers["Retry-After"] = str(int(value)) if isinstance(value, (int, float)) and float(value).is_integer() else str(value)
+    status = int(rule.kind)
+    if endpoint == "chart":
+        if status == 429:
+            return Reply(429, "Too Many Requests\r\n", headers)
+        if status == 401:
+            return Reply(401, {"finance": {"result": None, "error": {"code": "Unauthorized", "description": "Invalid Crumb"}}})
+        code = {500: "Internal Server Error", 503: "Service Unavailable"}[status]
+        return Reply(status, {"chart": {"result": None, "error": {"code": code, "description": code}}})
+    tt = {
+        429: ("too_many_requests", "Rate limit exceeded, slow down"),
+        401: ("token_invalid", "This token is invalid or has expired"),
+        500: ("internal_server_error", "Internal server error"),
+        503: ("service_unavailable", "Service temporarily unavailable"),
+    }[status]
+    return Reply(status, tt_error(*tt), headers)
+
+
+def alter_body(rule: FaultRule, body: Any, endpoint: str) -> None:
+    """Apply a body-altering fault in place (``truncated`` is applied when encoding)."""
+    if rule.kind == "missing_field" and rule.field:
+        for target in _targets(rule, body, endpoint, whole=True):
+            _drop_key(target, rule.field)
+    elif rule.kind == "extra_field":
+        for target in _targets(rule, body, endpoint, whole=False):
+            target[rule.field or DEFAULT_EXTRA_FIELD] = "unexpected"
+    elif rule.kind == "live_bar" and endpoint == "chart":
+        _stamp_last_bar(body)
+
+
+def _targets(rule: FaultRule, body: Any, endpoint: str, *, whole: bool) -> list[dict[str, Any]]:
+    """Where a field fault lands: each (matching) list item, or Yahoo's result/meta."""
+    if endpoint == "chart":
+        results = (body.get("chart") or {}).get("result") or []
+        return [r if whole else r.get("meta", {}) for r in results]
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        items = [i for i in data["items"] if isinstance(i, dict)]
+        if rule.symbol and endpoint == "market-metrics":
+            items = [i for i in items if str(i.get("symbol", "")).upper() in _aliases(rule.symbol)]
+        return items
+    return [data if isinstance(data, dict) else body]
+
+
+def _drop_key(node: Any, key: str) -> None:
+    if isinstance(node, dict):
+        node.pop(key, None)
+        for value in node.values():
+            _drop_key(value, key)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_key(value, key)
+
+
+def _stamp_last_bar(body: dict[str, Any]) -> None:
+    """Yahoo right after the close: the last bar carries ``regularMarketTime``, not the open."""
+    for result in (body.get("chart") or {}).get("result") or []:
+        stamps = result.get("timestamp")
+        when = result.get("meta", {}).get("regularMarketTime")
+        if stamps and when is not None:
+            stamps[-1] = max(int(when), stamps[-1])

@@ -1,0 +1,201 @@
+"""Synthetic ``/market-metrics`` items, derived from the same bars the chart endpoint serves.
+
+The units are mixed exactly as in the real API: IV index, ranks, percentile and per-expiration IVs
+are fractions; ``implied-volatility-30-day``, ``historical-volatility-*`` and
+``iv-hv-30-day-difference`` are percentages. ``historical-volatility-30-day`` is computed from the
+chart's own final closes as of the clock, so the pipeline's HV30 reconciles with it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable
+
+import numpy as np
+
+from variance_pipeline.simulator import dates
+from variance_pipeline.simulator.formats import iso_offset, iso_z, num
+from variance_pipeline.simulator.market import (
+    TRADING_DAYS,
+    Bars,
+    historical_vol,
+    keyed_rng,
+    lookup,
+    series,
+    sessions,
+)
+
+_CREATED = datetime(2019, 1, 21, 0, 2, 44, 206000, tzinfo=timezone.utc)
+
+
+def metrics_item(seed: int, bars: Bars, spy: Bars, clock: datetime) -> dict[str, Any] | None:
+    """One item as of ``clock``; None when the instrument has too little history to rate."""
+    inst = bars.instrument
+    done = bars.completed
+    if done < 2:
+        return None
+    closes = bars.close[:done]
+    iv_history = bars.iv[:done]
+    iv = float(iv_history[-1])
+    year = iv_history[-TRADING_DAYS:]
+    two_years = iv_history[-2 * TRADING_DAYS :]
+    rank = _rank(iv, year)
+    today = dates.new_york_date(clock)
+    term = _term_structure(inst.kind, inst.symbol, today, iv, float(two_years.mean()))
+    iv30 = round(100 * _term_iv(iv, float(two_years.mean()), 30), 2)
+    hv = {n: historical_vol(closes, n) for n in (30, 60, 90)}
+    hv_pct = {n: None if value is None else round(100 * value, 2) for n, value in hv.items()}
+    beta, corr = _beta_corr(closes, spy.close[: spy.completed])
+    price = float(closes[-1])
+    dollar_volume = float(np.mean(bars.volume[:done][-20:] * closes[-20:]))
+    updated = clock.astimezone(timezone.utc)
+    item: dict[str, Any] = {
+        "symbol": inst.symbol,
+        "implied-volatility-index": num(iv, 9),
+        "implied-volatility-index-5-day-change": num(iv - float(iv_history[-6 if done >= 6 else 0]), 9),
+        "implied-volatility-index-rank": num(rank, 9),
+        "tos-implied-volatility-index-rank": num(rank, 9),
+        "tw-implied-volatility-index-rank": num(_rank(iv, two_years), 9),
+        "tos-implied-volatility-index-rank-updated-at": iso_z(updated - timedelta(seconds=1)),
+        "implied-volatility-index-rank-source": "tos",
+        "implied-volatility-percentile": num(float(np.mean(year < iv)), 9),
+        "implied-volatility-updated-at": iso_z(updated - timedelta(seconds=1)),
+        "liquidity-value": num(dollar_volume / 1e4, 9),
+        "liquidity-rank": num(math.log10(1 + dollar_volume) / 7, 9),
+        "liquidity-rating": int(min(5, max(0, round(math.log10(1 + dollar_volume) - 6)))),
+        "created-at": iso_offset(_CREATED),
+        "updated-at": iso_z(updated),
+        "option-expiration-implied-volatilities": term,
+        "liquidity-running-state": {
+            "sum": num(48 * dollar_volume / 1e4, 9),
+            "count": 48,
+            "started-at": iso_z(updated - timedelta(days=4)),
+            "updated-at": iso_z(updated - timedelta(seconds=1)),
+        },
+        "beta": num(beta, 9),
+        "beta-updated-at": iso_z(updated - timedelta(days=3)),
+        "corr-spy-3month": num(corr, 2),
+        **_dividend_fields(seed, bars, today, price),
+        **({"earnings": _earnings(seed, inst.symbol, inst.earnings_months, inst.earnings_day, today, updated)}
+           if inst.has_earnings else {}),
+        "listed-market": inst.listed_market,
+        "lendability": "Easy To Borrow",
+        "borrow-rate": "0.0",
+        "market-cap": int(inst.shares_outstanding * price),
+        "implied-volatility-30-day": num(iv30, 2),
+        "historical-volatility-30-day": _pct(hv_pct[30]),
+        "historical-volatility-60-day": _pct(hv_pct[60]),
+        "historical-volatility-90-day": _pct(hv_pct[90]),
+        "iv-hv-30-day-difference": None if hv_pct[30] is None else num(iv30 - hv_pct[30], 2),
+        "price-earnings-ratio": "0.0",
+        "earnings-per-share": "0.0",
+    }
+    return item
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else num(value, 2)
+
+
+def _rank(value: float, history: np.ndarray) -> float:
+    low, high = float(history.min()), float(history.max())
+    return 0.0 if high <= low else (value - low) / (high - low)
+
+
+def _term_iv(front: float, mean: float, days: float) -> float:
+    """Mean-reverting term structure: backwardated when IV is above its mean, contango below."""
+    return mean + (front * 1.03 - mean) * math.exp(-days / 60.0)
+
+
+def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float) -> list[dict[str, Any]]:
+    """4-8 future expirations: weeklies plus monthlies for stocks and ETFs, monthlies for futures."""
+    monthly = [dates.monthly_expiration(*dates.add_months(today.year, today.month, k)) for k in range(0, 7)]
+    monthly = [d for d in monthly if d > today]
+    chosen = monthly[:5] if kind == "future" else sorted(set(dates.weekly_expirations(today, 4) + monthly[:3]))
+    return [
+        {
+            "expiration-date": expiry.isoformat(),
+            "option-chain-type": "Standard",
+            "settlement-type": "AM" if symbol == "SPX" and expiry in monthly else "PM",
+            "implied-volatility": num(_term_iv(iv, mean, (expiry - today).days), 9),
+        }
+        for expiry in chosen
+    ]
+
+
+def _beta_corr(closes: np.ndarray, spy_closes: np.ndarray) -> tuple[float, float]:
+    """Beta and correlation to SPY over the last 63 daily log returns (3 months)."""
+    count = min(len(closes), len(spy_closes), 64)
+    if count < 3:
+        return 1.0, 1.0
+    own = np.diff(np.log(closes[-count:]))
+    market = np.diff(np.log(spy_closes[-count:]))
+    cov = np.cov(own, market)
+    beta = float(cov[0, 1] / cov[1, 1]) if cov[1, 1] > 0 else 0.0
+    corr = float(cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1])) if cov[0, 0] * cov[1, 1] > 0 else 0.0
+    return beta, corr
+
+
+def _dividend_fields(seed: int, bars: Bars, today: date, price: float) -> dict[str, Any]:
+    """Payers carry ex/next/pay dates; non-payers only the three zero fields (as TSLA does)."""
+    if not bars.dividends:
+        return {"dividend-rate-per-share": "0.0", "annual-dividend-per-share": "0.0", "dividend-yield": "0.0"}
+    cal = sessions()
+    last_ts, last_amount = bars.dividends[-1]
+    year_ago = int((datetime.combine(today, datetime.min.time(), timezone.utc) - timedelta(days=365)).timestamp())
+    annual = sum(amount for ts, amount in bars.dividends if ts > year_ago)
+    ex_day = dates.new_york_date(datetime.fromtimestamp(last_ts, timezone.utc))
+    upcoming = [int(i) for i in series(seed, bars.instrument.symbol).ex_dividend if int(i) >= len(bars.close)]
+    next_day = cal.days[upcoming[0]].astype(object) if upcoming else ex_day + timedelta(days=91)
+    return {
+        "dividend-rate-per-share": num(last_amount, 4),
+        "annual-dividend-per-share": num(annual, 4),
+        "dividend-yield": num(annual / price, 9),
+        "dividend-ex-date": ex_day.isoformat(),
+        "dividend-next-date": next_day.isoformat(),
+        "dividend-pay-date": (ex_day + timedelta(days=6)).isoformat(),
+        "dividend-updated-at": iso_z(datetime.combine(ex_day - timedelta(days=4), datetime.min.time(), timezone.utc)),
+    }
+
+
+def _earnings(
+    seed: int, symbol: str, months: tuple[int, ...], day: int, today: date, updated: datetime
+) -> dict[str, Any]:
+    """The next report (within ~3 months) and the consensus/actual EPS of the last one."""
+    candidates = sorted(
+        dates.session_on_or_after(date(year, month, min(day, 28)))
+        for year in (today.year - 1, today.year, today.year + 1)
+        for month in months
+    )
+    report = next(d for d in candidates if d > today)
+    quarter_year, quarter_month = dates.add_months(report.year, report.month, -((report.month - 1) % 3 + 1))
+    rng = keyed_rng(seed, symbol, "eps", report)
+    consensus = round(float(rng.uniform(0.5, 3.0)), 2)
+    return {
+        "visible": True,
+        "expected-report-date": report.isoformat(),
+        "estimated": (report - today).days > 30,
+        "late-flag": 0,
+        "quarter-end-date": date(quarter_year, quarter_month, 1).isoformat(),
+        "actual-eps": num(consensus * float(rng.uniform(0.9, 1.15)), 2),
+        "consensus-estimate": num(consensus, 2),
+        "updated-at": iso_z(updated - timedelta(hours=9)),
+    }
+
+
+def synthetic_metrics(
+    seed: int, symbols: list[str], clock: datetime, bars_for: Callable[[str], Bars]
+) -> list[dict[str, Any]]:
+    """Items for the known symbols, in request order, each once."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for name in symbols:
+        inst = lookup(name)
+        if inst is None or inst.symbol != name.strip().upper() or inst.symbol in seen:
+            continue
+        seen.add(inst.symbol)
+        item = metrics_item(seed, bars_for(inst.symbol), bars_for("SPY"), clock)
+        if item is not None:
+            items.append(item)
+    return items

@@ -1,0 +1,308 @@
+"""The HTTP side: routing, User-Agent/bearer checks, faults, pagination, the request log.
+
+One ``SimulatorServer`` serves both APIs (Tastytrade paths and Yahoo's ``/v8/finance/chart``)
+on one port, so the pipeline points ``TASTYTRADE_API_URL`` and ``YAHOO_CHART_URL`` at the same
+URL. Admin paths live under ``/_sim/`` and are not recorded in the request log, so tests count
+only what the pipeline asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from variance_pipeline.simulator.auth import OAuth, TokenStore
+from variance_pipeline.simulator.backend import Backend, SyntheticBackend
+from variance_pipeline.simulator.faults import ERROR_KINDS, FaultRule, FaultStore, alter_body, error_reply, parse_rules
+from variance_pipeline.simulator.formats import Reply, paginate, tt_error
+from variance_pipeline.simulator.replay import ReplayBackend
+
+DEFAULT_PER_PAGE = 250
+
+
+class RequestLog:
+    """Every API request served, in order: what tests and benchmarks count."""
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> int:
+        with self._lock:
+            count = len(self._entries)
+            self._entries.clear()
+            return count
+
+
+class SimulatorApp:
+    """Transport-free request handling: (method, target, headers, body) -> Reply."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        oauth: OAuth,
+        faults: FaultStore,
+        now: datetime | None = None,
+    ) -> None:
+        self.backend = backend
+        self.oauth = oauth
+        self.faults = faults
+        self.now = now
+        self.requests = RequestLog()
+
+    def clock(self) -> datetime:
+        """The market clock: fixed when ``now`` is set, else the real time of this request."""
+        return self.now or datetime.now(timezone.utc)
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        parts = urlsplit(target)
+        segments = [unquote(s) for s in parts.path.split("/")[1:]]
+        query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        if segments and segments[0] == "_sim":
+            return self._admin(method, segments[1:], body)
+        fired: list[FaultRule] = []
+        try:
+            reply = self._api(method, segments, query, headers, body, fired)
+        except Exception as exc:  # a simulator bug must still answer, and show up in the log
+            reply = Reply(500, tt_error("simulator_error", f"{type(exc).__name__}: {exc}"))
+        self.requests.add(
+            {
+                "method": method,
+                "path": unquote(parts.path),
+                "query": query,
+                "status": reply.status,
+                "time": datetime.now(timezone.utc).isoformat(),
+                "faults": [rule.kind for rule in fired],
+            }
+        )
+        return reply
+
+    def _api(
+        self,
+        method: str,
+        segments: list[str],
+        query: dict[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        fired: list[FaultRule],
+    ) -> Reply:
+        route = _route(method, segments, query)
+        if route is None:
+            return Reply(404, tt_error("not_found", f"No route for {method} /{'/'.join(segments)}"))
+        endpoint, symbols = route
+        if endpoint != "chart":
+            missing_agent = self.oauth.check_user_agent(headers)
+            if missing_agent is not None:
+                return missing_agent
+        for rule in self.faults.fire(endpoint, symbols):
+            fired.append(rule)
+            if rule.kind == "slow":
+                time.sleep(rule.delay)
+            elif rule.kind in ERROR_KINDS:
+                return error_reply(rule, endpoint)
+        if endpoint == "oauth":
+            reply = self.oauth.grant(body, headers)
+        else:
+            if endpoint != "chart":
+                denied = self.oauth.check_token(headers)
+                if denied is not None:
+                    return denied
+            reply = self._serve(endpoint, segments, query, symbols)
+        if reply.status == 200:
+            body_faults = [rule for rule in fired if rule.kind in ("missing_field", "extra_field", "live_bar")]
+            if body_faults:
+                reply.body = copy.deepcopy(reply.body)
+                for rule in body_faults:
+                    alter_body(rule, reply.body, endpoint)
+            reply.truncate = any(rule.kind == "truncated" for rule in fired)
+        return reply
+
+    def _serve(self, endpoint: str, segments: list[str], query: dict[str, str], symbols: list[str]) -> Reply:
+        clock = self.clock()
+        if endpoint == "accounts":
+            return self.backend.accounts(clock)
+        if endpoint == "positions":
+            reply = self.backend.positions(segments[1], clock)
+            return _paginated(reply, query) if reply.status == 200 else reply
+        if endpoint == "market-metrics":
+            return self.backend.market_metrics(symbols, clock)
+        return self.backend.chart(segments[3], query, clock)
+
+    def _admin(self, method: str, segments: list[str], body: bytes) -> Reply:
+        name = segments[0] if segments else ""
+        if (method, name) == ("GET", "health"):
+            return Reply(200, {"ok": True})
+        if name == "requests" and method in ("GET", "DELETE"):
+            return Reply(200, self.requests.entries() if method == "GET" else {"cleared": self.requests.clear()})
+        if name == "faults" and method in ("GET", "POST", "DELETE"):
+            if method == "POST":
+                try:
+                    self.faults.replace(parse_rules(json.loads(body or b"null")))
+                except (ValueError, TypeError) as exc:
+                    return Reply(400, {"error": str(exc)})
+            elif method == "DELETE":
+                self.faults.clear()
+            return Reply(200, self.faults.describe())
+        return Reply(404, {"error": f"no admin route {method} /_sim/{'/'.join(segments)}"})
+
+
+def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[str, list[str]] | None:
+    """(endpoint name, symbols the request concerns) for a known API route."""
+    match (method, segments):
+        case ("POST", ["oauth", "token"]):
+            return "oauth", []
+        case ("GET", ["customers", "me", "accounts"]):
+            return "accounts", []
+        case ("GET", ["accounts", str(), "positions"]):
+            return "positions", []
+        case ("GET", ["market-metrics"]):
+            return "market-metrics", [s.strip() for s in query.get("symbols", "").split(",") if s.strip()]
+        case ("GET", ["v8", "finance", "chart", str(ticker)]) if ticker:
+            return "chart", [ticker]
+    return None
+
+
+def _paginated(reply: Reply, query: Mapping[str, str]) -> Reply:
+    """Tastytrade pages only when asked (``per-page``) or when the list exceeds one page."""
+    try:
+        per_page = max(1, int(query.get("per-page", DEFAULT_PER_PAGE)))
+        page_offset = max(0, int(query.get("page-offset", 0)))
+    except ValueError:
+        return Reply(400, tt_error("invalid_parameter", "per-page and page-offset must be integers"))
+    if "per-page" not in query and len(reply.body["data"]["items"]) <= per_page:
+        return reply
+    return Reply(200, paginate(reply.body, per_page, page_offset), reply.headers)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads one request, asks the app, writes the reply (keep-alive, explicit lengths)."""
+
+    protocol_version = "HTTP/1.1"
+    server: "_HTTPServer"
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        reply = self.server.app.handle(self.command, self.path, self.headers, body)
+        if isinstance(reply.body, str):
+            payload, content_type = reply.body.encode(), "text/plain;charset=utf-8"
+        else:
+            payload, content_type = json.dumps(reply.body, separators=(",", ":")).encode(), "application/json"
+        if reply.truncate:
+            payload = payload[: len(payload) // 2]
+        self.send_response(reply.status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in reply.headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: /_sim/requests is the log."""
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: SimulatorApp) -> None:
+        super().__init__(address, _Handler)
+        self.app = app
+
+
+class SimulatorServer:
+    """The embedded simulator: ``with SimulatorServer(now=...) as sim: httpx.get(sim.url + ...)``.
+
+    ``now`` fixes the market clock (tz-aware; None = real time per request); ``seed`` picks the
+    synthetic market; ``replay_dir`` serves recorded responses instead; ``client_secret`` and
+    ``refresh_token`` restrict OAuth to exactly those; ``token_ttl`` is the access-token life in
+    real seconds; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        now: datetime | None = None,
+        seed: int = 42,
+        replay_dir: Path | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        token_ttl: float = 900.0,
+        faults: Iterable[FaultRule] = (),
+    ) -> None:
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
+        self.faults = FaultStore(faults)
+        backend: Backend = (
+            ReplayBackend(Path(replay_dir)) if replay_dir is not None else SyntheticBackend(seed, self.faults.splits_for)
+        )
+        self.app = SimulatorApp(backend, OAuth(TokenStore(token_ttl), client_secret, refresh_token), self.faults, now)
+        self._address = (host, port)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def now(self) -> datetime | None:
+        return self.app.now
+
+    @now.setter
+    def now(self, value: datetime | None) -> None:
+        """Move the market clock of a running server (tests stepping through sessions)."""
+        if value is not None and value.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        self.app.now = value
+
+    @property
+    def requests(self) -> RequestLog:
+        return self.app.requests
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> SimulatorServer:
+        """Bind (port 0 picks a free one) and serve on a daemon thread."""
+        if self._httpd is not None:
+            return self
+        self._httpd = _HTTPServer(self._address, self.app)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="variance-simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,647 @@
+"""Tastytrade REST: OAuth refresh-token client, and pure normalisation of what it returns.
+
+The client hands back every response body untouched (``RawResponse``) beside the parsed items,
+so the assets can land the bronze copy before any parsing can lose what the API said. The
+normalisers are pure functions from those items to typed frames; they never touch the network,
+which is what lets the recorded responses pin their exact output.
+
+Two Tastytrade rules shape the auth code: access tokens live about 15 minutes (so they are cached
+and refreshed shortly before expiry, and once more on a 401), and failed logins get an IP blocked
+for hours (so a rejected refresh token fails at once, with no retry).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import quote
+
+import httpx
+import pandas as pd
+
+from variance_pipeline.sources.http import (
+    RequestStats,
+    RetryPolicy,
+    SourceError,
+    make_client,
+    send_with_retry,
+)
+from variance_pipeline.sources.symbology import root_symbol
+
+TOKEN_PATH = "/oauth/token"
+CREDENTIAL_VARIABLES = "TASTYTRADE_CLIENT_SECRET and TASTYTRADE_REFRESH_TOKEN (and TASTYTRADE_CLIENT_ID)"
+DEFAULT_EXPIRES_IN = 900.0  # documented access-token lifetime, used if a response omits it
+MAX_PAGES = 1000  # a server that keeps promising pages must not keep us looping
+
+
+# --------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class TastytradeCredentials:
+    """OAuth refresh-token credentials; ``repr`` shows which are set, never their values."""
+
+    client_secret: str
+    refresh_token: str
+    client_id: str | None = None
+
+    def __repr__(self) -> str:
+        client_id = "<set>" if self.client_id else "None"
+        return f"TastytradeCredentials(client_secret=<hidden>, refresh_token=<hidden>, client_id={client_id})"
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential value blanked, for messages built from server replies."""
+        for secret in (self.client_secret, self.refresh_token, self.client_id):
+            if secret:
+                text = text.replace(secret, "<hidden>")
+        return text
+
+
+class TastytradeAuthError(SourceError):
+    """The OAuth server rejected the credentials: fix the environment; retrying would not help."""
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """One response body exactly as received, to land under ``raw/`` before anything parses it."""
+
+    name: str  # a file name unique within one fetch, e.g. ``positions_5YZ55555.json``
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Parsed ``data.items`` of one logical request (all its pages) and the bodies they came from."""
+
+    items: tuple[dict[str, Any], ...]
+    raw: tuple[RawResponse, ...]
+
+
+@dataclass(frozen=True)
+class MetricsFetched(Fetched):
+    """Market metrics plus the requested symbols the API did not answer for (it omits unknowns)."""
+
+    missing: tuple[str, ...] = ()
+
+
+def _error_detail(response: httpx.Response, limit: int = 200) -> str:
+    """A short reason from an error body (Tastytrade or OAuth shape), for the exception message."""
+    try:
+        payload = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ""
+    if not isinstance(payload, dict):
+        return ""
+    error = payload.get("error")
+    parts: list[str] = []
+    if isinstance(error, dict):
+        parts = [str(error[key]) for key in ("code", "message") if error.get(key)]
+    elif isinstance(error, str):
+        parts = [error]
+    if isinstance(payload.get("error_description"), str):
+        parts.append(payload["error_description"])
+    detail = ": ".join(parts)[:limit]
+    return f" ({detail})" if detail else ""
+
+
+def _parse_json(body: bytes, method: str, path: str) -> dict[str, Any]:
+    """The body as a JSON object, or a ``SourceError`` naming the request (truncated replies happen)."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{method} {path}: response is not valid JSON ({exc})", path=path) from exc
+    if not isinstance(payload, dict):
+        raise SourceError(f"{method} {path}: expected a JSON object, got {type(payload).__name__}", path=path)
+    return payload
+
+
+def _envelope_items(payload: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
+    """``data.items`` of a list response, checked: a shape change must fail here, not downstream."""
+    data = payload.get("data")
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise SourceError(f"GET {path}: response has no data.items list of objects", path=path)
+    return items
+
+
+def _total_pages(payload: Mapping[str, Any], path: str) -> int | None:
+    pagination = payload.get("pagination")
+    if not isinstance(pagination, dict) or pagination.get("total-pages") is None:
+        return None
+    try:
+        return int(str(pagination["total-pages"]))
+    except ValueError as exc:
+        raise SourceError(f"GET {path}: pagination.total-pages is not an integer", path=path) from exc
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+class TastytradeClient:
+    """Accounts, positions and market metrics over OAuth, with bounded retries and token caching.
+
+    Safe to share between threads: the token refresh is serialised, so concurrent callers never
+    log in twice for the same expiry. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: TastytradeCredentials,
+        *,
+        policy: RetryPolicy = RetryPolicy(),
+        stats: RequestStats | None = None,
+        accept_version: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        headers = {"Accept-Version": accept_version} if accept_version else None
+        self._http = make_client(base_url, policy, headers)
+        self._credentials = credentials
+        self._refresh_token = credentials.refresh_token
+        self._policy = policy
+        self.stats = stats if stats is not None else RequestStats()
+        self._clock = clock
+        self._sleep = sleep
+        self._token: str | None = None
+        self._token_deadline = 0.0
+        self._token_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TastytradeClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def _access_token(self, rejected: str | None = None) -> str:
+        """A live access token; ``rejected`` is one the API just refused, so never reuse it."""
+        with self._token_lock:
+            if rejected is not None and self._token == rejected:
+                self._token = None
+            if self._token is None or self._clock() >= self._token_deadline:
+                self._refresh_access_token()
+            assert self._token is not None
+            return self._token
+
+    def _refresh_access_token(self) -> None:
+        body = {
+            "grant_type": "refresh_token",
+            "refresh_token": self._refresh_token,
+            "client_secret": self._credentials.client_secret,
+        }
+        if self._credentials.client_id:
+            body["client_id"] = self._credentials.client_id
+        started = self._clock()
+        # 400/401/403 are not retryable in send_with_retry, so a rejected login is sent once.
+        response = send_with_retry(
+            self._http, "POST", TOKEN_PATH, policy=self._policy, stats=self.stats, sleep=self._sleep, json=body
+        )
+        if response.status_code in (400, 401, 403):
+            detail = self._credentials.redact(_error_detail(response))
+            raise TastytradeAuthError(
+                f"Tastytrade rejected the OAuth refresh (HTTP {response.status_code}{detail}). "
+                f"Check {CREDENTIAL_VARIABLES}; not retried, because repeated failed logins "
+                "get the IP blocked for hours.",
+                status=response.status_code,
+                path=TOKEN_PATH,
+            )
+        if not response.is_success:
+            raise SourceError(
+                f"POST {TOKEN_PATH} answered HTTP {response.status_code}{_error_detail(response)}",
+                status=response.status_code,
+                path=TOKEN_PATH,
+            )
+        payload = _parse_json(response.content, "POST", TOKEN_PATH)
+        token = payload.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise SourceError(f"POST {TOKEN_PATH}: response has no access_token", path=TOKEN_PATH)
+        try:
+            expires_in = float(payload.get("expires_in", DEFAULT_EXPIRES_IN))
+        except (TypeError, ValueError) as exc:
+            raise SourceError(f"POST {TOKEN_PATH}: expires_in is not a number", path=TOKEN_PATH) from exc
+        # Refresh a little early so that a token never expires between our check and the server's.
+        margin = min(60.0, 0.1 * expires_in)
+        self._token = token
+        self._token_deadline = started + expires_in - margin
+        rotated = payload.get("refresh_token")
+        if isinstance(rotated, str) and rotated:
+            self._refresh_token = rotated  # OAuth 2 (RFC 6749 6): a newly issued one replaces the old
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _send(self, url: str, token: str) -> httpx.Response:
+        return send_with_retry(
+            self._http,
+            "GET",
+            url,
+            policy=self._policy,
+            stats=self.stats,
+            sleep=self._sleep,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def _get(self, path: str, query: str = "") -> tuple[bytes, dict[str, Any]]:
+        """GET ``path`` (already percent-encoded) with auth; one refresh-and-retry on a 401."""
+        url = f"{path}?{query}" if query else path
+        token = self._access_token()
+        response = self._send(url, token)
+        if response.status_code == 401:
+            response = self._send(url, self._access_token(rejected=token))
+            if response.status_code == 401:
+                raise SourceError(
+                    f"GET {path} answered 401 even with a freshly refreshed access token"
+                    f"{_error_detail(response)}; check the OAuth app's scopes",
+                    status=401,
+                    path=path,
+                )
+        if not response.is_success:
+            raise SourceError(
+                f"GET {path} answered HTTP {response.status_code}{_error_detail(response)}",
+                status=response.status_code,
+                path=path,
+            )
+        return response.content, _parse_json(response.content, "GET", path)
+
+    def _get_pages(self, path: str, name: str) -> Fetched:
+        """Every page of a list endpoint (``page-offset`` while ``pagination`` says more exist)."""
+        items: list[dict[str, Any]] = []
+        raw: list[RawResponse] = []
+        page = 0
+        while True:
+            body, payload = self._get(path, f"page-offset={page}" if page else "")
+            page_items = _envelope_items(payload, path)
+            raw.append(RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body))
+            items.extend(page_items)
+            total_pages = _total_pages(payload, path)
+            page += 1
+            if total_pages is None or page >= total_pages or not page_items:
+                return Fetched(tuple(items), tuple(raw))
+            if page >= MAX_PAGES:
+                raise SourceError(f"GET {path}: more than {MAX_PAGES} pages; refusing to continue", path=path)
+
+    def accounts(self) -> Fetched:
+        """The customer's open accounts (the inner ``account`` objects); closed ones are skipped."""
+        path = "/customers/me/accounts"
+        fetched = self._get_pages(path, "accounts")
+        accounts = []
+        for index, entry in enumerate(fetched.items):
+            account = entry.get("account")
+            if not isinstance(account, dict) or not account.get("account-number"):
+                raise SourceError(f"GET {path}: item {index} has no account.account-number", path=path)
+            if account.get("is-closed") not in (True, "true"):
+                accounts.append(account)
+        return Fetched(tuple(accounts), fetched.raw)
+
+    def positions(self, account_number: str) -> Fetched:
+        """Every position of one account, all pages followed."""
+        path = f"/accounts/{quote(account_number, safe='')}/positions"
+        return self._get_pages(path, f"positions_{_file_safe(account_number)}")
+
+    def market_metrics(self, symbols: Sequence[str], batch_size: int = 100) -> MetricsFetched:
+        """Metrics for ``symbols`` (deduplicated), ``batch_size`` per request, URL-encoded.
+
+        The API silently omits symbols it does not know; they come back in ``missing`` so the
+        caller can say so instead of a trader wondering why an underlying has no IV.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        path = "/market-metrics"
+        wanted = list(dict.fromkeys(symbols))
+        items: list[dict[str, Any]] = []
+        raw: list[RawResponse] = []
+        for number, start in enumerate(range(0, len(wanted), batch_size)):
+            batch = wanted[start : start + batch_size]
+            query = "symbols=" + ",".join(quote(symbol, safe="") for symbol in batch)
+            body, payload = self._get(path, query)
+            items.extend(_envelope_items(payload, path))
+            raw.append(RawResponse(f"market_metrics.batch-{number:03d}.json", body))
+        answered = {item.get("symbol") for item in items}
+        missing = tuple(symbol for symbol in wanted if symbol not in answered)
+        return MetricsFetched(tuple(items), tuple(raw), missing)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation (pure)
+# --------------------------------------------------------------------------------------------
+
+
+class TastytradeDataError(ValueError):
+    """An item lacks a field the pipeline cannot do without, or holds a value it cannot read."""
+
+
+_MISSING = (None, "")
+
+
+def _required(item: Mapping[str, Any], field: str, where: str) -> Any:
+    value = item.get(field)
+    if value in _MISSING:
+        raise TastytradeDataError(f"{where}: missing required field {field!r}")
+    return value
+
+
+def _decimal(value: Any, field: str, where: str) -> Decimal | None:
+    """Exact parse of a number sent as a string or a JSON number (``str`` first, never float)."""
+    if value in _MISSING:
+        return None
+    if isinstance(value, bool):
+        raise TastytradeDataError(f"{where}: field {field!r} is a boolean, expected a number")
+    try:
+        parsed: Decimal | None = Decimal(str(value))
+    except InvalidOperation:
+        parsed = None
+    if parsed is None or parsed.is_snan():  # float() cannot take a signalling NaN either
+        raise TastytradeDataError(f"{where}: field {field!r} = {value!r} is not a number")
+    return parsed
+
+
+def _number(value: Any, field: str, where: str, divisor: Decimal = Decimal(1)) -> float | None:
+    parsed = _decimal(value, field, where)
+    return None if parsed is None else float(parsed / divisor)
+
+
+def _integer(value: Any, field: str, where: str) -> int | None:
+    parsed = _decimal(value, field, where)
+    if parsed is None:
+        return None
+    if not parsed.is_finite() or parsed != parsed.to_integral_value():
+        raise TastytradeDataError(f"{where}: field {field!r} = {value!r} is not an integer")
+    return int(parsed)
+
+
+def _timestamp(value: Any, field: str, where: str) -> datetime | None:
+    if value in _MISSING:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise TastytradeDataError(f"{where}: field {field!r} = {value!r} is not an ISO-8601 time") from exc
+    if parsed.tzinfo is None:
+        raise TastytradeDataError(f"{where}: field {field!r} = {value!r} has no UTC offset")
+    return parsed.astimezone(timezone.utc)
+
+
+def _date(value: Any, field: str, where: str) -> date | None:
+    if value in _MISSING:
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise TastytradeDataError(f"{where}: field {field!r} = {value!r} is not an ISO date") from exc
+
+
+def _boolean(value: Any, field: str, where: str) -> bool | None:
+    if value in _MISSING:
+        return None
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise TastytradeDataError(f"{where}: field {field!r} = {value!r} is not a boolean")
+
+
+def _text(value: Any) -> str | None:
+    return None if value in _MISSING else str(value)
+
+
+def _fetched_utc(as_of_date: date, fetched_at: datetime) -> datetime:
+    """The snapshot stamp, checked: a naive time or a datetime-as-date would shift a partition."""
+    if isinstance(as_of_date, datetime) or not isinstance(as_of_date, date):
+        raise TypeError(f"as_of_date must be a datetime.date, got {type(as_of_date).__name__}")
+    if fetched_at.tzinfo is None:
+        raise ValueError("fetched_at must be timezone-aware (it is stored as UTC)")
+    return fetched_at.astimezone(timezone.utc)
+
+
+def _frame(rows: list[dict[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
+    """Rows -> a frame with exactly these columns and dtypes, also when there are no rows."""
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dict(dtypes))
+
+
+_TIMESTAMP = "datetime64[us, UTC]"
+
+POSITION_DTYPES: Mapping[str, str] = {
+    "as_of_date": "object",  # datetime.date -> Parquet date32
+    "account_number": "str",
+    "symbol": "str",
+    "instrument_type": "str",
+    "underlying_symbol": "str",
+    "root_symbol": "str",
+    "quantity": "float64",
+    "quantity_direction": "str",
+    "average_open_price": "float64",
+    "close_price": "float64",
+    "mark": "float64",
+    "multiplier": "int64",
+    "cost_effect": "str",
+    "expires_at": _TIMESTAMP,
+    "streamer_symbol": "str",
+    "created_at": _TIMESTAMP,
+    "updated_at": _TIMESTAMP,
+    "fetched_at": _TIMESTAMP,
+}
+
+_DIRECTION_SIGN = {"Long": Decimal(1), "Short": Decimal(-1), "Zero": Decimal(1)}
+
+
+def _position_row(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    account = str(_required(item, "account-number", where))
+    symbol = str(_required(item, "symbol", where))
+    instrument_type = str(_required(item, "instrument-type", where))
+    direction = str(_required(item, "quantity-direction", where))
+    if direction not in _DIRECTION_SIGN:
+        raise TastytradeDataError(
+            f"{where}: quantity-direction {direction!r} is not one of {sorted(_DIRECTION_SIGN)}"
+        )
+    quantity = _decimal(_required(item, "quantity", where), "quantity", where)
+    assert quantity is not None
+    underlying = _text(item.get("underlying-symbol"))
+    try:
+        root = root_symbol(symbol, instrument_type, underlying)
+    except ValueError as exc:
+        raise TastytradeDataError(f"{where}: {exc}") from exc
+    return {
+        "account_number": account,
+        "symbol": symbol,
+        "instrument_type": instrument_type,
+        "underlying_symbol": underlying,
+        "root_symbol": root,
+        # The API sends an unsigned quantity; the sign lives in quantity-direction. A "Zero"
+        # position keeps what was reported so that the schema can flag a non-zero one.
+        "quantity": float(quantity * _DIRECTION_SIGN[direction]),
+        "quantity_direction": direction,
+        "average_open_price": _number(item.get("average-open-price"), "average-open-price", where),
+        "close_price": _number(item.get("close-price"), "close-price", where),
+        "mark": _number(item.get("mark"), "mark", where),
+        "multiplier": _integer(_required(item, "multiplier", where), "multiplier", where),
+        "cost_effect": _text(item.get("cost-effect")),
+        "expires_at": _timestamp(item.get("expires-at"), "expires-at", where),
+        "streamer_symbol": _text(item.get("streamer-symbol")),
+        "created_at": _timestamp(item.get("created-at"), "created-at", where),
+        "updated_at": _timestamp(item.get("updated-at"), "updated-at", where),
+    }
+
+
+def _where(dataset: str, index: int, item: Mapping[str, Any]) -> str:
+    symbol = item.get("symbol")
+    return f"{dataset} item {index}" + (f" ({symbol!r})" if symbol not in _MISSING else "")
+
+
+def positions_frame(
+    items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime
+) -> pd.DataFrame:
+    """Position items -> one row per position, signed quantities, columns ``POSITION_DTYPES``.
+
+    Raises ``TastytradeDataError`` (a ``ValueError``) naming the item and field when a field the
+    warehouse key or the position's meaning depends on is missing or unreadable.
+    """
+    stamp = _fetched_utc(as_of_date, fetched_at)
+    rows = [
+        {"as_of_date": as_of_date, **_position_row(item, _where("positions", index, item)), "fetched_at": stamp}
+        for index, item in enumerate(items)
+    ]
+    return _frame(rows, POSITION_DTYPES)
+
+
+def held_underlyings(positions: pd.DataFrame) -> list[str]:
+    """The sorted distinct underlyings the positions are exposed to (their ``root_symbol``)."""
+    return sorted(str(symbol) for symbol in positions["root_symbol"].dropna().unique())
+
+
+_AS_SENT = Decimal(1)
+_PERCENT = Decimal(100)
+
+# (column, API field, divisor). Units are fixed per field by the API, never inferred from the
+# value: the IV index, ranks and percentile are fractions; the 30-day IV, the HVs and their
+# difference are percentages ("21.87"), so they are divided by 100.
+METRIC_NUMBERS: tuple[tuple[str, str, Decimal], ...] = (
+    ("implied_volatility", "implied-volatility-index", _AS_SENT),
+    ("implied_volatility_5_day_change", "implied-volatility-index-5-day-change", _AS_SENT),
+    ("iv_rank", "implied-volatility-index-rank", _AS_SENT),
+    ("tos_iv_rank", "tos-implied-volatility-index-rank", _AS_SENT),
+    ("tw_iv_rank", "tw-implied-volatility-index-rank", _AS_SENT),
+    ("iv_percentile", "implied-volatility-percentile", _AS_SENT),
+    ("iv_30_day", "implied-volatility-30-day", _PERCENT),
+    ("hv_30_day", "historical-volatility-30-day", _PERCENT),
+    ("hv_60_day", "historical-volatility-60-day", _PERCENT),
+    ("hv_90_day", "historical-volatility-90-day", _PERCENT),
+    ("iv_hv_30_day_difference", "iv-hv-30-day-difference", _PERCENT),
+    ("liquidity_value", "liquidity-value", _AS_SENT),
+    ("liquidity_rank", "liquidity-rank", _AS_SENT),
+)
+
+METRIC_DTYPES: Mapping[str, str] = {
+    "as_of_date": "object",
+    "symbol": "str",
+    **{column: "float64" for column, _, _ in METRIC_NUMBERS},
+    "liquidity_rating": "Int64",
+    "beta": "float64",
+    "corr_spy_3month": "float64",
+    "earnings_date": "object",
+    "earnings_estimated": "boolean",
+    "market_cap": "float64",
+    "dividend_yield": "float64",
+    "borrow_rate": "float64",
+    "lendability": "str",
+    "implied_volatility_updated_at": _TIMESTAMP,
+    "fetched_at": _TIMESTAMP,
+}
+
+TERM_STRUCTURE_DTYPES: Mapping[str, str] = {
+    "as_of_date": "object",
+    "symbol": "str",
+    "expiration_date": "object",
+    "settlement_type": "str",
+    "option_chain_type": "str",
+    "implied_volatility": "float64",
+    "fetched_at": _TIMESTAMP,
+}
+
+
+def _metric_row(item: Mapping[str, Any], symbol: str, where: str) -> dict[str, Any]:
+    earnings = item.get("earnings")
+    if earnings is not None and not isinstance(earnings, dict):
+        raise TastytradeDataError(f"{where}: field 'earnings' is not an object")
+    earnings = earnings or {}
+    return {
+        "symbol": symbol,
+        **{
+            column: _number(item.get(field), field, where, divisor)
+            for column, field, divisor in METRIC_NUMBERS
+        },
+        "liquidity_rating": _integer(item.get("liquidity-rating"), "liquidity-rating", where),
+        "beta": _number(item.get("beta"), "beta", where),
+        "corr_spy_3month": _number(item.get("corr-spy-3month"), "corr-spy-3month", where),
+        "earnings_date": _date(earnings.get("expected-report-date"), "earnings.expected-report-date", where),
+        "earnings_estimated": _boolean(earnings.get("estimated"), "earnings.estimated", where),
+        "market_cap": _number(item.get("market-cap"), "market-cap", where),
+        "dividend_yield": _number(item.get("dividend-yield"), "dividend-yield", where),
+        "borrow_rate": _number(item.get("borrow-rate"), "borrow-rate", where),
+        "lendability": _text(item.get("lendability")),
+        "implied_volatility_updated_at": _timestamp(
+            item.get("implied-volatility-updated-at"), "implied-volatility-updated-at", where
+        ),
+    }
+
+
+def _term_rows(item: Mapping[str, Any], symbol: str, where: str) -> list[dict[str, Any]]:
+    expirations = item.get("option-expiration-implied-volatilities") or []
+    if not isinstance(expirations, list):
+        raise TastytradeDataError(f"{where}: option-expiration-implied-volatilities is not a list")
+    rows = []
+    for number, entry in enumerate(expirations):
+        at = f"{where} expiration {number}"
+        if not isinstance(entry, dict):
+            raise TastytradeDataError(f"{at}: not an object")
+        rows.append(
+            {
+                "symbol": symbol,
+                "expiration_date": _date(_required(entry, "expiration-date", at), "expiration-date", at),
+                "settlement_type": _text(entry.get("settlement-type")),
+                "option_chain_type": _text(entry.get("option-chain-type")),
+                "implied_volatility": _number(entry.get("implied-volatility"), "implied-volatility", at),
+            }
+        )
+    return rows
+
+
+def market_metrics_frames(
+    items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metric items -> (metrics frame, IV term-structure frame), fractions throughout.
+
+    Optional fields that are absent become nulls; an item without ``symbol`` (or an expiration
+    without a date) raises ``TastytradeDataError`` naming the item's index.
+    """
+    stamp = _fetched_utc(as_of_date, fetched_at)
+    metrics: list[dict[str, Any]] = []
+    terms: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where = _where("market-metrics", index, item)
+        symbol = str(_required(item, "symbol", where))
+        metrics.append({"as_of_date": as_of_date, **_metric_row(item, symbol, where), "fetched_at": stamp})
+        terms.extend(
+            {"as_of_date": as_of_date, **row, "fetched_at": stamp} for row in _term_rows(item, symbol, where)
+        )
+    return _frame(metrics, METRIC_DTYPES), _frame(terms, TERM_STRUCTURE_DTYPES)
