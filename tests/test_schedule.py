@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from conftest import pipeline_settings
-from variance_pipeline.definitions import build_definitions
+from variance_pipeline.defs import build_definitions
 from variance_pipeline.defs.schedules import eod_schedule
 
 NEW_YORK = ZoneInfo("America/New_York")

@@ -42,7 +42,11 @@ class PipelineResource(dg.ConfigurableResource):
         return parse_now(self.now) or datetime.now(timezone.utc)
 
     def watchlist_symbols(self) -> list[str]:
-        return parse_watchlist(self.watchlist, PROJECT_ROOT / "data" / "watchlist.txt")
+        """``VARIANCE_WATCHLIST``, else data/watchlist.txt, else the shipped example (for the demo)."""
+        default = PROJECT_ROOT / "data" / "watchlist.txt"
+        if not default.exists():
+            default = PROJECT_ROOT / "data" / "watchlist.example.txt"
+        return parse_watchlist(self.watchlist, default)
 
 
 class RetryConfig(dg.Config):

@@ -36,7 +36,9 @@ def _faults(text: str) -> list[FaultRule]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="variance-simulator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="variance-simulator", description="Serve the simulated Tastytrade and Yahoo chart APIs over HTTP."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (printed)")
     parser.add_argument("--now", type=_instant, default=None, help="market clock, ISO-8601 with offset; default real time")

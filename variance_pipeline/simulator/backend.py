@@ -39,7 +39,7 @@ class SyntheticBackend:
         return bars_as_of(self.seed, symbol, clock, self.extra_splits(symbol))
 
     def accounts(self, clock: datetime) -> Reply:
-        return Reply(200, tt_items(portfolio.account_items(clock), "/customers/me/accounts"))
+        return Reply(200, tt_items(portfolio.account_items(), "/customers/me/accounts"))
 
     def positions(self, account: str, clock: datetime) -> Reply:
         if not portfolio.known_account(account):

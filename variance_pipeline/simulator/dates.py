@@ -54,9 +54,11 @@ def monthly_expiration(year: int, month: int) -> date:
 
 
 def weekly_expirations(after: date, count: int) -> list[date]:
-    """The next ``count`` Friday expirations strictly after ``after``."""
+    """The next ``count`` Friday expirations strictly after ``after`` (a holiday Friday's moves
+    to Thursday, which may be ``after`` itself: then that week is skipped)."""
     friday = after + timedelta(days=(4 - after.weekday()) % 7 or 7)
-    return [session_on_or_before(friday + timedelta(weeks=i)) for i in range(count)]
+    snapped = (session_on_or_before(friday + timedelta(weeks=i)) for i in range(count + 1))
+    return [day for day in snapped if day > after][:count]
 
 
 def next_quarter_month(year: int, month: int) -> tuple[int, int]:

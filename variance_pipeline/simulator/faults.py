@@ -70,8 +70,10 @@ class FaultRule:
         split = _parse_split(raw.get("split")) if kind == "split" else None
         if kind == "split" and not symbol:
             raise ValueError("a split fault needs a symbol")
-        if kind in ("missing_field",) and not raw.get("field"):
+        if kind == "missing_field" and not raw.get("field"):
             raise ValueError("missing_field needs a field name")
+        if kind == "slow" and not float(raw.get("delay") or 0) > 0:
+            raise ValueError("slow needs a positive delay in seconds")
         return cls(
             endpoint=endpoint,
             kind=kind,

@@ -1,8 +1,8 @@
 """Synthetic Tastytrade accounts and positions, priced off the synthetic market.
 
 The holdings are fixed (one of each instrument type the pipeline must parse), but every contract
-is resolved against the clock: options expire the month after the clock's month, futures are the
-next quarterly contract, strikes sit near the price on the session the position was opened. The
+is resolved against the clock: options expire in the months after the clock's month, futures are
+the next quarterly contract, strikes sit near the price on the session the position was opened. The
 opening session is the one ``held`` sessions before the first session of the clock's month, so a
 position keeps its symbol, strike and cost for a whole month, like a real book.
 """
@@ -19,11 +19,15 @@ from variance_pipeline.simulator.formats import iso_offset, num
 from variance_pipeline.simulator.market import Bars, lookup, sessions
 
 RISK_FREE = 0.04
+FILL_DELAY_SECONDS = 77 * 60
+"""Positions were opened 1h17m after their session's open (any fixed, plausible time will do)."""
 _OPENED = datetime(2019, 12, 27, 18, 12, 3, 420000, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
 class Account:
+    """Two open accounts (margin with futures, cash IRA) and a closed one the pipeline must skip."""
+
     number: str
     nickname: str
     type_name: str
@@ -76,7 +80,7 @@ _MULTIPLIERS = {"/ES": 50, "/ZN": 1000, "/6E": 125000, "/CL": 1000, "/GC": 100}
 _FUTURE_OPTION_CODES = {"/ZN": "OZN"}
 
 
-def account_items(clock: datetime) -> list[dict[str, Any]]:
+def account_items() -> list[dict[str, Any]]:
     """``/customers/me/accounts`` items, with every field of the recorded response."""
     items = []
     for account in ACCOUNTS:
@@ -136,7 +140,7 @@ def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
     opened_idx = max(0, cal.index_on_or_after(month_start) - holding.held)
     opened_idx = min(opened_idx, bars.completed - 1)
     last_idx = bars.completed - 1
-    opened_at = datetime.fromtimestamp(int(cal.open_ts[opened_idx]) + 3600 + 17 * 60, timezone.utc)
+    opened_at = datetime.fromtimestamp(int(cal.open_ts[opened_idx]) + FILL_DELAY_SECONDS, timezone.utc)
     contract = _contract(holding, clock, float(bars.close[opened_idx]))
 
     def price(idx: int, at: datetime) -> float:
@@ -169,6 +173,7 @@ def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
         "mark": num(mark_price * quantity * contract.multiplier, 2),
         "mark-price": num(mark_price, places),
         "multiplier": contract.multiplier,
+        # As recorded (a short put shows "Debit"): the effect of closing the position.
         "cost-effect": "Credit" if long else "Debit",
         "is-suppressed": False,
         "is-frozen": False,
@@ -180,7 +185,7 @@ def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
         "realized-today-effect": "None",
         "realized-today-date": session_day,
         "created-at": iso_offset(opened_at),
-        "updated-at": iso_offset(min(clock, last_close_at + timedelta(seconds=1))),
+        "updated-at": iso_offset(clock),
     }
     if contract.expires_at is not None:
         item["expires-at"] = iso_offset(contract.expires_at)
@@ -202,7 +207,8 @@ def _contract(holding: Holding, clock: datetime, spot_at_open: float) -> _Contra
         occ = f"{root:<6}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
         streamer = f".{root}{expiry:%y%m%d}{right}{_strike_text(strike)}"
         return _Contract(occ, root, streamer, 100, dates.new_york_time(expiry, 16), strike)
-    exchange = lookup(root).listed_market if lookup(root) else "XCME"
+    listed = lookup(root)
+    exchange = listed.listed_market if listed else "XCME"
     if holding.kind == "Future":
         year, month = dates.next_quarter_month(today.year, today.month)
         expiry = dates.monthly_expiration(year, month)
