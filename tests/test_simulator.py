@@ -28,14 +28,11 @@ from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import parse_spec
 from variance_pipeline.simulator.replay import chart_symbol
 
+from conftest import RECORDED
+
 REPO = Path(__file__).resolve().parent.parent
-_CANDIDATES = [
-    os.environ.get("VARIANCE_RECORDED_FIXTURES", ""),
-    str(REPO / "tests" / "fixtures" / "recorded"),
-    "/work/shared/fixtures/recorded",
-]
-RECORDED = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "tastytrade").is_dir()), None)
-needs_recorded = pytest.mark.skipif(RECORDED is None, reason="recorded fixtures folder not found")
+
+needs_recorded = pytest.mark.usefixtures("recorded_dir")
 
 CLOCK = datetime(2026, 1, 16, 22, 0, tzinfo=timezone.utc)  # Friday, after the close
 IN_SESSION = datetime(2025, 11, 24, 17, 0, tzinfo=timezone.utc)  # Monday 12:00 New York
@@ -344,8 +341,6 @@ def test_enforced_credentials_reject_others() -> None:
 
 @pytest.fixture(scope="module")
 def replay() -> Iterator[httpx.Client]:
-    if RECORDED is None:
-        pytest.skip("recorded fixtures folder not found")
     with SimulatorServer(replay_dir=RECORDED) as sim, _login(sim.url) as client:
         yield client
 

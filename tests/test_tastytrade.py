@@ -37,7 +37,9 @@ from variance_pipeline.validation.positions import PositionsSchema
 from variance_pipeline.validation.report import validate_frame
 
 # The shared recorded responses sit beside the checkout (the same rule as tests/conftest.py).
-RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded" / "tastytrade"
+from conftest import RECORDED as RECORDED_ROOT  # noqa: E402
+
+RECORDED = RECORDED_ROOT / "tastytrade"
 AS_OF = date(2023, 6, 8)
 FETCHED_AT = datetime(2023, 6, 8, 21, 5, tzinfo=timezone.utc)
 SECRET = "client-secret-3f9a"

@@ -24,7 +24,9 @@ from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
 from variance_pipeline.volatility import OUTPUT_COLUMNS, compute_realized_volatility
 
-RECORDED = Path("/work/shared/fixtures/recorded/yahoo")
+from conftest import RECORDED as RECORDED_ROOT  # noqa: E402
+
+RECORDED = RECORDED_ROOT / "yahoo"
 N = 252
 HV_WINDOWS = (20, 30, 90, 252)
 RANGE_N = 20

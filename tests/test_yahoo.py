@@ -35,7 +35,9 @@ from variance_pipeline.sources.yahoo import (
     yahoo_ticker,
 )
 
-RECORDED = Path("/work/shared/fixtures/recorded/yahoo")
+from conftest import RECORDED as RECORDED_ROOT  # noqa: E402
+
+RECORDED = RECORDED_ROOT / "yahoo"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)
 FAR_FUTURE = datetime(2030, 1, 1, tzinfo=timezone.utc)
 NOT_FOUND = {

@@ -118,7 +118,10 @@ def _parse_split(raw: Any) -> Split:
     if not isinstance(raw, Mapping) or "date" not in raw:
         raise ValueError('split needs {"date": "YYYY-MM-DD", "ratio": 4} (or "ratio": "4:1")')
     ratio = raw.get("ratio", raw.get("numerator", 2))
-    numerator, denominator = (ratio.split(":") if isinstance(ratio, str) and ":" in ratio else (ratio, raw.get("denominator", 1)))
+    if isinstance(ratio, str) and ":" in ratio:
+        numerator, denominator = ratio.split(":", 1)
+    else:
+        numerator, denominator = ratio, raw.get("denominator", 1)
     try:
         split = Split(date.fromisoformat(str(raw["date"])), int(numerator), int(denominator))
     except ValueError as exc:
@@ -200,7 +203,10 @@ class FaultStore:
             return tuple(
                 rule.split
                 for rule in self._rules
-                if rule.kind == "split" and rule.split is not None and rule.symbol and symbol.upper() in _aliases(rule.symbol)
+                if rule.kind == "split"
+                and rule.split is not None
+                and rule.symbol
+                and symbol.upper() in _aliases(rule.symbol)
             )
 
 
@@ -209,13 +215,15 @@ def error_reply(rule: FaultRule, endpoint: str) -> Reply:
     headers: dict[str, str] = {}
     if rule.kind == "429" and rule.retry_after is not None:
         value = rule.retry_after
-        headers["Retry-After"] = str(int(value)) if isinstance(value, (int, float)) and float(value).is_integer() else str(value)
+        whole = isinstance(value, (int, float)) and float(value).is_integer()
+        headers["Retry-After"] = str(int(value)) if whole else str(value)
     status = int(rule.kind)
     if endpoint == "chart":
         if status == 429:
             return Reply(429, "Too Many Requests\r\n", headers)
         if status == 401:
-            return Reply(401, {"finance": {"result": None, "error": {"code": "Unauthorized", "description": "Invalid Crumb"}}})
+            crumb = {"code": "Unauthorized", "description": "Invalid Crumb"}
+            return Reply(401, {"finance": {"result": None, "error": crumb}})
         code = {500: "Internal Server Error", 503: "Service Unavailable"}[status]
         return Reply(status, {"chart": {"result": None, "error": {"code": code, "description": code}}})
     tt = {
