@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from variance_pipeline.defs.assets import ALL_ASSETS
+from variance_pipeline.defs.checks import ALL_CHECKS
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
 from variance_pipeline.settings import Settings
 from variance_pipeline.simulator import SimulatorServer
@@ -61,7 +62,7 @@ def materialize(
     if partition_range:
         tags = {"dagster/asset_partition_range_start": partition_range[0], "dagster/asset_partition_range_end": partition_range[1]}
     return dg.materialize(
-        ALL_ASSETS,
+        [*ALL_ASSETS, *ALL_CHECKS],
         resources=fast_resources(settings),
         partition_key=partition_key,
         tags=tags,

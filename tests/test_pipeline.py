@@ -121,3 +121,45 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "VARIANCE_SOURCE must be 'simulator' or 'live'" in done.stderr
+
+
+def test_checks_run_with_the_assets_and_pass_on_clean_data(backfilled: Path, simulator) -> None:
+    # Re-run the current session on the warm lake so the evaluations are this test's own.
+    result = materialize(pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25")
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    expected = {
+        "positions_schema", "market_metrics_schema", "iv_term_structure_schema", "metrics_symbols_present",
+        "candles_schema", "candles_fresh", "realized_volatility_schema",
+        "candles_cover_universe", "warehouse_is_fresh", "hv30_reconciles_with_tastytrade",
+    }
+    assert expected <= set(evaluations)
+    failed = {name for name, e in evaluations.items() if not e.passed}
+    assert not failed, failed
+    # The simulator's HV30 is the close-to-close HV30 of its own closes, rounded to 0.01 %.
+    compared = evaluations["hv30_reconciles_with_tastytrade"].metadata["symbols_compared"].value
+    assert compared >= 3
+
+
+def test_reconciliation_check_fails_on_crafted_drift(backfilled: Path, simulator, tmp_path: Path) -> None:
+    import shutil
+
+    import dagster as dg
+
+    from conftest import fast_resources
+    from variance_pipeline.defs.checks import hv30_reconciles_with_tastytrade
+
+    data_dir = tmp_path / "copy"
+    shutil.copytree(backfilled, data_dir)
+    lake = Lake(data_dir)
+    metrics = lake.read_partition("market_metrics", date(2025, 11, 25))
+    metrics.loc[metrics["symbol"] == "SPY", "hv_30_day"] += 0.12  # 12 vol points off
+    lake.write_partition("market_metrics", date(2025, 11, 25), metrics)
+    result = dg.materialize(
+        [hv30_reconciles_with_tastytrade],
+        resources=fast_resources(pipeline_settings(data_dir, simulator.url)),
+        selection=dg.AssetSelection.checks(hv30_reconciles_with_tastytrade),
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["beyond_tolerance"].value == "SPY"
