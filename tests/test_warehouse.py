@@ -197,3 +197,31 @@ def test_the_pip_duckdb_cli_opens_the_file_views_included(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert "SPY,0.04" in done.stdout
+
+
+def test_two_loads_started_at_once_both_finish_and_agree(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    fill_lake(lake)
+    code = textwrap.dedent(
+        f"""
+        from datetime import date
+        from pathlib import Path
+        from variance_pipeline.lake import Lake
+        from variance_pipeline.warehouse.connection import warehouse_connection
+        from variance_pipeline.warehouse.load import load_sessions
+        lake = Lake(Path({str(tmp_path)!r}))
+        days = [date.fromisoformat(d) for d in {[d.isoformat() for d in DAYS]!r}]
+        for _ in range(5):
+            with warehouse_connection(lake.warehouse_path, wait_seconds=60) as con:
+                load_sessions(con, lake, days)
+        """
+    )
+    loaders = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for loader in loaders:
+        _, err = loader.communicate(timeout=120)
+        assert loader.returncode == 0, err
+    state = table_state(lake.warehouse_path)
+    reference = tmp_path / "reference.duckdb"
+    with warehouse_connection(reference) as con:
+        load_sessions(con, lake, DAYS)
+    assert state == table_state(reference)

@@ -1,0 +1,94 @@
+"""Benchmark: a daily warehouse load costs O(day), not O(history).
+
+Builds a synthetic lake (``--symbols`` x ``--sessions`` candles and realised-volatility rows),
+loads the first session into an empty warehouse (the baseline, measured in this run), loads the
+history, then times loading the last session again on the full warehouse and a full rebuild.
+Prints each time and its ratio to the baseline: the daily reload should stay near 1x while the
+rebuild grows with history.
+
+    .venv/bin/python benchmarks/bench_warehouse_load.py [--symbols 500] [--sessions 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from variance_pipeline.calendar import sessions_back
+from variance_pipeline.lake import Lake
+from variance_pipeline.warehouse.connection import warehouse_connection
+from variance_pipeline.warehouse.load import TABLES, load_sessions, rebuild
+
+DAILY = [spec for spec in TABLES if spec.dataset in ("candles", "realized_volatility")]
+
+
+def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) -> None:
+    rng = np.random.default_rng(seed)
+    names = [f"S{i:04d}" for i in range(symbols)]
+    for day in sessions:
+        close = 100 * np.exp(rng.normal(0, 0.02, symbols))
+        candles = pd.DataFrame(
+            {
+                "symbol": names,
+                "yahoo_ticker": names,
+                "session_date": day,
+                "open": close,
+                "high": close * 1.01,
+                "low": close * 0.99,
+                "close": close,
+                "adj_close": close,
+                "volume": rng.integers(1, 10**6, symbols),
+            }
+        )
+        lake.write_partition("candles", day, candles)
+        lake.write_partition(
+            "realized_volatility",
+            day,
+            candles[["symbol", "session_date", "close"]].assign(hv20=0.2, hv252=0.25),
+        )
+
+
+def timed(fn) -> float:  # noqa: ANN001 - a zero-argument callable
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=500)
+    parser.add_argument("--sessions", type=int, default=500)
+    args = parser.parse_args()
+    sessions = sessions_back(date(2025, 11, 24), args.sessions)
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake(Path(tmp))
+        build_lake(lake, args.symbols, sessions)
+
+        def load(days: list[date]) -> None:
+            with warehouse_connection(lake.warehouse_path) as con:
+                load_sessions(con, lake, days, tables=DAILY)
+
+        baseline = timed(lambda: load(sessions[:1]))
+        history = timed(lambda: load(sessions[1:]))
+        daily = timed(lambda: load(sessions[-1:]))
+        rebuilt = timed(lambda: rebuild(lake))
+    rows = args.symbols * args.sessions
+    print(f"{args.symbols} symbols x {args.sessions} sessions ({rows:,} rows per table)")
+    print(f"{'case':<40}{'seconds':>10}{'x baseline':>12}")
+    for name, seconds in [
+        ("load session 1 into an empty warehouse", baseline),
+        (f"load sessions 2..{args.sessions}", history),
+        (f"reload session {args.sessions} on full warehouse", daily),
+        ("rebuild from the lake", rebuilt),
+    ]:
+        print(f"{name:<40}{seconds:>10.3f}{seconds / baseline:>11.1f}x")
+
+
+if __name__ == "__main__":
+    main()
