@@ -20,6 +20,12 @@ dividend-adjusted, so a split or dividend after the cached bars silently rescale
 incremental request therefore re-reads the last ``OVERLAP_BARS`` cached bars; when the response
 lists a split after the cache, when the overlap's closes moved, or when its adjustment factors
 (``adj_close / close``) moved, the symbol's whole history is fetched again and replaces the cache.
+
+The lake follows the cache. A re-based symbol (or one whose Yahoo ticker changed) is reported
+``rebased`` and its sidecar keeps ``lake_rebase_pending`` until the candles asset has rewritten the
+symbol's rows in the lake partitions it had already written (``rebase_lake_candles``) and called
+``CandleCache.mark_lake_synced``; a crash in between is therefore redone by the next run rather than
+leaving old-scale rows in the lake. Without a re-base nothing of this reads a single partition.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 import pandas as pd
@@ -37,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
-from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
+from variance_pipeline.lake import Lake, write_json_atomic, write_parquet_atomic
 from variance_pipeline.sources.http import RequestStats
 from variance_pipeline.sources.yahoo import (
     ChartError,
@@ -48,7 +54,8 @@ from variance_pipeline.sources.yahoo import (
     YahooChartClient,
     yahoo_ticker,
 )
-from variance_pipeline.validation.candles import CANDLE_COLUMNS, xnys_session_mask
+from variance_pipeline.validation.candles import CANDLE_COLUMNS, CandlesSchema, xnys_session_mask
+from variance_pipeline.validation.report import validate_frame
 
 OVERLAP_BARS = 5
 # Relative move of the overlap's median close that means "rescaled" (splits, stock dividends);
@@ -105,6 +112,8 @@ class CacheMeta:
     splits: tuple[Split, ...] = ()
     dividends: tuple[Dividend, ...] = ()
     no_bar_sessions: frozenset[date] = frozenset()
+    # The cached history was replaced (new scale) and the lake has not been rewritten from it yet.
+    lake_rebase_pending: bool = False
 
     def to_json(self, symbol: str) -> dict[str, Any]:
         return {
@@ -117,6 +126,7 @@ class CacheMeta:
             ],
             "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
             "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
+            "lake_rebase_pending": self.lake_rebase_pending,
         }
 
     @classmethod
@@ -132,6 +142,7 @@ class CacheMeta:
                 Dividend(date.fromisoformat(d["date"]), float(d["amount"])) for d in doc.get("dividends", [])
             ),
             no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
+            lake_rebase_pending=bool(doc.get("lake_rebase_pending", False)),
         )
 
 
@@ -186,6 +197,18 @@ class CandleCache:
     def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
         return write_json_atomic(self.meta_path(symbol), meta.to_json(symbol))
 
+    def rebase_pending(self, symbol: str) -> bool:
+        """True while the symbol's re-based history has not been copied into the lake."""
+        meta = self.read_meta(symbol)
+        return bool(meta and meta.lake_rebase_pending)
+
+    def mark_lake_synced(self, symbols: Sequence[str]) -> None:
+        """The lake now holds ``symbols`` on the cache's scale: clear their pending re-base."""
+        for symbol in symbols:
+            meta = self.read_meta(symbol)
+            if meta is not None and meta.lake_rebase_pending:
+                self.write_meta(symbol, replace(meta, lake_rebase_pending=False))
+
 
 @dataclass(frozen=True)
 class SymbolStatus:
@@ -195,6 +218,9 @@ class SymbolStatus:
     requests: int
     bars_added: int
     message: str
+    # The cached history was replaced on a new scale (split, dividend, another ticker) and the
+    # lake's earlier partitions still need rewriting from it (see ``rebase_lake_candles``).
+    rebased: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +251,11 @@ class CandleRefresh:
     live_bars_dropped: int
     off_calendar_bars_dropped: int
     responses: tuple[RawResponse, ...]
+
+    @property
+    def rebased_symbols(self) -> list[str]:
+        """Symbols whose lake rows must be rewritten from the cache (new scale)."""
+        return [s.symbol for s in self.statuses if s.rebased]
 
     def frame(self, start: date | None = None, end: date | None = None) -> pd.DataFrame:
         """Bars of all symbols for sessions in [start, end] (default: the refresh's range)."""
@@ -320,13 +351,17 @@ def _refresh_symbol(
 ) -> _Outcome:
     cached = cache.read(symbol)
     meta = cache.read_meta(symbol)
+    pending = bool(meta and meta.lake_rebase_pending)
     if (meta is not None and meta.yahoo_ticker != ticker) or (cached["yahoo_ticker"] != ticker).any():
-        cached, meta = empty_candles(), None  # the mapping changed: another instrument's history
+        # The mapping changed: another instrument's history, in the lake too if it was landed.
+        pending = pending or not cached.empty
+        cached, meta = empty_candles(), None
     known_gaps = meta.no_bar_sessions if meta else frozenset()
     present = set(cached["session_date"])
     missing = sorted(set(expected) - present - known_gaps)
     if not missing:
-        return _Outcome(SymbolStatus(symbol, ticker, "cached", 0, 0, f"{len(cached)} cached bars"), cached)
+        status = SymbolStatus(symbol, ticker, "cached", 0, 0, f"{len(cached)} cached bars", rebased=pending)
+        return _Outcome(status, cached)
 
     before_missing = cached.loc[cached["session_date"] < missing[0], "session_date"]
     overlap = sorted(before_missing)[-OVERLAP_BARS:]
@@ -354,14 +389,14 @@ def _refresh_symbol(
         gaps = _no_bar_sessions(second.bars, full_start, full_end, now)
         splits, dividends = second.splits, second.dividends
 
+    rebased = pending or reason is not None
     bars = cache.write(symbol, merged)
-    cache.write_meta(symbol, CacheMeta(ticker, now, splits, dividends, frozenset(gaps)))
+    cache.write_meta(symbol, CacheMeta(ticker, now, splits, dividends, frozenset(gaps), rebased))
     added = len(set(bars["session_date"]) - present)
     notes = "; ".join(f.note for f in fetches if f.note)
     message = f"+{added} bars, {len(bars)} cached" + (f"; refetched: {reason}" if reason else "")
-    return _Outcome(
-        SymbolStatus(symbol, ticker, "fetched", 0, added, message + (f"; {notes}" if notes else "")), bars, fetches
-    )
+    status = SymbolStatus(symbol, ticker, "fetched", 0, added, message + (f"; {notes}" if notes else ""), rebased)
+    return _Outcome(status, bars, fetches)
 
 
 def refresh_candles(
@@ -397,11 +432,15 @@ def refresh_candles(
         try:
             outcome = _refresh_symbol(symbol, ticker, expected, window_start, request_end, now, client, cache)
         except SymbolUnavailable as exc:
-            outcome = _Outcome(SymbolStatus(symbol, ticker, "unavailable", 0, 0, exc.description), cache.read(symbol))
+            status = SymbolStatus(
+                symbol, ticker, "unavailable", 0, 0, exc.description, rebased=cache.rebase_pending(symbol)
+            )
+            outcome = _Outcome(status, cache.read(symbol))
         except ChartError as exc:
             bars = cache.read(symbol)
             message = f"{exc}; keeping {len(bars)} cached bars"
-            outcome = _Outcome(SymbolStatus(symbol, ticker, "stale", 0, 0, message), bars)
+            status = SymbolStatus(symbol, ticker, "stale", 0, 0, message, rebased=cache.rebase_pending(symbol))
+            outcome = _Outcome(status, bars)
         statuses.append(replace(outcome.status, requests=stats.requests - requests_before))
         frames.append(outcome.bars)
         fetches.extend(outcome.fetches)
@@ -451,3 +490,62 @@ def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, session
     frame = _concat([cache.read(symbol) for symbol in symbols])
     frame = frame.loc[frame["session_date"] <= end].sort_values(["symbol", "session_date"])
     return frame.groupby("symbol", sort=False).tail(sessions).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class LakeRebase:
+    """What ``rebase_lake_candles`` rewrote: partitions, rows, and rows it had to give up."""
+
+    symbols: tuple[str, ...]
+    sessions: tuple[date, ...]
+    rows_replaced: int
+    rows_dropped: int
+    quarantined: pd.DataFrame
+
+    @property
+    def empty(self) -> bool:
+        return not self.sessions
+
+
+def rebase_lake_candles(
+    lake: Lake, cache: CandleCache, symbols: Sequence[str], *, skip: Collection[date] = ()
+) -> LakeRebase:
+    """Rewrite ``symbols``' rows in the lake's existing candle partitions from their cache.
+
+    Called for re-based symbols only, so scales never mix across partitions: every partition
+    (other than ``skip``, the run's own, already written from the refreshed cache) that holds one
+    of ``symbols`` gets that symbol's rows replaced by the cached bars of that session; the other
+    symbols' rows are kept byte for byte, and no partition is created. A lake row the new history
+    has no bar for (or whose new bar fails ``CandlesSchema``) is dropped rather than left on the
+    old scale. Cost: one ``symbol``-column read per partition, and a rewrite of those that hold
+    the symbol; nothing at all when ``symbols`` is empty (the common case).
+    """
+    wanted = list(dict.fromkeys(symbols))
+    if not wanted:
+        return LakeRebase((), (), 0, 0, empty_candles())
+    skipped, wanted_set = set(skip), set(wanted)
+    holding: dict[date, set[str]] = {}
+    for day in lake.partition_days("candles"):
+        if day in skipped:
+            continue
+        column = pq.read_table(lake.partition_path("candles", day), columns=["symbol"]).column("symbol")
+        found = set(column.to_pylist()) & wanted_set
+        if found:
+            holding[day] = found
+    if not holding:
+        return LakeRebase(tuple(wanted), (), 0, 0, empty_candles())
+    bars = _concat([cache.read(symbol) for symbol in wanted])
+    keys = {(symbol, day) for day, found in holding.items() for symbol in found}
+    wanted_rows = [(s, d) in keys for s, d in zip(bars["symbol"], bars["session_date"])]
+    outcome = validate_frame(CandlesSchema, bars.loc[wanted_rows].reset_index(drop=True), "candles")
+    by_day = {day: group for day, group in outcome.valid.groupby("session_date", sort=False)}
+    replaced = dropped = 0
+    for day in sorted(holding):
+        old = lake.read_partition("candles", day)
+        hit = old["symbol"].isin(holding[day])
+        new_rows = by_day.get(day, outcome.valid.iloc[0:0])
+        frame = _concat([old.loc[~hit], new_rows]).sort_values("symbol", kind="stable").reset_index(drop=True)
+        lake.write_partition("candles", day, frame.reindex(columns=old.columns))
+        replaced += len(new_rows)
+        dropped += int(hit.sum()) - len(new_rows)
+    return LakeRebase(tuple(wanted), tuple(sorted(holding)), replaced, dropped, outcome.quarantined)

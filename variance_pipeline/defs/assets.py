@@ -6,21 +6,29 @@ backfill of any range is one run and each asset sees the whole ``partition_key_r
 
 import warnings
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range, sessions_partitions_def
+from variance_pipeline.calendar import (
+    last_closed_session,
+    session_close,
+    sessions_back,
+    sessions_in_range,
+    sessions_partitions_def,
+)
 from variance_pipeline.candle_cache import CandleCache, read_lookback, refresh_candles
 from variance_pipeline.defs.metadata import path_value, preview, skipped_check, validation_check
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource, WarehouseResource, YahooResource
 from variance_pipeline.lake import Lake
-from variance_pipeline.sources.http import RequestStats
+from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade import (
     TastytradeClient,
+    TastytradeDataError,
     held_underlyings,
     market_metrics_frames,
     positions_frame,
@@ -55,6 +63,24 @@ class SnapshotWindow:
     session: date | None
     fetched_at: datetime
     reason: str
+    deadline: datetime | None = None  # the next session's close: after it, this snapshot is gone
+
+    def failure(self, dataset: str, exc: Exception, stats: RequestStats, raw_dir: Path | None = None) -> dg.Failure:
+        """The run-failing error for a snapshot that could not be taken (or read) this time.
+
+        A snapshot cannot be fetched later, so the message says until when a re-run still can.
+        """
+        kept = f" The responses received so far are kept under {raw_dir}." if raw_dir is not None else ""
+        deadline = f" until {self.deadline.isoformat()} (the next session's close)" if self.deadline else ""
+        return dg.Failure(
+            description=(
+                f"{dataset}: {exc} [{stats.requests} request(s), {stats.retries} retries, "
+                f"{stats.waited_seconds:.1f} s waited]. Nothing was written to lake/{dataset} for "
+                f"{self.session}; its snapshot can still be taken{deadline} by re-running this "
+                f"partition.{kept}"
+            ),
+            metadata={**stats.as_metadata(), "session": str(self.session)},
+        )
 
 
 def snapshot_window(context: dg.AssetExecutionContext, pipeline: PipelineResource, dataset: str) -> SnapshotWindow:
@@ -63,7 +89,9 @@ def snapshot_window(context: dg.AssetExecutionContext, pipeline: PipelineResourc
     current = last_closed_session(now)
     sessions = run_sessions(context)
     if current in sessions:
-        return SnapshotWindow(current, now, f"snapshot of {now.isoformat()} lands in session {current}")
+        following = sessions_in_range(current + timedelta(days=1), current + timedelta(days=15))
+        deadline = session_close(following[0]) if following else None
+        return SnapshotWindow(current, now, f"snapshot of {now.isoformat()} lands in session {current}", deadline)
     span = f"{sessions[0]}..{sessions[-1]}" if sessions else "(no sessions)"
     reason = (
         f"{dataset} is a snapshot and cannot look back: at {now.isoformat()} the current session is "
@@ -89,20 +117,41 @@ def land_validated(
     return metadata
 
 
-def fetch_positions(client: TastytradeClient, lake: Lake | None, day: date | None) -> list[dict]:
-    """Every position of every open account; raw responses land under raw/ when ``lake`` is given."""
+@dataclass(frozen=True)
+class PositionsFetch:
+    """Position items of every open account, and those listed under an account not theirs."""
+
+    items: list[dict]
+    misfiled: list[str]  # "SYMBOL (account-number X, listed under Y)"
+
+
+def fetch_positions(client: TastytradeClient, lake: Lake | None, day: date | None) -> PositionsFetch:
+    """Every position of every open account; raw responses land under raw/ when ``lake`` is given.
+
+    The raw bodies are written as each response arrives, before anything parses them, so a
+    parse failure (or a later request failing) never loses what the API already said. An item
+    whose ``account-number`` is not the account it was listed under is not that account's
+    position: it is left out (and reported) rather than counted twice or under the wrong account.
+    """
     items: list[dict] = []
+    misfiled: list[str] = []
     accounts = client.accounts()
     if lake is not None and day is not None:
         for raw in accounts.raw:
             lake.write_raw("positions", day, raw.name, raw.body)
     for account in accounts.items:
-        fetched = client.positions(account["account-number"])
+        number = str(account["account-number"])
+        fetched = client.positions(number)
         if lake is not None and day is not None:
             for raw in fetched.raw:
                 lake.write_raw("positions", day, raw.name, raw.body)
-        items.extend(fetched.items)
-    return items
+        for item in fetched.items:
+            owner = item.get("account-number")
+            if owner not in (None, "") and str(owner) != number:
+                misfiled.append(f"{item.get('symbol')!r} (account-number {owner}, listed under {number})")
+            else:
+                items.append(item)
+    return PositionsFetch(items, misfiled)
 
 
 def resolve_universe(pipeline: PipelineResource, tastytrade: TastytradeResource, stats: RequestStats) -> list[str]:
@@ -113,7 +162,7 @@ def resolve_universe(pipeline: PipelineResource, tastytrade: TastytradeResource,
         held = held_underlyings(lake.read_partition("positions", latest))
     else:
         with tastytrade.client(stats) as client:
-            items = fetch_positions(client, None, None)
+            items = fetch_positions(client, None, None).items
         now = pipeline.clock()
         held = held_underlyings(positions_frame(items, as_of_date=last_closed_session(now), fetched_at=now))
     return list(dict.fromkeys([*held, *pipeline.watchlist_symbols()]))
@@ -126,7 +175,12 @@ ASSET_COMMON = dict(partitions_def=PARTITIONS, backfill_policy=BACKFILL, owners=
     group_name="extract",
     kinds={"python", "parquet"},
     description="Open positions of every open Tastytrade account (snapshot: current session only). "
-    "Quantity is signed (short < 0); root_symbol is the underlying whose volatility matters.",
+    "Quantity is signed (short < 0); root_symbol is the underlying whose volatility matters. "
+    "Raw responses land under raw/positions/ before parsing. If the API cannot be read (a 429 "
+    "storm outlasting the retry budget, 5xx, rejected credentials) or an item lacks a required "
+    "field, the run fails naming the cause and writes no lake partition: a snapshot cannot be "
+    "fetched later, so a loud failure that says until when a re-run can still take it beats a "
+    "silently missing day.",
     check_specs=[dg.AssetCheckSpec("positions_schema", asset="positions", description="pandera PositionsSchema")],
     **ASSET_COMMON,
 )
@@ -140,9 +194,18 @@ def positions(
         return
     stats = RequestStats()
     lake = pipeline.lake
-    with tastytrade.client(stats) as client:
-        items = fetch_positions(client, lake, window.session)
-    frame = positions_frame(items, as_of_date=window.session, fetched_at=window.fetched_at)
+    raw_dir = lake.raw_dir("positions", window.session)
+    try:
+        with tastytrade.client(stats) as client:
+            fetched = fetch_positions(client, lake, window.session)
+        frame = positions_frame(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at)
+    except (SourceError, TastytradeDataError) as exc:
+        raise window.failure("positions", exc, stats, raw_dir if raw_dir.exists() else None) from exc
+    if fetched.misfiled:
+        context.log.warning(
+            f"positions: {len(fetched.misfiled)} item(s) listed under an account they do not belong to "
+            f"were left out: {'; '.join(fetched.misfiled[:10])}"
+        )
     outcome = validate_frame(PositionsSchema, frame, "positions")
     metadata = land_validated(lake, "positions", window.session, outcome)
     yield dg.MaterializeResult(
@@ -152,6 +215,8 @@ def positions(
             "session": str(window.session),
             "accounts": int(frame["account_number"].nunique()) if not frame.empty else 0,
             "underlyings": dg.MetadataValue.text(", ".join(held_underlyings(outcome.valid))),
+            "raw_path": path_value(raw_dir),
+            "items_misfiled": len(fetched.misfiled),
             **stats.as_metadata(),
         }
     )
@@ -166,7 +231,14 @@ def positions(
             group_name="extract",
             kinds={"python", "parquet"},
             description="Tastytrade volatility metrics per underlying (snapshot): IV, IV rank/percentile, "
-            "HV30/60/90, liquidity, beta, earnings. Every volatility is a fraction.",
+            "HV30/60/90, liquidity, beta, earnings. Every volatility is a fraction. Universe = held "
+            "underlyings + watchlist, asked in batches (TastytradeResource.batch_size); symbols the API "
+            "does not answer are listed in metadata and warned by metrics_symbols_present. A 429 is "
+            "retried with backoff (Retry-After honoured); a 429 storm outlasting the retry budget fails "
+            "the run with the cause and the time until which a re-run can still take this session's "
+            "snapshot, and lands no partial lake partition (raw bodies received are kept): a snapshot "
+            "cannot be backfilled, and a red run is what gets it re-run in time, where a quietly "
+            "empty day would leave the dashboard on stale IV.",
             owners=["team:variance"],
         ),
         dg.AssetSpec(
@@ -206,12 +278,19 @@ def market_metrics(
         return
     stats = RequestStats()
     lake = pipeline.lake
-    universe = resolve_universe(pipeline, tastytrade, stats)
-    with tastytrade.client(stats) as client:
-        fetched = client.market_metrics(universe, batch_size=tastytrade.batch_size)
-    for raw in fetched.raw:
-        lake.write_raw("market_metrics", window.session, raw.name, raw.body)
-    metrics, term = market_metrics_frames(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at)
+    session = window.session
+    raw_dir = lake.raw_dir("market_metrics", session)
+    try:
+        universe = resolve_universe(pipeline, tastytrade, stats)
+        with tastytrade.client(stats) as client:
+            fetched = client.market_metrics(
+                universe,
+                batch_size=tastytrade.batch_size,
+                on_raw=lambda raw: lake.write_raw("market_metrics", session, raw.name, raw.body),
+            )
+        metrics, term = market_metrics_frames(fetched.items, as_of_date=session, fetched_at=window.fetched_at)
+    except (SourceError, TastytradeDataError) as exc:
+        raise window.failure("market_metrics", exc, stats, raw_dir if raw_dir.exists() else None) from exc
     metrics_outcome = validate_frame(MarketMetricsSchema, metrics, "market_metrics")
     term_outcome = validate_frame(TermStructureSchema, term, "iv_term_structure")
     missing = list(fetched.missing)
@@ -225,6 +304,8 @@ def market_metrics(
             "session": str(window.session),
             "symbols_requested": len(universe),
             "symbols_missing": dg.MetadataValue.text(", ".join(missing) or "none"),
+            "batches": len(fetched.raw),
+            "raw_path": path_value(raw_dir),
             **stats.as_metadata(),
         },
     )
@@ -261,6 +342,9 @@ def candles(
     tastytrade: TastytradeResource,
     yahoo: YahooResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    from variance_pipeline.candle_cache import rebase_lake_candles
+    from variance_pipeline.warehouse.load import request_reload
+
     sessions = run_sessions(context)
     lake = pipeline.lake
     stats = RequestStats()
@@ -286,8 +370,24 @@ def candles(
     for day, group in outcome.valid.groupby("session_date", sort=True):
         lake.write_partition("candles", day, group.reset_index(drop=True))
         written += 1
-    if not outcome.quarantined.empty:
-        lake.write_quarantine("candles", sessions[-1], outcome.quarantined)
+    # A re-based symbol (split, new dividend adjustment, other ticker): its rows in partitions
+    # landed by earlier runs are on the old scale. Rewrite them from the cache, have the warehouse
+    # reload those sessions, and only then clear the cache's pending flag (a crash redoes it).
+    rebased = refresh.rebased_symbols
+    rebase = rebase_lake_candles(lake, cache, rebased, skip=sessions)
+    if not rebase.empty:
+        request_reload(lake, "candles", rebase.sessions, reason=f"re-based {', '.join(rebased)}")
+        context.log.warning(
+            f"candles: {', '.join(rebased)} re-based; rewrote {len(rebase.sessions)} earlier partition(s) "
+            f"({rebase.sessions[0]}..{rebase.sessions[-1]}, {rebase.rows_replaced} rows, "
+            f"{rebase.rows_dropped} without a new bar dropped); the warehouse reloads them"
+        )
+    cache.mark_lake_synced(rebased)
+    quarantined = outcome.quarantined
+    if not rebase.quarantined.empty:
+        quarantined = pd.concat([quarantined.astype(str), rebase.quarantined.astype(str)], ignore_index=True)
+    if not quarantined.empty:
+        lake.write_quarantine("candles", sessions[-1], quarantined)
     by_status: dict[str, list[str]] = {}
     for status in refresh.statuses:
         by_status.setdefault(status.status, []).append(status.symbol)
@@ -302,6 +402,8 @@ def candles(
             "stale_symbols": dg.MetadataValue.text(", ".join(stale) or "none"),
             "null_bars_dropped": refresh.null_bars_dropped,
             "live_bars_dropped": refresh.live_bars_dropped,
+            "rebased_symbols": dg.MetadataValue.text(", ".join(rebased) or "none"),
+            "sessions_rewritten": dg.MetadataValue.text(", ".join(str(d) for d in rebase.sessions) or "none"),
             "last_parquet_path": path_value(lake.partition_path("candles", sessions[-1])),
             "preview": preview(outcome.valid.sort_values(["session_date", "symbol"]).tail(10)),
             **stats.as_metadata(),
@@ -373,6 +475,8 @@ def realized_volatility(
 def warehouse(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, warehouse_db: WarehouseResource
 ) -> dg.MaterializeResult:
+    from variance_pipeline.defs.charts import render_vol_chart
+
     sessions = run_sessions(context)
     with warehouse_db.connect() as con:
         report = load_sessions(con, pipeline.lake, sessions, run_id=context.run_id)
@@ -380,6 +484,15 @@ def warehouse(
         counts = {
             table: con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in report.rows_by_table
         }
+        # The picture is a view of data already committed: a drawing error is reported, not fatal.
+        try:
+            chart = render_vol_chart(
+                con, pipeline.lake.root / "reports", sessions[-1], fallback_symbols=pipeline.watchlist_symbols()
+            )
+            chart_metadata: dict[str, dg.MetadataValue] = chart.metadata()
+        except Exception as exc:  # noqa: BLE001
+            context.log.warning(f"vol chart not drawn: {exc!r}")
+            chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
     return dg.MaterializeResult(
         metadata={
             "rows_loaded": report.total_rows,
@@ -387,6 +500,7 @@ def warehouse(
             **{f"table_rows_{t}": int(n) for t, n in counts.items()},
             "warehouse_path": path_value(pipeline.lake.warehouse_path),
             "vol_dashboard": preview(dashboard, rows=20),
+            **chart_metadata,
         }
     )
 

@@ -10,12 +10,13 @@ import os
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Mapping
 
 import dagster as dg
 from pydantic import Field
 
 from variance_pipeline.lake import Lake
-from variance_pipeline.settings import PROJECT_ROOT, Settings, parse_now
+from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings, parse_now
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.sources.symbology import parse_watchlist
 from variance_pipeline.sources.tastytrade import TastytradeClient, TastytradeCredentials
@@ -48,6 +49,23 @@ class PipelineResource(dg.ConfigurableResource):
             default = PROJECT_ROOT / "data" / "watchlist.example.txt"
         return parse_watchlist(self.watchlist, default)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Check the user's inputs when a run starts, before any asset sends a request or writes.
+
+        A hostile or mistyped watchlist (``../x``, quotes, 10,000 characters, ``,,``) or clock
+        would otherwise surface only after the positions snapshot had already been fetched and
+        landed; here it fails the run at once with the offending value named (and shortened).
+        """
+        if self.source not in ("simulator", "live"):
+            raise dg.Failure(f"VARIANCE_SOURCE must be 'simulator' or 'live', got {self.source!r}")
+        try:
+            parse_now(self.now)
+            self.watchlist_symbols()
+        except ValueError as exc:  # ConfigurationError is not one; handled below
+            raise dg.Failure(f"Invalid watchlist, nothing was fetched or written: {exc}") from None
+        except ConfigurationError as exc:
+            raise dg.Failure(f"Invalid pipeline clock, nothing was fetched or written: {exc}") from None
+
 
 class RetryConfig(dg.Config):
     max_attempts: int = 5
@@ -67,27 +85,68 @@ class RetryConfig(dg.Config):
 
 
 class TastytradeResource(dg.ConfigurableResource):
-    """The Tastytrade REST API (or the simulator speaking it) with OAuth refresh-token auth."""
+    """The Tastytrade REST API (or the simulator speaking it) with OAuth refresh-token auth.
+
+    Secrets arrive as ``dg.EnvVar`` references (live mode), so the run config Dagster stores
+    holds the variable names, never the values.
+    """
 
     base_url: str
     client_secret: str = Field(repr=False)
     refresh_token: str = Field(repr=False)
     client_id: str | None = Field(default=None, repr=False)
-    accept_version: str | None = None
-    batch_size: int = 100
+    accept_version: str | None = Field(
+        default=None,
+        description="Accept-Version header pinning the API version (e.g. '20251101'); None sends none",
+    )
+    batch_size: int = Field(default=100, ge=1, le=500, description="symbols per /market-metrics request")
+    per_page: int | None = Field(
+        default=None,
+        ge=1,
+        le=2000,
+        description="request paginated lists with this page size (per-page); None lets the API choose",
+    )
     retry: RetryConfig = RetryConfig()
 
-    def client(self, stats: RequestStats) -> TastytradeClient:
-        missing = [
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "TastytradeResource":
+        """A copy with ``update`` applied as configuration (``deep`` is accepted and irrelevant).
+
+        Pydantic's own ``model_copy`` changes the attributes but not the configuration Dagster
+        resolved when the resource was built, so a run would silently keep the old values (a
+        test's fast retry policy, a smaller batch size). Building a new resource keeps both in
+        step; ``EnvVar`` secrets stay references, never values.
+        """
+        values = {name: getattr(self, name) for name in self.__pydantic_fields_set__}
+        values.update(update or {})
+        return type(self)(**values)
+
+    def _missing_credentials(self) -> list[str]:
+        return [
             name
             for name, value in zip(SECRET_VARIABLES, (self.client_secret, self.refresh_token))
-            if not value
+            if not (value or "").strip()
         ]
+
+    def _credentials_failure(self, missing: list[str]) -> dg.Failure:
+        return dg.Failure(
+            f"Tastytrade credentials missing: set {', '.join(missing)} (and optionally "
+            "TASTYTRADE_CLIENT_ID) in the environment, or use VARIANCE_SOURCE=simulator."
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail the run at start, before any request, when a credential is set but empty.
+
+        (An unset variable is caught even earlier: Dagster refuses to resolve the ``EnvVar`` and
+        names the variable.)
+        """
+        missing = self._missing_credentials()
         if missing:
-            raise dg.Failure(
-                f"Tastytrade credentials missing: set {', '.join(missing)} (and optionally "
-                "TASTYTRADE_CLIENT_ID) in the environment, or use VARIANCE_SOURCE=simulator."
-            )
+            raise self._credentials_failure(missing)
+
+    def client(self, stats: RequestStats) -> TastytradeClient:
+        missing = self._missing_credentials()
+        if missing:
+            raise self._credentials_failure(missing)
         credentials = TastytradeCredentials(
             client_secret=self.client_secret, refresh_token=self.refresh_token, client_id=self.client_id
         )
@@ -97,6 +156,7 @@ class TastytradeResource(dg.ConfigurableResource):
             policy=self.retry.policy(),
             stats=stats,
             accept_version=self.accept_version,
+            per_page=self.per_page,
         )
 
 

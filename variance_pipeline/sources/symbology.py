@@ -146,7 +146,10 @@ def parse_watchlist(spec: str | None, default_file: Path) -> list[str]:
     ``spec`` (``VARIANCE_WATCHLIST``) is either a path to an existing file (one symbol per line,
     ``#`` comments) or a comma list; unset or blank falls back to ``default_file`` when it exists,
     else no extra symbols. A bad symbol fails the whole list with its location: a watchlist that
-    silently dropped a typo would quietly stop tracking that underlying.
+    silently dropped a typo would quietly stop tracking that underlying. A comma list made only
+    of separators (``,,``) is rejected too: it was set on purpose, yet names nothing, which is
+    likelier a broken shell substitution than a wish to track no extra symbols. (A stray comma
+    beside real symbols, ``SPY,,QQQ,``, is harmless and ignored.)
     """
     entries: list[tuple[str, str]] = []  # (raw symbol, where it came from)
     if spec is None or not spec.strip():
@@ -156,6 +159,11 @@ def parse_watchlist(spec: str | None, default_file: Path) -> list[str]:
         if source_file is None:
             where = "VARIANCE_WATCHLIST (no such file, read as a comma list)"
             entries = [(piece, where) for piece in _comma_list(spec)]
+            if not entries:
+                raise ValueError(
+                    f"{where}: {_shown(spec)} names no symbols; give a comma list such as "
+                    "SPY,QQQ,/ES or a file, or leave VARIANCE_WATCHLIST unset"
+                )
     if source_file is not None:
         lines = source_file.read_text(encoding="utf-8").splitlines()
         entries = [

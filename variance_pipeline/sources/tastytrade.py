@@ -162,10 +162,14 @@ class TastytradeClient:
         policy: RetryPolicy = RetryPolicy(),
         stats: RequestStats | None = None,
         accept_version: str | None = None,
+        per_page: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if per_page is not None and per_page < 1:
+            raise ValueError(f"per_page must be at least 1, got {per_page}")
         headers = {"Accept-Version": accept_version} if accept_version else None
+        self._per_page = per_page
         self._http = make_client(base_url, policy, headers)
         self._credentials = credentials
         self._refresh_token = credentials.refresh_token
@@ -284,13 +288,20 @@ class TastytradeClient:
             )
         return response.content, _parse_json(response.content, "GET", path)
 
+    def _page_query(self, page: int) -> str:
+        """``per-page`` when a page size is configured, ``page-offset`` from the second page on."""
+        params = [f"per-page={self._per_page}"] if self._per_page else []
+        if page:
+            params.append(f"page-offset={page}")
+        return "&".join(params)
+
     def _get_pages(self, path: str, name: str) -> Fetched:
         """Every page of a list endpoint (``page-offset`` while ``pagination`` says more exist)."""
         items: list[dict[str, Any]] = []
         raw: list[RawResponse] = []
         page = 0
         while True:
-            body, payload = self._get(path, f"page-offset={page}" if page else "")
+            body, payload = self._get(path, self._page_query(page))
             page_items = _envelope_items(payload, path)
             raw.append(RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body))
             items.extend(page_items)
@@ -319,11 +330,18 @@ class TastytradeClient:
         path = f"/accounts/{quote(account_number, safe='')}/positions"
         return self._get_pages(path, f"positions_{_file_safe(account_number)}")
 
-    def market_metrics(self, symbols: Sequence[str], batch_size: int = 100) -> MetricsFetched:
+    def market_metrics(
+        self,
+        symbols: Sequence[str],
+        batch_size: int = 100,
+        on_raw: Callable[[RawResponse], None] | None = None,
+    ) -> MetricsFetched:
         """Metrics for ``symbols`` (deduplicated), ``batch_size`` per request, URL-encoded.
 
         The API silently omits symbols it does not know; they come back in ``missing`` so the
-        caller can say so instead of a trader wondering why an underlying has no IV.
+        caller can say so instead of a trader wondering why an underlying has no IV. ``on_raw``
+        receives each batch's body as soon as it arrived, so a caller can land it even when a
+        later batch fails or the envelope turns out malformed.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -335,8 +353,11 @@ class TastytradeClient:
             batch = wanted[start : start + batch_size]
             query = "symbols=" + ",".join(quote(symbol, safe="") for symbol in batch)
             body, payload = self._get(path, query)
+            response = RawResponse(f"market_metrics.batch-{number:03d}.json", body)
+            raw.append(response)
+            if on_raw is not None:
+                on_raw(response)
             items.extend(_envelope_items(payload, path))
-            raw.append(RawResponse(f"market_metrics.batch-{number:03d}.json", body))
         answered = {item.get("symbol") for item in items}
         missing = tuple(symbol for symbol in wanted if symbol not in answered)
         return MetricsFetched(tuple(items), tuple(raw), missing)
@@ -504,8 +525,12 @@ def _position_row(item: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def _where(dataset: str, index: int, item: Mapping[str, Any]) -> str:
-    symbol = item.get("symbol")
-    return f"{dataset} item {index}" + (f" ({symbol!r})" if symbol not in _MISSING else "")
+    """``positions item 3 ('AAPL', account 5WT00001)``: enough to find the item in raw/."""
+    symbol, account = item.get("symbol"), item.get("account-number")
+    named = [repr(symbol)] if symbol not in _MISSING else []
+    if dataset == "positions" and account not in _MISSING:
+        named.append(f"account {account}")
+    return f"{dataset} item {index}" + (f" ({', '.join(named)})" if named else "")
 
 
 def positions_frame(

@@ -1,0 +1,174 @@
+"""The warehouse asset's picture: implied vs realised volatility of the most-held underlyings.
+
+One small panel per underlying over the last year: HV20 and HV252 from ``realized_volatility``
+(one value per session) and the implied volatility from ``market_metrics`` (a snapshot series:
+one point per session it was fetched on, often a single point). Rendered with matplotlib's Agg
+canvas (no display, no pyplot global state), saved atomically under ``<data_dir>/reports/`` and
+shown in the Dagster UI as a path plus an inline markdown image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import matplotlib.dates as mdates
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from variance_pipeline.lake import write_bytes_atomic
+
+TOP_N = 6
+WINDOW_DAYS = 365
+DPI = 80
+PANEL_INCHES = (4.0, 2.4)
+COLUMNS = 3
+
+
+@dataclass(frozen=True)
+class VolChart:
+    path: Path
+    png: bytes
+    symbols: list[str]
+    basis: str  # "positions" (most held) or "watchlist" (no positions yet)
+    session: date | None
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        """What the warehouse asset attaches: the file, and the picture inline for the UI."""
+        encoded = base64.b64encode(self.png).decode("ascii")
+        caption = ", ".join(self.symbols) or "no data yet"
+        return {
+            "vol_chart_path": dg.MetadataValue.path(str(self.path)),
+            "vol_chart": dg.MetadataValue.md(
+                f"IV vs HV20/HV252, last year, {self.basis}: {caption}\n\n![chart](data:image/png;base64,{encoded})"
+            ),
+        }
+
+
+def chart_symbols(
+    con: duckdb.DuckDBPyConnection, top_n: int = TOP_N, fallback: Iterable[str] = ()
+) -> tuple[list[str], str]:
+    """The ``top_n`` most-held underlyings (positions rows in the latest snapshot), else the watchlist.
+
+    The fallback keeps the watchlist's order, limited to symbols the warehouse has data for; with
+    no usable watchlist it is the ``vol_dashboard`` symbols in alphabetical order.
+    """
+    held = con.execute(
+        """
+        SELECT coalesce(root_symbol, underlying_symbol, symbol) AS underlying, count(*) AS n
+        FROM positions
+        WHERE as_of_date = (SELECT max(as_of_date) FROM positions)
+        GROUP BY underlying
+        ORDER BY n DESC, underlying
+        LIMIT ?
+        """,
+        [top_n],
+    ).fetchall()
+    if held:
+        return [row[0] for row in held], "most held"
+    known = [row[0] for row in con.execute("SELECT symbol FROM vol_dashboard WHERE symbol IS NOT NULL ORDER BY symbol").fetchall()]
+    wanted = [symbol for symbol in dict.fromkeys(fallback) if symbol in set(known)]
+    return (wanted or known)[:top_n], "watchlist (no positions)"
+
+
+def _series(con: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: date, end: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    hv = con.execute(
+        """
+        SELECT symbol, session_date, hv20, hv252 FROM realized_volatility
+        WHERE symbol IN (SELECT unnest(?)) AND session_date BETWEEN ? AND ?
+        ORDER BY symbol, session_date
+        """,
+        [list(symbols), start, end],
+    ).df()
+    iv = con.execute(
+        """
+        SELECT symbol, as_of_date AS session_date, implied_volatility FROM market_metrics
+        WHERE symbol IN (SELECT unnest(?)) AND as_of_date BETWEEN ? AND ? AND implied_volatility IS NOT NULL
+        ORDER BY symbol, as_of_date
+        """,
+        [list(symbols), start, end],
+    ).df()
+    return hv, iv
+
+
+def _latest_session(con: duckdb.DuckDBPyConnection) -> date | None:
+    row = con.execute(
+        "SELECT greatest(max(session_date), (SELECT max(as_of_date) FROM market_metrics)) FROM realized_volatility"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def render_png(
+    hv: pd.DataFrame, iv: pd.DataFrame, symbols: Sequence[str], title: str, window: tuple[date, date], dpi: int = DPI
+) -> bytes:
+    """One panel per symbol over the same ``window``; volatilities (fractions) drawn as percentages."""
+    panels = max(len(symbols), 1)
+    columns = min(COLUMNS, panels)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(symbols):]:
+        ax.set_visible(False)
+    if not symbols:
+        axes[0].set_visible(True)
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no volatility data in the warehouse yet", ha="center", va="center")
+    for ax, symbol in zip(axes, symbols):
+        h = hv[hv["symbol"] == symbol]
+        i = iv[iv["symbol"] == symbol]
+        x = pd.to_datetime(h["session_date"])
+        dots = "o" if len(h) < 30 else None  # a few sessions loaded: show the points, not just lines
+        ax.plot(x, h["hv20"] * 100, lw=1.0, color="tab:blue", marker=dots, ms=3, label="HV20")
+        ax.plot(x, h["hv252"] * 100, lw=1.0, color="tab:green", marker=dots, ms=3, label="HV252")
+        ax.plot(
+            pd.to_datetime(i["session_date"]), i["implied_volatility"] * 100,
+            color="tab:red", marker="o", ms=4, lw=1.0, label="IV",
+        )
+        ax.set_title(symbol, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel("%", fontsize=7)
+        ax.grid(alpha=0.3)
+        if h.empty and i.empty:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xlim(pd.Timestamp(window[0]), pd.Timestamp(window[1]) + pd.Timedelta(days=3))
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if symbols:
+        axes[0].legend(fontsize=6, loc="upper left")
+    figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def render_vol_chart(
+    con: duckdb.DuckDBPyConnection,
+    reports_dir: Path,
+    session: date | None = None,
+    *,
+    top_n: int = TOP_N,
+    fallback_symbols: Iterable[str] = (),
+    window_days: int = WINDOW_DAYS,
+    dpi: int = DPI,
+) -> VolChart:
+    """Render the chart from the warehouse and save it as ``reports_dir/vol_chart_<session>.png``.
+
+    ``session`` ends the one-year window (default: the newest date in the warehouse).
+    """
+    end = session or _latest_session(con) or date.today()
+    start = end - timedelta(days=window_days)
+    symbols, basis = chart_symbols(con, top_n, fallback_symbols)
+    hv, iv = _series(con, symbols, start, end)
+    png = render_png(hv, iv, symbols, f"IV vs realised volatility, {start} .. {end} ({basis})", (start, end), dpi=dpi)
+    path = write_bytes_atomic(Path(reports_dir) / f"vol_chart_{end.isoformat()}.png", png)
+    return VolChart(path=path, png=png, symbols=symbols, basis=basis, session=end)
