@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from conftest import CLOCK, materialize, pipeline_settings
+from conftest import materialize, pipeline_settings
 from variance_pipeline.candle_cache import CandleCache
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES

@@ -34,10 +34,10 @@ def defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
 )
 def test_schedule_requests_the_session_that_closed(defs: dg.Definitions, day: str, expected: str | None) -> None:
     when = datetime.fromisoformat(f"{day}T17:30:00").replace(tzinfo=NEW_YORK)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
-        )
+    # Both as context managers: each sets Dagster's process-wide state and must restore it.
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    ) as context:
         result = eod_schedule.evaluate_tick(context)
     requests = result.run_requests or []
     if expected is None:

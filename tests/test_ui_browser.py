@@ -98,6 +98,16 @@ def group_members(pgid: int) -> list[str]:
     return [" ".join(row) for row in rows if row[0] == str(pgid) and not row[2].startswith("Z")]
 
 
+def wait_group_empty(pgid: int, timeout: float = 10.0) -> bool:
+    """A SIGKILLed process stays listed until the kernel has torn it down: poll briefly."""
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     response = httpx.post(f"{url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30)
     response.raise_for_status()
@@ -146,7 +156,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             yield url, data
         finally:
             stop_group(process)
-            assert not group_members(process.pid), "dagster dev left processes behind"
+            assert wait_group_empty(process.pid), f"dagster dev left processes behind: {group_members(process.pid)}"
 
 
 def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp_path: Path) -> None:
@@ -170,16 +180,19 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
             page.get_by_role("link", name="Lineage", exact=False).first.click()
             expect(page.get_by_text("Global asset lineage")).to_be_visible()
 
-            # The asset graph: groups start collapsed; expand them and zoom in until names are whole.
+            # The asset graph: groups start collapsed; expand them once the graph has laid out
+            # (the menu item toggles, so press it once) and zoom in until every name is whole.
+            nodes = page.locator("foreignObject > *")
+            expect(nodes.filter(has_text="transform").first).to_be_visible()
             page.get_by_role("button", name="settings", exact=True).click()
             page.get_by_role("menuitem", name="Expand all groups").click()
-            nodes = page.locator("foreignObject > *")
-            for _ in range(6):
-                texts = " ".join(nodes.all_inner_texts())
-                if all(asset in texts.split() for asset in ASSETS):
+            expect(nodes.filter(has_text="positions").first).to_be_attached(timeout=20_000)
+            for _ in range(8):
+                words = " ".join(nodes.all_inner_texts()).split()
+                if all(asset in words for asset in ASSETS):
                     break
                 page.get_by_role("button", name="zoom_in").click()
-                page.wait_for_timeout(300)
+                page.wait_for_timeout(500)
             words = " ".join(nodes.all_inner_texts()).split()
             assert [a for a in ASSETS if a not in words] == [], words
             page.screenshot(path=str(tmp_path / "graph.png"))

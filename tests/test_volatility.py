@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from datetime import date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np

@@ -1,0 +1,278 @@
+"""Snapshot assets: Tastytrade positions, market metrics and the IV term structure.
+
+The APIs only say what is true now, so these land only in the current session's partition (the
+contract's "snapshots cannot look back"); an older partition writes nothing and says so.
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+
+from variance_pipeline.calendar import last_closed_session, session_close, sessions_in_range
+from variance_pipeline.defs.common import ASSET_COMMON, BACKFILL, OWNERS, PARTITIONS, land_validated, run_sessions
+from variance_pipeline.defs.metadata import path_value, skipped_check, validation_check
+from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
+from variance_pipeline.lake import Lake
+from variance_pipeline.sources.http import RequestStats, SourceError
+from variance_pipeline.sources.tastytrade import (
+    TastytradeClient,
+    TastytradeDataError,
+    held_underlyings,
+    market_metrics_frames,
+    positions_frame,
+)
+from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
+from variance_pipeline.validation.positions import PositionsSchema
+from variance_pipeline.validation.report import validate_frame
+
+
+@dataclass(frozen=True)
+class SnapshotWindow:
+    """Which session (if any) of this run a snapshot may land in, and why."""
+
+    session: date | None
+    fetched_at: datetime
+    reason: str
+    deadline: datetime | None = None  # the next session's close: after it, this snapshot is gone
+
+    def failure(self, dataset: str, exc: Exception, stats: RequestStats, raw_dir: Path | None = None) -> dg.Failure:
+        """The run-failing error for a snapshot that could not be taken (or read) this time.
+
+        A snapshot cannot be fetched later, so the message says until when a re-run still can.
+        """
+        kept = f" The responses received so far are kept under {raw_dir}." if raw_dir is not None else ""
+        deadline = f" until {self.deadline.isoformat()} (the next session's close)" if self.deadline else ""
+        return dg.Failure(
+            description=(
+                f"{dataset}: {exc} [{stats.requests} request(s), {stats.retries} retries, "
+                f"{stats.waited_seconds:.1f} s waited]. Nothing was written to lake/{dataset} for "
+                f"{self.session}; its snapshot can still be taken{deadline} by re-running this "
+                f"partition.{kept}"
+            ),
+            metadata={**stats.as_metadata(), "session": str(self.session)},
+        )
+
+
+def snapshot_window(context: dg.AssetExecutionContext, pipeline: PipelineResource, dataset: str) -> SnapshotWindow:
+    """Apply the contract's rule: a snapshot lands only in the current session (by the clock)."""
+    now = pipeline.clock()
+    current = last_closed_session(now)
+    sessions = run_sessions(context)
+    if current in sessions:
+        following = sessions_in_range(current + timedelta(days=1), current + timedelta(days=15))
+        deadline = session_close(following[0]) if following else None
+        return SnapshotWindow(current, now, f"snapshot of {now.isoformat()} lands in session {current}", deadline)
+    span = f"{sessions[0]}..{sessions[-1]}" if sessions else "(no sessions)"
+    reason = (
+        f"{dataset} is a snapshot and cannot look back: at {now.isoformat()} the current session is "
+        f"{current}, so nothing is written for {span}"
+    )
+    context.log.warning(reason)
+    return SnapshotWindow(None, now, reason)
+
+
+@dataclass(frozen=True)
+class PositionsFetch:
+    """Position items of every open account, and those listed under an account not theirs."""
+
+    items: list[dict]
+    misfiled: list[str]  # "SYMBOL (account-number X, listed under Y)"
+
+
+def fetch_positions(client: TastytradeClient, lake: Lake | None, day: date | None) -> PositionsFetch:
+    """Every position of every open account; raw responses land under raw/ when ``lake`` is given.
+
+    The raw bodies are written as each response arrives, before anything parses them, so a
+    parse failure (or a later request failing) never loses what the API already said. An item
+    whose ``account-number`` is not the account it was listed under is not that account's
+    position: it is left out (and reported) rather than counted twice or under the wrong account.
+    """
+    items: list[dict] = []
+    misfiled: list[str] = []
+    accounts = client.accounts()
+    if lake is not None and day is not None:
+        for raw in accounts.raw:
+            lake.write_raw("positions", day, raw.name, raw.body)
+    for account in accounts.items:
+        number = str(account["account-number"])
+        fetched = client.positions(number)
+        if lake is not None and day is not None:
+            for raw in fetched.raw:
+                lake.write_raw("positions", day, raw.name, raw.body)
+        for item in fetched.items:
+            owner = item.get("account-number")
+            if owner not in (None, "") and str(owner) != number:
+                misfiled.append(f"{item.get('symbol')!r} (account-number {owner}, listed under {number})")
+            else:
+                items.append(item)
+    return PositionsFetch(items, misfiled)
+
+
+def resolve_universe(pipeline: PipelineResource, tastytrade: TastytradeResource, stats: RequestStats) -> list[str]:
+    """Held underlyings (newest landed positions snapshot, else the API) + the watchlist."""
+    lake = pipeline.lake
+    latest = lake.latest_partition("positions")
+    if latest is not None:
+        held = held_underlyings(lake.read_partition("positions", latest))
+    else:
+        with tastytrade.client(stats) as client:
+            items = fetch_positions(client, None, None).items
+        now = pipeline.clock()
+        held = held_underlyings(positions_frame(items, as_of_date=last_closed_session(now), fetched_at=now))
+    return list(dict.fromkeys([*held, *pipeline.watchlist_symbols()]))
+
+
+@dg.asset(
+    group_name="extract",
+    kinds={"python", "parquet"},
+    description="Open positions of every open Tastytrade account (snapshot: current session only). "
+    "Quantity is signed (short < 0); root_symbol is the underlying whose volatility matters. "
+    "Raw responses land under raw/positions/ before parsing. If the API cannot be read (a 429 "
+    "storm outlasting the retry budget, 5xx, rejected credentials) or an item lacks a required "
+    "field, the run fails naming the cause and writes no lake partition: a snapshot cannot be "
+    "fetched later, so a loud failure that says until when a re-run can still take it beats a "
+    "silently missing day.",
+    check_specs=[dg.AssetCheckSpec("positions_schema", asset="positions", description="pandera PositionsSchema")],
+    **ASSET_COMMON,
+)
+def positions(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    window = snapshot_window(context, pipeline, "positions")
+    if window.session is None:
+        yield dg.MaterializeResult(metadata={"landed": False, "reason": window.reason})
+        yield skipped_check("positions_schema", "positions", window.reason)
+        return
+    stats = RequestStats()
+    lake = pipeline.lake
+    raw_dir = lake.raw_dir("positions", window.session)
+    try:
+        with tastytrade.client(stats) as client:
+            fetched = fetch_positions(client, lake, window.session)
+        frame = positions_frame(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at)
+    except (SourceError, TastytradeDataError) as exc:
+        raise window.failure("positions", exc, stats, raw_dir if raw_dir.exists() else None) from exc
+    if fetched.misfiled:
+        context.log.warning(
+            f"positions: {len(fetched.misfiled)} item(s) listed under an account they do not belong to "
+            f"were left out: {'; '.join(fetched.misfiled[:10])}"
+        )
+    outcome = validate_frame(PositionsSchema, frame, "positions")
+    metadata = land_validated(lake, "positions", window.session, outcome)
+    yield dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "landed": True,
+            "session": str(window.session),
+            "accounts": int(frame["account_number"].nunique()) if not frame.empty else 0,
+            "underlyings": dg.MetadataValue.text(", ".join(held_underlyings(outcome.valid))),
+            "raw_path": path_value(raw_dir),
+            "items_misfiled": len(fetched.misfiled),
+            **stats.as_metadata(),
+        }
+    )
+    yield validation_check("positions_schema", outcome, "positions")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "market_metrics",
+            deps=["positions"],
+            group_name="extract",
+            kinds={"python", "parquet"},
+            description="Tastytrade volatility metrics per underlying (snapshot): IV, IV rank/percentile, "
+            "HV30/60/90, liquidity, beta, earnings. Every volatility is a fraction. Universe = held "
+            "underlyings + watchlist, asked in batches (TastytradeResource.batch_size); symbols the API "
+            "does not answer are listed in metadata and warned by metrics_symbols_present. A 429 is "
+            "retried with backoff (Retry-After honoured); a 429 storm outlasting the retry budget fails "
+            "the run with the cause and the time until which a re-run can still take this session's "
+            "snapshot, and lands no partial lake partition (raw bodies received are kept): a snapshot "
+            "cannot be backfilled, and a red run is what gets it re-run in time, where a quietly "
+            "empty day would leave the dashboard on stale IV.",
+            owners=OWNERS,
+        ),
+        dg.AssetSpec(
+            "iv_term_structure",
+            deps=["positions"],
+            group_name="extract",
+            kinds={"python", "parquet"},
+            description="Implied volatility per option expiration of each underlying (snapshot).",
+            owners=OWNERS,
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("market_metrics_schema", asset="market_metrics"),
+        dg.AssetCheckSpec("iv_term_structure_schema", asset="iv_term_structure"),
+        dg.AssetCheckSpec(
+            "metrics_symbols_present",
+            asset="market_metrics",
+            description="Every universe symbol came back from /market-metrics (warns with the missing list).",
+        ),
+    ],
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL,
+)
+def market_metrics(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    window = snapshot_window(context, pipeline, "market_metrics")
+    if window.session is None:
+        for key in ("market_metrics", "iv_term_structure"):
+            yield dg.MaterializeResult(asset_key=key, metadata={"landed": False, "reason": window.reason})
+        for check, key in (
+            ("market_metrics_schema", "market_metrics"),
+            ("iv_term_structure_schema", "iv_term_structure"),
+            ("metrics_symbols_present", "market_metrics"),
+        ):
+            yield skipped_check(check, key, window.reason)
+        return
+    stats = RequestStats()
+    lake = pipeline.lake
+    session = window.session
+    raw_dir = lake.raw_dir("market_metrics", session)
+    try:
+        universe = resolve_universe(pipeline, tastytrade, stats)
+        with tastytrade.client(stats) as client:
+            fetched = client.market_metrics(
+                universe,
+                batch_size=tastytrade.batch_size,
+                on_raw=lambda raw: lake.write_raw("market_metrics", session, raw.name, raw.body),
+            )
+        metrics, term = market_metrics_frames(fetched.items, as_of_date=session, fetched_at=window.fetched_at)
+    except (SourceError, TastytradeDataError) as exc:
+        raise window.failure("market_metrics", exc, stats, raw_dir if raw_dir.exists() else None) from exc
+    metrics_outcome = validate_frame(MarketMetricsSchema, metrics, "market_metrics")
+    term_outcome = validate_frame(TermStructureSchema, term, "iv_term_structure")
+    missing = list(fetched.missing)
+    if missing:
+        context.log.warning(f"market_metrics: the API returned nothing for {', '.join(missing)}")
+    yield dg.MaterializeResult(
+        asset_key="market_metrics",
+        metadata={
+            **land_validated(lake, "market_metrics", window.session, metrics_outcome),
+            "landed": True,
+            "session": str(window.session),
+            "symbols_requested": len(universe),
+            "symbols_missing": dg.MetadataValue.text(", ".join(missing) or "none"),
+            "batches": len(fetched.raw),
+            "raw_path": path_value(raw_dir),
+            **stats.as_metadata(),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="iv_term_structure",
+        metadata={**land_validated(lake, "iv_term_structure", window.session, term_outcome), "landed": True},
+    )
+    yield validation_check("market_metrics_schema", metrics_outcome, "market_metrics")
+    yield validation_check("iv_term_structure_schema", term_outcome, "iv_term_structure")
+    yield dg.AssetCheckResult(
+        check_name="metrics_symbols_present",
+        asset_key="market_metrics",
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"missing": dg.MetadataValue.text(", ".join(missing) or "none"), "missing_count": len(missing)},
+    )

@@ -1,0 +1,54 @@
+"""The ``realized_volatility`` asset: HV and range estimators from the cached candles."""
+
+from typing import Iterator
+
+import dagster as dg
+
+from variance_pipeline.calendar import sessions_back, sessions_in_range
+from variance_pipeline.candle_cache import CandleCache, read_lookback
+from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
+from variance_pipeline.defs.metadata import path_value, preview, validation_check
+from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
+from variance_pipeline.defs.snapshots import resolve_universe
+from variance_pipeline.sources.http import RequestStats
+from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
+from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.volatility import compute_realized_volatility
+
+HV_LOOKBACK = 253  # HV252 needs 253 closes
+
+
+@dg.asset(
+    deps=["candles"],
+    group_name="transform",
+    kinds={"python", "duckdb", "parquet"},
+    description="Realised volatility per underlying and session from the cached candles: close-to-close "
+    "HV20/30/90/252 (NULL until n returns exist) and 20-session range estimators, as fractions.",
+    check_specs=[dg.AssetCheckSpec("realized_volatility_schema", asset="realized_volatility")],
+    **ASSET_COMMON,
+)
+def realized_volatility(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    sessions = run_sessions(context)
+    lake = pipeline.lake
+    universe = resolve_universe(pipeline, tastytrade, RequestStats())
+    window_start = sessions_back(sessions[0], HV_LOOKBACK + 1)[0]
+    history = read_lookback(
+        CandleCache(lake.candle_cache_dir), universe, sessions[-1], len(sessions_in_range(window_start, sessions[-1]))
+    )
+    result = compute_realized_volatility(history, sessions)
+    outcome = validate_frame(RealizedVolatilitySchema, result, "realized_volatility")
+    written = land_by_session(lake, "realized_volatility", outcome.valid)
+    latest = outcome.valid[outcome.valid["session_date"] == outcome.valid["session_date"].max()] if written else outcome.valid
+    yield dg.MaterializeResult(
+        metadata={
+            "rows": len(outcome.valid),
+            "sessions_written": written,
+            "symbols": int(outcome.valid["symbol"].nunique()) if written else 0,
+            "hv252_non_null": int(outcome.valid["hv252"].notna().sum()) if written else 0,
+            "last_parquet_path": path_value(lake.partition_path("realized_volatility", sessions[-1])),
+            "preview": preview(latest),
+        }
+    )
+    yield validation_check("realized_volatility_schema", outcome, "realized_volatility")
