@@ -163,3 +163,28 @@ def test_reconciliation_check_fails_on_crafted_drift(backfilled: Path, simulator
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["beyond_tolerance"].value == "SPY"
+
+
+def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(
+    backfilled: Path, simulator, tmp_path: Path
+) -> None:
+    import shutil
+
+    data_dir = tmp_path / "copy"
+    shutil.copytree(backfilled, data_dir)
+    cache = CandleCache(Lake(data_dir).candle_cache_dir)
+    bars = cache.read("SPY")
+    bars.loc[bars["session_date"] == date(2025, 11, 20), ["open", "high", "low", "close"]] = 1e-9
+    cache.write("SPY", bars)  # a corrupt cached bar: an absurd return
+    before = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
+    hv_before = before.execute("SELECT * FROM realized_volatility ORDER BY ALL").fetchall()
+    before.close()
+
+    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key="2025-11-25", raise_on_error=False)
+    assert not result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    check = evaluations["realized_volatility_schema"]
+    assert not check.passed and "failure_cases" in check.metadata
+    assert not result.asset_materializations_for_node("warehouse")
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT * FROM realized_volatility ORDER BY ALL").fetchall() == hv_before

@@ -26,6 +26,8 @@ from variance_pipeline.sources.tastytrade import (
     TastytradeAuthError,
     TastytradeClient,
     TastytradeCredentials,
+)
+from variance_pipeline.sources.tastytrade_frames import (
     TastytradeDataError,
     held_underlyings,
     market_metrics_frames,

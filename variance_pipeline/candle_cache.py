@@ -224,7 +224,7 @@ class SymbolStatus:
 
 
 @dataclass(frozen=True)
-class RawResponse:
+class ChartBody:
     """An untouched chart body, for the bronze layer (``raw/candles/date=D/``)."""
 
     symbol: str
@@ -250,7 +250,7 @@ class CandleRefresh:
     null_bars_dropped: int
     live_bars_dropped: int
     off_calendar_bars_dropped: int
-    responses: tuple[RawResponse, ...]
+    responses: tuple[ChartBody, ...]
 
     @property
     def rebased_symbols(self) -> list[str]:
@@ -274,7 +274,7 @@ class _Fetch:
     null_dropped: int
     live_dropped: int
     off_calendar: int
-    raw: RawResponse
+    raw: ChartBody
     note: str
 
 
@@ -298,7 +298,7 @@ def _fetch(client: YahooChartClient, symbol: str, ticker: str, start: date, end:
         null_dropped=chart.null_bars_dropped,
         live_dropped=chart.live_bars_dropped,
         off_calendar=int((~on_calendar).sum()),
-        raw=RawResponse(symbol, ticker, start, end, fetched.raw),
+        raw=ChartBody(symbol, ticker, start, end, fetched.raw),
         note=fetched.note,
     )
 

@@ -11,7 +11,7 @@ from pydantic import Field
 from variance_pipeline.calendar import last_closed_session
 from variance_pipeline.defs.metadata import preview
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
-from variance_pipeline.sources.tastytrade import held_underlyings
+from variance_pipeline.sources.tastytrade_frames import held_underlyings
 
 
 def _universe(pipeline: PipelineResource) -> list[str]:

@@ -19,6 +19,8 @@ from variance_pipeline.lake import Lake
 from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade import (
     TastytradeClient,
+)
+from variance_pipeline.sources.tastytrade_frames import (
     TastytradeDataError,
     held_underlyings,
     market_metrics_frames,

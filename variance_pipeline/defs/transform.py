@@ -24,7 +24,14 @@ HV_LOOKBACK = 253  # HV252 needs 253 closes
     kinds={"python", "duckdb", "parquet"},
     description="Realised volatility per underlying and session from the cached candles: close-to-close "
     "HV20/30/90/252 (NULL until n returns exist) and 20-session range estimators, as fractions.",
-    check_specs=[dg.AssetCheckSpec("realized_volatility_schema", asset="realized_volatility")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "realized_volatility_schema",
+            asset="realized_volatility",
+            blocking=True,
+            description="pandera RealizedVolatilitySchema; blocking: wrong volatility never reaches the warehouse",
+        )
+    ],
     **ASSET_COMMON,
 )
 def realized_volatility(
