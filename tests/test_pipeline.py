@@ -188,3 +188,21 @@ def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(
     assert not result.asset_materializations_for_node("warehouse")
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT * FROM realized_volatility ORDER BY ALL").fetchall() == hv_before
+
+
+def test_every_materialization_reports_what_a_trader_reads(backfilled: Path, simulator) -> None:
+    result = materialize(pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25")
+    expected = {
+        "positions": {"rows", "parquet_path", "preview", "requests", "retries", "underlyings", "raw_path"},
+        "market_metrics": {"rows", "parquet_path", "preview", "symbols_requested", "symbols_missing", "requests"},
+        "iv_term_structure": {"rows", "parquet_path", "preview"},
+        "candles": {"rows", "symbols", "cache_hits", "stale_symbols", "requests", "retries", "last_parquet_path", "preview"},
+        "realized_volatility": {"rows", "symbols", "hv252_non_null", "last_parquet_path", "preview"},
+        "warehouse": {"rows_loaded", "warehouse_path", "vol_dashboard", "vol_chart", "vol_chart_path"},
+    }
+    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    for asset, keys in expected.items():
+        assert keys <= set(events[asset]), (asset, keys - set(events[asset]))
+    # A warm cache: the re-run asks Yahoo for nothing.
+    assert events["candles"]["requests"].value == 0
+    assert events["candles"]["cache_hits"].value == events["candles"]["symbols"].value
