@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -206,3 +207,17 @@ def test_every_materialization_reports_what_a_trader_reads(backfilled: Path, sim
     # A warm cache: the re-run asks Yahoo for nothing.
     assert events["candles"]["requests"].value == 0
     assert events["candles"]["cache_hits"].value == events["candles"]["symbols"].value
+
+
+def test_simulated_and_live_data_never_share_a_data_dir(
+    tmp_path: Path, simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASTYTRADE_CLIENT_SECRET", "any-secret")
+    monkeypatch.setenv("TASTYTRADE_REFRESH_TOKEN", "any-token")
+    assert materialize(pipeline_settings(tmp_path, simulator.url), partition_key="2025-11-24").success
+    live = dataclasses.replace(pipeline_settings(tmp_path, simulator.url), source="live")
+    result = materialize(live, partition_key="2025-11-24", raise_on_error=False)
+    assert not result.success
+    failure = result.get_run_failure_event() or next(e for e in result.all_events if e.is_failure)
+    assert "holds 'simulator' data; refusing to write 'live' data" in str(failure.event_specific_data)
+    assert (tmp_path / ".variance-source").read_text() == "simulator"

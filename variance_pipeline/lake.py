@@ -55,11 +55,34 @@ def write_parquet_atomic(target: Path, table: pa.Table | pd.DataFrame) -> Path:
     return target
 
 
+class DataDirConflict(RuntimeError):
+    """A data dir already holds data of the other source (simulated vs live)."""
+
+
 class Lake:
     """Paths of the data layout under ``VARIANCE_DATA_DIR`` (see the contract)."""
 
+    SOURCE_MARKER = ".variance-source"
+
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir)
+
+    def claim(self, source: str) -> None:
+        """Stamp the data dir with its source, or refuse one stamped with the other.
+
+        Simulated prices in a live warehouse (or the reverse) would be a lie nobody could see in
+        the numbers, so a data dir belongs to one source for good.
+        """
+        marker = self.root / self.SOURCE_MARKER
+        if marker.exists():
+            owner = marker.read_text().strip()
+            if owner != source:
+                raise DataDirConflict(
+                    f"{self.root} holds {owner!r} data; refusing to write {source!r} data there. "
+                    f"Point VARIANCE_DATA_DIR elsewhere (the default is data/{source})."
+                )
+            return
+        write_bytes_atomic(marker, source.encode())
 
     @property
     def warehouse_path(self) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import dagster as dg
 from pydantic import Field
 
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake import DataDirConflict, Lake
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings, parse_now
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.sources.symbology import parse_watchlist
@@ -58,6 +58,10 @@ class PipelineResource(dg.ConfigurableResource):
         """
         if self.source not in ("simulator", "live"):
             raise dg.Failure(f"VARIANCE_SOURCE must be 'simulator' or 'live', got {self.source!r}")
+        try:
+            self.lake.claim(self.source)
+        except DataDirConflict as exc:
+            raise dg.Failure(str(exc)) from None
         try:
             parse_now(self.now)
             self.watchlist_symbols()
