@@ -38,7 +38,8 @@ import pytest
 
 from conftest import RECORDED, materialize, pipeline_settings
 from variance_pipeline.calendar import session_close, sessions_back
-from variance_pipeline.candle_cache import CacheMeta, CandleCache, rebase_lake_candles, refresh_candles
+from variance_pipeline.candle_cache import CacheMeta, CandleCache, refresh_candles
+from variance_pipeline.candle_rebase import rebase_lake_candles
 from variance_pipeline.lake import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.market import Split, bars_as_of

@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Collection, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 import pandas as pd
@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
-from variance_pipeline.lake import Lake, write_json_atomic, write_parquet_atomic
+from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
 from variance_pipeline.sources.http import RequestStats
 from variance_pipeline.sources.yahoo import (
     ChartError,
@@ -54,8 +54,7 @@ from variance_pipeline.sources.yahoo import (
     YahooChartClient,
     yahoo_ticker,
 )
-from variance_pipeline.validation.candles import CANDLE_COLUMNS, CandlesSchema, xnys_session_mask
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.validation.candles import CANDLE_COLUMNS, xnys_session_mask
 
 OVERLAP_BARS = 5
 # Relative move of the overlap's median close that means "rescaled" (splits, stock dividends);
@@ -371,7 +370,7 @@ def _refresh_symbol(
     if reason is None:
         fetches = (first,)
         kept = cached.loc[~cached["session_date"].isin(set(first.bars["session_date"]))]
-        merged = _concat([kept, first.bars])
+        merged = concat_candles([kept, first.bars])
         gaps = (known_gaps | _no_bar_sessions(first.bars, request_start, end, now)) - set(merged["session_date"])
         splits = _merge_events(meta.splits if meta else (), first.splits)
         dividends = _merge_events(meta.dividends if meta else (), first.dividends)
@@ -456,7 +455,7 @@ def refresh_candles(
     return CandleRefresh(
         start=start,
         end=end,
-        bars=_concat(frames).sort_values(["symbol", "session_date"]).reset_index(drop=True),
+        bars=concat_candles(frames).sort_values(["symbol", "session_date"]).reset_index(drop=True),
         statuses=tuple(statuses),
         stats=run_stats,
         null_bars_dropped=sum(f.null_dropped for f in fetches),
@@ -474,7 +473,8 @@ def _progress(done: int, total: int, statuses: list[SymbolStatus], requests: int
     )
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_candles(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate candle frames; empty ones are skipped so column dtypes survive."""
     non_empty = [f for f in frames if len(f)]
     if not non_empty:
         return empty_candles()
@@ -487,65 +487,6 @@ def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, session
     Realised volatility reads its window from here rather than from the lake, so HV252 for a
     session needs no earlier partitions to have been materialised.
     """
-    frame = _concat([cache.read(symbol) for symbol in symbols])
+    frame = concat_candles([cache.read(symbol) for symbol in symbols])
     frame = frame.loc[frame["session_date"] <= end].sort_values(["symbol", "session_date"])
     return frame.groupby("symbol", sort=False).tail(sessions).reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class LakeRebase:
-    """What ``rebase_lake_candles`` rewrote: partitions, rows, and rows it had to give up."""
-
-    symbols: tuple[str, ...]
-    sessions: tuple[date, ...]
-    rows_replaced: int
-    rows_dropped: int
-    quarantined: pd.DataFrame
-
-    @property
-    def empty(self) -> bool:
-        return not self.sessions
-
-
-def rebase_lake_candles(
-    lake: Lake, cache: CandleCache, symbols: Sequence[str], *, skip: Collection[date] = ()
-) -> LakeRebase:
-    """Rewrite ``symbols``' rows in the lake's existing candle partitions from their cache.
-
-    Called for re-based symbols only, so scales never mix across partitions: every partition
-    (other than ``skip``, the run's own, already written from the refreshed cache) that holds one
-    of ``symbols`` gets that symbol's rows replaced by the cached bars of that session; the other
-    symbols' rows are kept byte for byte, and no partition is created. A lake row the new history
-    has no bar for (or whose new bar fails ``CandlesSchema``) is dropped rather than left on the
-    old scale. Cost: one ``symbol``-column read per partition, and a rewrite of those that hold
-    the symbol; nothing at all when ``symbols`` is empty (the common case).
-    """
-    wanted = list(dict.fromkeys(symbols))
-    if not wanted:
-        return LakeRebase((), (), 0, 0, empty_candles())
-    skipped, wanted_set = set(skip), set(wanted)
-    holding: dict[date, set[str]] = {}
-    for day in lake.partition_days("candles"):
-        if day in skipped:
-            continue
-        column = pq.read_table(lake.partition_path("candles", day), columns=["symbol"]).column("symbol")
-        found = set(column.to_pylist()) & wanted_set
-        if found:
-            holding[day] = found
-    if not holding:
-        return LakeRebase(tuple(wanted), (), 0, 0, empty_candles())
-    bars = _concat([cache.read(symbol) for symbol in wanted])
-    keys = {(symbol, day) for day, found in holding.items() for symbol in found}
-    wanted_rows = [(s, d) in keys for s, d in zip(bars["symbol"], bars["session_date"])]
-    outcome = validate_frame(CandlesSchema, bars.loc[wanted_rows].reset_index(drop=True), "candles")
-    by_day = {day: group for day, group in outcome.valid.groupby("session_date", sort=False)}
-    replaced = dropped = 0
-    for day in sorted(holding):
-        old = lake.read_partition("candles", day)
-        hit = old["symbol"].isin(holding[day])
-        new_rows = by_day.get(day, outcome.valid.iloc[0:0])
-        frame = _concat([old.loc[~hit], new_rows]).sort_values("symbol", kind="stable").reset_index(drop=True)
-        lake.write_partition("candles", day, frame.reindex(columns=old.columns))
-        replaced += len(new_rows)
-        dropped += int(hit.sum()) - len(new_rows)
-    return LakeRebase(tuple(wanted), tuple(sorted(holding)), replaced, dropped, outcome.quarantined)

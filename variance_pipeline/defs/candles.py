@@ -6,7 +6,8 @@ from urllib.parse import quote
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.candle_cache import CandleCache, rebase_lake_candles, refresh_candles
+from variance_pipeline.candle_cache import CandleCache, refresh_candles
+from variance_pipeline.candle_rebase import rebase_lake_candles
 from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource, YahooResource
