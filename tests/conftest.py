@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import dagster as dg
 import pytest
@@ -15,6 +15,7 @@ from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_r
 from variance_pipeline.settings import Settings
 from variance_pipeline.simulator import SimulatorServer
 
+R = TypeVar("R", bound=dg.ConfigurableResource)
 RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
 # A fixed clock after the close of Tuesday 2025-11-25, so runs are reproducible.
 CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
@@ -44,12 +45,20 @@ def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchl
     )
 
 
+def reconfigured(resource: R, **update: object) -> R:
+    """The resource rebuilt with ``update``: pydantic's ``model_copy`` would change attributes but
+    not the configuration Dagster resolved at construction, so a run would keep the old values.
+    ``EnvVar`` secrets stay references."""
+    values = {name: getattr(resource, name) for name in resource.__pydantic_fields_set__}
+    return type(resource)(**{**values, **update})
+
+
 def fast_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The production resources for ``settings`` with the polite Yahoo spacing and backoff off."""
     resources = build_resources(settings)
     fast_retry = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
     resources["yahoo"] = YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=0, retry=fast_retry)
-    resources["tastytrade"] = resources["tastytrade"].model_copy(update={"retry": fast_retry})
+    resources["tastytrade"] = reconfigured(resources["tastytrade"], retry=fast_retry)
     return resources
 
 

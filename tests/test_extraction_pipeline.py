@@ -25,7 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CLOCK, RECORDED, fast_resources, materialize, pipeline_settings
+from conftest import CLOCK, RECORDED, fast_resources, materialize, pipeline_settings, reconfigured
 from variance_pipeline.defs.assets import ALL_ASSETS
 from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake import Lake
@@ -60,7 +60,7 @@ def run(resources: dict[str, dg.ConfigurableResource], *, raise_on_error: bool =
 
 def with_tastytrade(settings: Settings, **update: Any) -> dict[str, dg.ConfigurableResource]:
     resources = fast_resources(settings)
-    resources["tastytrade"] = resources["tastytrade"].model_copy(update=update)
+    resources["tastytrade"] = reconfigured(resources["tastytrade"], **update)
     return resources
 
 

@@ -64,25 +64,36 @@ class Lake:
 
     SOURCE_MARKER = ".variance-source"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, source: str | None = None) -> None:
         self.root = Path(data_dir)
+        self.source = source
+        self._stamped = False
 
-    def claim(self, source: str) -> None:
-        """Stamp the data dir with its source, or refuse one stamped with the other.
+    def check_source(self) -> None:
+        """Refuse a data dir stamped with the other source (simulated vs live); writes nothing.
 
         Simulated prices in a live warehouse (or the reverse) would be a lie nobody could see in
         the numbers, so a data dir belongs to one source for good.
         """
         marker = self.root / self.SOURCE_MARKER
-        if marker.exists():
-            owner = marker.read_text().strip()
-            if owner != source:
-                raise DataDirConflict(
-                    f"{self.root} holds {owner!r} data; refusing to write {source!r} data there. "
-                    f"Point VARIANCE_DATA_DIR elsewhere (the default is data/{source})."
-                )
+        if self.source is None or not marker.exists():
             return
-        write_bytes_atomic(marker, source.encode())
+        owner = marker.read_text().strip()
+        if owner != self.source:
+            raise DataDirConflict(
+                f"{self.root} holds {owner!r} data; refusing to write {self.source!r} data there. "
+                f"Point VARIANCE_DATA_DIR elsewhere (the default is data/{self.source})."
+            )
+
+    def _stamp(self) -> None:
+        """On the first write, check and stamp the data dir with this lake's source."""
+        if self._stamped or self.source is None:
+            return
+        self.check_source()
+        marker = self.root / self.SOURCE_MARKER
+        if not marker.exists():
+            write_bytes_atomic(marker, self.source.encode())
+        self._stamped = True
 
     @property
     def warehouse_path(self) -> Path:
@@ -103,10 +114,12 @@ class Lake:
 
     def write_quarantine(self, dataset: str, day: date, frame: pd.DataFrame) -> Path:
         """Keep rows that failed validation where a human can inspect them, out of the lake."""
+        self._stamp()
         return write_parquet_atomic(self.quarantine_path(dataset, day), frame.astype(str))
 
     def write_raw(self, dataset: str, day: date, name: str, payload: Any) -> Path:
         """Land an untouched API response; ``payload`` bytes are written verbatim."""
+        self._stamp()
         target = self.raw_dir(dataset, day) / name
         if isinstance(payload, (bytes, bytearray)):
             return write_bytes_atomic(target, bytes(payload))
@@ -114,6 +127,7 @@ class Lake:
 
     def write_partition(self, dataset: str, day: date, frame: pd.DataFrame | pa.Table) -> Path:
         """Replace the dataset's partition for ``day`` (idempotent: re-running overwrites)."""
+        self._stamp()
         return write_parquet_atomic(self.partition_path(dataset, day), frame)
 
     def has_partition(self, dataset: str, day: date) -> bool:

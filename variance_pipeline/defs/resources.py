@@ -10,7 +10,6 @@ import os
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
 
 import dagster as dg
 from pydantic import Field
@@ -36,7 +35,7 @@ class PipelineResource(dg.ConfigurableResource):
 
     @property
     def lake(self) -> Lake:
-        return Lake(Path(self.data_dir))
+        return Lake(Path(self.data_dir), source=self.source)
 
     def clock(self) -> datetime:
         """``VARIANCE_NOW`` when set (replays, tests), else the real time."""
@@ -59,16 +58,16 @@ class PipelineResource(dg.ConfigurableResource):
         if self.source not in ("simulator", "live"):
             raise dg.Failure(f"VARIANCE_SOURCE must be 'simulator' or 'live', got {self.source!r}")
         try:
-            self.lake.claim(self.source)
-        except DataDirConflict as exc:
-            raise dg.Failure(str(exc)) from None
-        try:
             parse_now(self.now)
             self.watchlist_symbols()
         except ValueError as exc:  # ConfigurationError is not one; handled below
             raise dg.Failure(f"Invalid watchlist, nothing was fetched or written: {exc}") from None
         except ConfigurationError as exc:
             raise dg.Failure(f"Invalid pipeline clock, nothing was fetched or written: {exc}") from None
+        try:
+            self.lake.check_source()
+        except DataDirConflict as exc:
+            raise dg.Failure(str(exc)) from None
 
 
 class RetryConfig(dg.Config):
@@ -111,18 +110,6 @@ class TastytradeResource(dg.ConfigurableResource):
         description="request paginated lists with this page size (per-page); None lets the API choose",
     )
     retry: RetryConfig = RetryConfig()
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "TastytradeResource":
-        """A copy with ``update`` applied as configuration (``deep`` is accepted and irrelevant).
-
-        Pydantic's own ``model_copy`` changes the attributes but not the configuration Dagster
-        resolved when the resource was built, so a run would silently keep the old values (a
-        test's fast retry policy, a smaller batch size). Building a new resource keeps both in
-        step; ``EnvVar`` secrets stay references, never values.
-        """
-        values = {name: getattr(self, name) for name in self.__pydantic_fields_set__}
-        values.update(update or {})
-        return type(self)(**values)
 
     def _missing_credentials(self) -> list[str]:
         return [
