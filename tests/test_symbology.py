@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from variance_pipeline.sources.symbology import clean_symbol, parse_watchlist, root_symbol, underlying_of
+from variance_pipeline.sources.symbology import clean_symbol, parse_watchlist, root_symbol
 
 
 @pytest.mark.parametrize(
@@ -28,9 +28,8 @@ from variance_pipeline.sources.symbology import clean_symbol, parse_watchlist, r
         ("BTC/USD", "Cryptocurrency", None, "BTC/USD"),
     ],
 )
-def test_root_and_underlying(symbol: str, instrument_type: str, underlying: str | None, expected: str) -> None:
+def test_root_symbol(symbol: str, instrument_type: str, underlying: str | None, expected: str) -> None:
     assert root_symbol(symbol, instrument_type, underlying) == expected
-    assert underlying_of(symbol, instrument_type, underlying) == expected
 
 
 def test_future_root_falls_back_to_the_underlying_symbol() -> None:

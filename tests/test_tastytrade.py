@@ -397,6 +397,35 @@ def test_rejected_refresh_fails_fast_without_leaking_secrets(fake: FakeTastytrad
     assert len(fake.requests) == 1 and slept == []
 
 
+@pytest.mark.parametrize("padding", [0, 176])  # 176: the secret straddles the 200-character cut
+def test_token_endpoint_server_error_does_not_leak_secrets(fake: FakeTastytrade, padding: int) -> None:
+    echo = {"error": "server_error", "error_description": f"{'x' * padding}{SECRET} / {REFRESH}"}
+    fake.script("/oauth/token", (501, {}, json.dumps(echo).encode()))
+    client, _ = client_for(fake)
+    with client, pytest.raises(SourceError, match="HTTP 501") as info:
+        client.accounts()
+    message = str(info.value)
+    assert "server_error" in message
+    assert SECRET[:6] not in message and REFRESH[:6] not in message
+
+
+def test_rotated_refresh_token_is_sent_next_and_never_leaks(fake: FakeTastytrade) -> None:
+    rotated = "rotated-refresh-C3"
+    fake.valid_tokens.add("access-rotated")
+    issued = {"access_token": "access-rotated", "expires_in": 900, "refresh_token": rotated}
+    rejected = {"error": "invalid_grant", "error_description": f"bad token {rotated}"}
+    fake.script("/oauth/token", (200, {}, json.dumps(issued).encode()), (401, {}, json.dumps(rejected).encode()))
+    clock = Clock()
+    client, _ = client_for(fake, clock=clock)
+    with client:
+        client.accounts()
+        clock.now += 900  # expired: the next call refreshes with the rotated token
+        with pytest.raises(TastytradeAuthError) as info:
+            client.accounts()
+    assert json.loads(fake.seen("/oauth/token")[1].body)["refresh_token"] == rotated
+    assert "invalid_grant" in str(info.value) and rotated not in str(info.value)
+
+
 def test_credentials_repr_hides_values() -> None:
     credentials = TastytradeCredentials(client_secret=SECRET, refresh_token=REFRESH, client_id="app-1")
     for text in (repr(credentials), str(credentials), f"{credentials}"):

@@ -85,6 +85,14 @@ Status = Literal["fetched", "cached", "stale", "unavailable"]
 Event = TypeVar("Event", Split, Dividend)
 
 
+def file_stem(symbol: str) -> str:
+    """``symbol`` percent-encoded into one file name (``/ES`` -> ``%2FES``, ``^SPX`` -> ``%5ESPX``).
+
+    Reversible, so two symbols never share a file, and free of ``/``, so no symbol adds a directory.
+    """
+    return quote(symbol, safe="")
+
+
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Dates as ``datetime.date``, volume as nullable ``Int64`` (a missing volume stays missing)."""
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
@@ -129,7 +137,7 @@ class CacheMeta:
         }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "CacheMeta":
+    def from_json(cls, doc: Mapping[str, Any]) -> CacheMeta:
         return cls(
             yahoo_ticker=str(doc["yahoo_ticker"]),
             fetched_at=datetime.fromisoformat(doc["fetched_at"]),
@@ -154,7 +162,7 @@ class CandleCache:
     def _stem(self, symbol: str) -> str:
         if not symbol.strip():
             raise ValueError("an empty symbol has no cache file")
-        return quote(symbol, safe="")
+        return file_stem(symbol)
 
     def path(self, symbol: str) -> Path:
         return self.root / f"{self._stem(symbol)}.parquet"
@@ -421,7 +429,7 @@ def refresh_candles(
     request_end = min(end, last_closed_session(now))
     expected = sessions_in_range(window_start, request_end)
     stats = client.stats
-    baseline = (stats.requests, stats.retries, stats.waited_seconds, dict(stats.statuses))
+    baseline = stats.snapshot()
     statuses: list[SymbolStatus] = []
     frames: list[pd.DataFrame] = []
     fetches: list[_Fetch] = []
@@ -444,20 +452,14 @@ def refresh_candles(
         frames.append(outcome.bars)
         fetches.extend(outcome.fetches)
         if done % progress_every == 0 or done == len(symbols):
-            log(_progress(done, len(symbols), statuses, stats.requests - baseline[0], stats.retries - baseline[1]))
+            log(_progress(done, len(symbols), statuses, stats.since(baseline)))
 
-    run_stats = RequestStats(
-        requests=stats.requests - baseline[0],
-        retries=stats.retries - baseline[1],
-        waited_seconds=stats.waited_seconds - baseline[2],
-        statuses={k: v - baseline[3].get(k, 0) for k, v in stats.statuses.items() if v != baseline[3].get(k, 0)},
-    )
     return CandleRefresh(
         start=start,
         end=end,
         bars=concat_candles(frames).sort_values(["symbol", "session_date"]).reset_index(drop=True),
         statuses=tuple(statuses),
-        stats=run_stats,
+        stats=stats.since(baseline),
         null_bars_dropped=sum(f.null_dropped for f in fetches),
         live_bars_dropped=sum(f.live_dropped for f in fetches),
         off_calendar_bars_dropped=sum(f.off_calendar for f in fetches),
@@ -465,11 +467,11 @@ def refresh_candles(
     )
 
 
-def _progress(done: int, total: int, statuses: list[SymbolStatus], requests: int, retries: int) -> str:
+def _progress(done: int, total: int, statuses: list[SymbolStatus], spent: RequestStats) -> str:
     counts = Counter(s.status for s in statuses)
     return (
-        f"candles: {done}/{total} symbols, {requests} requests, {counts.get('cached', 0)} cache hits, "
-        f"{retries} retries, {counts.get('stale', 0)} stale, {counts.get('unavailable', 0)} unavailable"
+        f"candles: {done}/{total} symbols, {spent.requests} requests, {counts.get('cached', 0)} cache hits, "
+        f"{spent.retries} retries, {counts.get('stale', 0)} stale, {counts.get('unavailable', 0)} unavailable"
     )
 
 

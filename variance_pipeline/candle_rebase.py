@@ -64,7 +64,7 @@ def rebase_lake_candles(
         return LakeRebase(tuple(wanted), (), 0, 0, empty_candles())
     bars = concat_candles([cache.read(symbol) for symbol in wanted])
     keys = {(symbol, day) for day, found in holding.items() for symbol in found}
-    wanted_rows = [(s, d) in keys for s, d in zip(bars["symbol"], bars["session_date"])]
+    wanted_rows = [(s, d) in keys for s, d in zip(bars["symbol"], bars["session_date"], strict=True)]
     outcome = validate_frame(CandlesSchema, bars.loc[wanted_rows].reset_index(drop=True), "candles")
     by_day = {day: group for day, group in outcome.valid.groupby("session_date", sort=False)}
     replaced = dropped = 0

@@ -4,8 +4,8 @@ Why DuckDB window functions: the same SQL runs over a few hundred rows (the dail
 millions (a backfill) without a Python loop per symbol or per row, and the windows read like the
 textbook formulas (``ROWS BETWEEN n - 1 PRECEDING AND CURRENT ROW``).
 
-Conventions (``shared/context/api-facts.md``; formulas as in R's TTR package), all annualised
-with N = 252 and returned as fractions (0.20 = 20 %):
+Conventions (formulas as in R's TTR package), all annualised with N = 252 and returned as
+fractions (0.20 = 20 %):
 
 * ``hv20``, ``hv30``, ``hv90``, ``hv252``: close-to-close, ``sqrt(252) * stdev_sample(ln(C_t /
   C_{t-1}))`` over the last n log returns (n + 1 closes), ddof = 1.

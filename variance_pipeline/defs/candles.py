@@ -1,12 +1,11 @@
 """The ``candles`` asset: cache-first Yahoo OHLCV for the universe, one request per symbol at most."""
 
 from typing import Iterator
-from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.candle_cache import CandleCache, refresh_candles
+from variance_pipeline.candle_cache import CandleCache, file_stem, refresh_candles
 from variance_pipeline.candle_rebase import rebase_lake_candles
 from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
@@ -53,7 +52,7 @@ def candles(
             log=context.log.info,
         )
     for response in refresh.responses:
-        name = f"chart_{quote(response.yahoo_ticker, safe='')}_{response.start}_{response.end}.json"
+        name = f"chart_{file_stem(response.yahoo_ticker)}_{response.start}_{response.end}.json"
         lake.write_raw("candles", sessions[-1], name, response.body)
     frame = refresh.frame(sessions[0], sessions[-1])
     outcome = validate_frame(CandlesSchema, frame, "candles")

@@ -8,12 +8,13 @@ server's ``Retry-After`` honoured, a cap on attempts *and* on total time spent w
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import httpx
 
@@ -100,12 +101,49 @@ class RequestStats:
             self.requests += 1
             self.statuses[status] = self.statuses.get(status, 0) + 1
 
+    def record_retry(self, delay: float) -> None:
+        with self._lock:
+            self.retries += 1
+            self.waited_seconds += delay
+
+    def snapshot(self) -> RequestStats:
+        """A consistent copy, to measure a later ``since`` against."""
+        with self._lock:
+            return RequestStats(self.requests, self.retries, self.waited_seconds, dict(self.statuses))
+
+    def since(self, earlier: RequestStats) -> RequestStats:
+        """What was spent after ``earlier`` (a ``snapshot``): one run's share of a shared counter."""
+        now = self.snapshot()
+        return RequestStats(
+            requests=now.requests - earlier.requests,
+            retries=now.retries - earlier.retries,
+            waited_seconds=now.waited_seconds - earlier.waited_seconds,
+            statuses={
+                status: count - earlier.statuses.get(status, 0)
+                for status, count in now.statuses.items()
+                if count != earlier.statuses.get(status, 0)
+            },
+        )
+
     def as_metadata(self) -> dict[str, int | float]:
         return {
             "requests": self.requests,
             "retries": self.retries,
             "retry_wait_seconds": round(self.waited_seconds, 3),
         }
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object, else ``ValueError`` saying why (truncated bodies and HTML pages happen)."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"response is not valid JSON (malformed or truncated JSON, {len(body)} bytes: {exc})"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 def make_client(base_url: str, policy: RetryPolicy, headers: Mapping[str, str] | None = None) -> httpx.Client:
@@ -161,9 +199,7 @@ def send_with_retry(
                 delay = min(hinted, policy.max_delay)
         if waited + delay > policy.max_total_wait:
             break
-        with stats._lock:
-            stats.retries += 1
-            stats.waited_seconds += delay
+        stats.record_retry(delay)
         waited += delay
         sleep(delay)
     if response is not None:

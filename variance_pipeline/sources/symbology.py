@@ -71,15 +71,6 @@ def root_symbol(symbol: str, instrument_type: str, underlying_symbol: str | None
     return symbol.strip()
 
 
-def underlying_of(symbol: str, instrument_type: str, underlying_symbol: str | None) -> str:
-    """The symbol whose volatility a trader tracks for this position (the universe's unit).
-
-    Identical to :func:`root_symbol` by design: the ``portfolio`` view joins positions to
-    volatility on ``root_symbol``, so the universe must be built from the very same value.
-    """
-    return root_symbol(symbol, instrument_type, underlying_symbol)
-
-
 def _shown(raw: str, limit: int = 40) -> str:
     """``repr`` of a user value, cut short so a 10,000-character input cannot flood a log."""
     text = repr(raw)

@@ -1,9 +1,7 @@
 """Tastytrade REST: the OAuth refresh-token client (normalisation lives in tastytrade_frames).
 
 The client hands back every response body untouched (``RawResponse``) beside the parsed items,
-so the assets can land the bronze copy before any parsing can lose what the API said. The
-normalisers are pure functions from those items to typed frames; they never touch the network,
-which is what lets the recorded responses pin their exact output.
+so the assets can land the bronze copy before any parsing can lose what the API said.
 
 Two Tastytrade rules shape the auth code: access tokens live about 15 minutes (so they are cached
 and refreshed shortly before expiry, and once more on a 401), and failed logins get an IP blocked
@@ -12,11 +10,10 @@ for hours (so a rejected refresh token fails at once, with no retry).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -27,6 +24,7 @@ from variance_pipeline.sources.http import (
     RequestStats,
     RetryPolicy,
     SourceError,
+    json_object,
     make_client,
     send_with_retry,
 )
@@ -35,11 +33,6 @@ TOKEN_PATH = "/oauth/token"
 CREDENTIAL_VARIABLES = "TASTYTRADE_CLIENT_SECRET and TASTYTRADE_REFRESH_TOKEN (and TASTYTRADE_CLIENT_ID)"
 DEFAULT_EXPIRES_IN = 900.0  # documented access-token lifetime, used if a response omits it
 MAX_PAGES = 1000  # a server that keeps promising pages must not keep us looping
-
-
-# --------------------------------------------------------------------------------------------
-# Client
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, repr=False)
@@ -89,13 +82,16 @@ class MetricsFetched(Fetched):
     missing: tuple[str, ...] = ()
 
 
-def _error_detail(response: httpx.Response, limit: int = 200) -> str:
-    """A short reason from an error body (Tastytrade or OAuth shape), for the exception message."""
+def _error_detail(
+    response: httpx.Response, redact: Callable[[str], str] | None = None, limit: int = 200
+) -> str:
+    """A short reason from an error body (Tastytrade or OAuth shape), for the exception message.
+
+    ``redact`` runs before the cut to ``limit``, so that a secret straddling the cut is still found.
+    """
     try:
-        payload = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return ""
-    if not isinstance(payload, dict):
+        payload = json_object(response.content)
+    except ValueError:
         return ""
     error = payload.get("error")
     parts: list[str] = []
@@ -105,19 +101,19 @@ def _error_detail(response: httpx.Response, limit: int = 200) -> str:
         parts = [error]
     if isinstance(payload.get("error_description"), str):
         parts.append(payload["error_description"])
-    detail = ": ".join(parts)[:limit]
+    detail = ": ".join(parts)
+    if redact is not None:
+        detail = redact(detail)
+    detail = detail[:limit]
     return f" ({detail})" if detail else ""
 
 
 def _parse_json(body: bytes, method: str, path: str) -> dict[str, Any]:
     """The body as a JSON object, or a ``SourceError`` naming the request (truncated replies happen)."""
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{method} {path}: response is not valid JSON ({exc})", path=path) from exc
-    if not isinstance(payload, dict):
-        raise SourceError(f"{method} {path}: expected a JSON object, got {type(payload).__name__}", path=path)
-    return payload
+        return json_object(body)
+    except ValueError as exc:
+        raise SourceError(f"{method} {path}: {exc}", path=path) from exc
 
 
 def _envelope_items(payload: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
@@ -167,8 +163,7 @@ class TastytradeClient:
         headers = {"Accept-Version": accept_version} if accept_version else None
         self._per_page = per_page
         self._http = make_client(base_url, policy, headers)
-        self._credentials = credentials
-        self._refresh_token = credentials.refresh_token
+        self._credentials = credentials  # the refresh token in it is replaced when the server rotates it
         self._policy = policy
         self.stats = stats if stats is not None else RequestStats()
         self._clock = clock
@@ -208,7 +203,7 @@ class TastytradeClient:
     def _refresh_access_token(self) -> None:
         body = {
             "grant_type": "refresh_token",
-            "refresh_token": self._refresh_token,
+            "refresh_token": self._credentials.refresh_token,
             "client_secret": self._credentials.client_secret,
         }
         if self._credentials.client_id:
@@ -218,18 +213,19 @@ class TastytradeClient:
         response = send_with_retry(
             self._http, "POST", TOKEN_PATH, policy=self._policy, stats=self.stats, sleep=self._sleep, json=body
         )
-        if response.status_code in (400, 401, 403):
-            detail = self._credentials.redact(_error_detail(response))
-            raise TastytradeAuthError(
-                f"Tastytrade rejected the OAuth refresh (HTTP {response.status_code}{detail}). "
-                f"Check {CREDENTIAL_VARIABLES}; not retried, because repeated failed logins "
-                "get the IP blocked for hours.",
-                status=response.status_code,
-                path=TOKEN_PATH,
-            )
         if not response.is_success:
+            # The token endpoint may echo what it was sent: blank the credentials before quoting it.
+            detail = _error_detail(response, self._credentials.redact)
+            if response.status_code in (400, 401, 403):
+                raise TastytradeAuthError(
+                    f"Tastytrade rejected the OAuth refresh (HTTP {response.status_code}{detail}). "
+                    f"Check {CREDENTIAL_VARIABLES}; not retried, because repeated failed logins "
+                    "get the IP blocked for hours.",
+                    status=response.status_code,
+                    path=TOKEN_PATH,
+                )
             raise SourceError(
-                f"POST {TOKEN_PATH} answered HTTP {response.status_code}{_error_detail(response)}",
+                f"POST {TOKEN_PATH} answered HTTP {response.status_code}{detail}",
                 status=response.status_code,
                 path=TOKEN_PATH,
             )
@@ -247,7 +243,8 @@ class TastytradeClient:
         self._token_deadline = started + expires_in - margin
         rotated = payload.get("refresh_token")
         if isinstance(rotated, str) and rotated:
-            self._refresh_token = rotated  # OAuth 2 (RFC 6749 6): a newly issued one replaces the old
+            # OAuth 2 (RFC 6749 6): a newly issued one replaces the old, for sending and redacting.
+            self._credentials = replace(self._credentials, refresh_token=rotated)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -295,18 +292,15 @@ class TastytradeClient:
         """Every page of a list endpoint (``page-offset`` while ``pagination`` says more exist)."""
         items: list[dict[str, Any]] = []
         raw: list[RawResponse] = []
-        page = 0
-        while True:
+        for page in range(MAX_PAGES):
             body, payload = self._get(path, self._page_query(page))
             page_items = _envelope_items(payload, path)
             raw.append(RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body))
             items.extend(page_items)
             total_pages = _total_pages(payload, path)
-            page += 1
-            if total_pages is None or page >= total_pages or not page_items:
+            if total_pages is None or page + 1 >= total_pages or not page_items:
                 return Fetched(tuple(items), tuple(raw))
-            if page >= MAX_PAGES:
-                raise SourceError(f"GET {path}: more than {MAX_PAGES} pages; refusing to continue", path=path)
+        raise SourceError(f"GET {path}: more than {MAX_PAGES} pages; refusing to continue", path=path)
 
     def accounts(self) -> Fetched:
         """The customer's open accounts (the inner ``account`` objects); closed ones are skipped."""

@@ -31,6 +31,7 @@ from variance_pipeline.sources.http import (
     RequestStats,
     RetryPolicy,
     SourceError,
+    json_object,
     make_client,
     send_with_retry,
 )
@@ -135,12 +136,9 @@ def _load(payload: bytes | dict, symbol: str) -> dict:
     if isinstance(payload, dict):
         return payload
     try:
-        loaded = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ChartError(f"malformed or truncated JSON ({len(payload)} bytes): {exc}", symbol=symbol) from exc
-    if not isinstance(loaded, dict):
-        raise ChartError(f"expected a JSON object, got {type(loaded).__name__}", symbol=symbol)
-    return loaded
+        return json_object(payload)
+    except ValueError as exc:
+        raise ChartError(str(exc), symbol=symbol) from exc
 
 
 def _chart_result(doc: dict, symbol: str) -> dict:
@@ -266,7 +264,7 @@ class YahooChartClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "YahooChartClient":
+    def __enter__(self) -> YahooChartClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
