@@ -16,6 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,8 +25,9 @@ import pytest
 
 from variance_pipeline.calendar import session_open, sessions_in_range
 from variance_pipeline.simulator import SimulatorServer
-from variance_pipeline.simulator.faults import parse_spec
+from variance_pipeline.simulator.faults import FaultRule, parse_spec
 from variance_pipeline.simulator.replay import chart_symbol
+from variance_pipeline.simulator.server import RequestLog
 
 from conftest import RECORDED
 
@@ -205,7 +207,7 @@ def test_market_metrics_have_recorded_shape_and_units(api: httpx.Client) -> None
 def test_market_metrics_hv30_reconciles_with_chart_closes(api: httpx.Client) -> None:
     item = api.get("/market-metrics", params={"symbols": "MSFT"}).json()["data"]["items"][0]
     closes = _chart(api, "MSFT", range="3mo")["indicators"]["quote"][0]["close"][-31:]
-    returns = [math.log(b / a) for a, b in zip(closes, closes[1:])]
+    returns = [math.log(b / a) for a, b in pairwise(closes)]
     mean = sum(returns) / len(returns)
     hv = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1) * 252)
     assert float(item["historical-volatility-30-day"]) == pytest.approx(round(100 * hv, 2), abs=0.006)
@@ -230,7 +232,7 @@ def test_chart_bars_are_nyse_sessions_with_sane_ohlc(api: httpx.Client) -> None:
     as_dates = {datetime.fromtimestamp(t, timezone.utc).date() for t in result["timestamp"]}
     assert not as_dates & {date(2025, 4, 18), date(2025, 1, 9), date(2025, 12, 25)}
     quote = result["indicators"]["quote"][0]
-    for o, h, low, c, v in zip(quote["open"], quote["high"], quote["low"], quote["close"], quote["volume"]):
+    for o, h, low, c, v in zip(quote["open"], quote["high"], quote["low"], quote["close"], quote["volume"], strict=True):
         assert 0 < low <= min(o, c) <= max(o, c) <= h
         assert isinstance(v, int) and v >= 0
     assert result["meta"]["symbol"] == "ES=F"
@@ -277,8 +279,8 @@ def test_chart_is_deterministic_across_servers_and_windows(api: httpx.Client) ->
 
     def columns(result: dict[str, Any]) -> dict[int, tuple[Any, ...]]:
         quote = result["indicators"]["quote"][0]
-        rows = zip(quote["open"], quote["high"], quote["low"], quote["close"], quote["volume"])
-        return dict(zip(result["timestamp"], rows))
+        rows = zip(quote["open"], quote["high"], quote["low"], quote["close"], quote["volume"], strict=True)
+        return dict(zip(result["timestamp"], rows, strict=True))
 
     a, b = columns(first), columns(second)
     assert [a[t] for t in overlap] == [b[t] for t in overlap]
@@ -325,14 +327,16 @@ def test_token_expires_after_ttl() -> None:
 
 
 def test_enforced_credentials_reject_others() -> None:
-    with SimulatorServer(now=CLOCK, client_secret="secret", refresh_token="refresh") as sim:
-        with httpx.Client(base_url=sim.url, headers=UA) as client:
-            wrong = client.post("/oauth/token", json={**GRANT, "refresh_token": "other"})
-            assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_grant"
-            assert client.post("/oauth/token", json={**GRANT, "client_secret": "x"}).status_code == 401
-            right = client.post("/oauth/token", json=GRANT)
-            assert right.status_code == 200
-            assert right.json()["token_type"] == "Bearer" and right.json()["expires_in"] == 900
+    with (
+        SimulatorServer(now=CLOCK, client_secret="secret", refresh_token="refresh") as sim,
+        httpx.Client(base_url=sim.url, headers=UA) as client,
+    ):
+        wrong = client.post("/oauth/token", json={**GRANT, "refresh_token": "other"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_grant"
+        assert client.post("/oauth/token", json={**GRANT, "client_secret": "x"}).status_code == 401
+        right = client.post("/oauth/token", json=GRANT)
+        assert right.status_code == 200
+        assert right.json()["token_type"] == "Bearer" and right.json()["expires_in"] == 900
 
 
 # --- replay --------------------------------------------------------------------------------------
@@ -364,7 +368,7 @@ def test_replay_merges_and_slices_recorded_charts(replay: httpx.Client) -> None:
     expected: dict[int, float] = {}
     for body in files:
         result = body["chart"]["result"][0]
-        for stamp, close in zip(result["timestamp"], result["indicators"]["quote"][0]["close"]):
+        for stamp, close in zip(result["timestamp"], result["indicators"]["quote"][0]["close"], strict=True):
             expected.setdefault(stamp, close)
     merged = _chart(replay, "AAPL", period1=0, period2=2_000_000_000, events="div,splits")
     assert merged["timestamp"] == sorted(expected)
@@ -450,6 +454,22 @@ def test_fault_split_rescales_history_and_live_bar_stamp(clean: httpx.Client) ->
     assert recent["timestamp"][-1] == recent["meta"]["regularMarketTime"] != _epoch(date(2026, 1, 16))
     clean.delete("/_sim/faults")
     assert _chart(clean, "AAPL", events="splits", **window)["indicators"]["quote"][0]["close"] == old
+
+
+def test_one_fault_rule_counts_separately_on_each_server() -> None:
+    rule = FaultRule(endpoint="chart", kind="500", count=2)
+    for _ in range(2):
+        with SimulatorServer(now=CLOCK, faults=[rule]) as sim, httpx.Client(base_url=sim.url) as client:
+            statuses = [client.get("/v8/finance/chart/SPY", params={"range": "5d"}).status_code for _ in range(3)]
+        assert statuses == [500, 500, 200]
+
+
+def test_request_log_keeps_the_newest_entries_up_to_its_cap() -> None:
+    log = RequestLog(cap=3)
+    for n in range(5):
+        log.add({"n": n})
+    assert [entry["n"] for entry in log.entries()] == [2, 3, 4]
+    assert log.clear() == 3 and log.entries() == []
 
 
 def test_fault_specs_parse_from_cli_syntax() -> None:

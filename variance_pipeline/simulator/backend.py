@@ -54,10 +54,6 @@ class SyntheticBackend:
     def chart(self, ticker: str, query: Mapping[str, str], clock: datetime) -> Reply:
         inst = lookup(ticker)
         if inst is None or inst.yahoo != ticker.strip().upper():
-            return Reply(404, chart.not_found().body())
+            return chart.not_found()
         data = chart.synthetic_chart(self.bars(inst.symbol, clock), clock)
-        try:
-            window = chart.parse_window(query, int(clock.timestamp()), data.timestamp)
-            return Reply(200, chart.render(data, window, chart.parse_events(query.get("events"))))
-        except chart.ChartError as error:
-            return Reply(error.status, error.body())
+        return chart.answer(data, query, int(clock.timestamp()))

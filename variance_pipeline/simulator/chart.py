@@ -1,9 +1,9 @@
 """Yahoo's ``/v8/finance/chart`` body: window parsing, slicing and the error shapes.
 
 Both backends (synthetic and replay) produce a ``ChartData`` holding a symbol's whole known
-history; ``parse_window`` and ``render`` then answer a request the same way for both, so slicing
-rules (``period2`` exclusive, events limited to the window, the 400 for a window before the
-first bar) are written once.
+history; ``answer`` then answers a request the same way for both, so slicing rules (``period2``
+exclusive, events limited to the window, the 400 for a window before the first bar) are written
+once.
 
 An empty window (a weekend, a holiday, a range in the future) answers 200 with no ``timestamp``
 key and empty indicator objects, as Yahoo does, rather than an error.
@@ -20,6 +20,7 @@ import numpy as np
 
 from variance_pipeline.calendar import EXCHANGE_TZ
 from variance_pipeline.simulator.dates import NEW_YORK
+from variance_pipeline.simulator.formats import Reply
 from variance_pipeline.simulator.market import Bars, sessions
 
 VALID_RANGES = ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"]
@@ -38,16 +39,16 @@ class ChartError(Exception):
         self.code = code
         self.description = description
 
-    def body(self) -> dict[str, Any]:
-        return {"chart": {"result": None, "error": {"code": self.code, "description": self.description}}}
+    def reply(self) -> Reply:
+        return Reply(self.status, {"chart": {"result": None, "error": {"code": self.code, "description": self.description}}})
 
 
-def not_found() -> ChartError:
+def not_found() -> Reply:
     """What Yahoo answers for a ticker it does not know."""
-    return ChartError(404, "Not Found", "No data found, symbol may be delisted")
+    return ChartError(404, "Not Found", "No data found, symbol may be delisted").reply()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChartData:
     """A symbol's whole known daily history in Yahoo's column layout, ready to be sliced."""
 
@@ -65,6 +66,15 @@ class Window:
     period1: int
     period2: int
     range: str
+
+
+def answer(data: ChartData, query: Mapping[str, str], reference: int) -> Reply:
+    """The reply to one chart request; ``range`` counts back from ``reference`` (see parse_window)."""
+    try:
+        window = parse_window(query, reference, data.timestamp)
+        return Reply(200, render(data, window, parse_events(query.get("events"))))
+    except ChartError as error:
+        return error.reply()
 
 
 def parse_window(query: Mapping[str, str], reference: int, timestamps: list[int]) -> Window:

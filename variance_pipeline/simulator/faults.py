@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import threading
-import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Collection, Iterable, Mapping
@@ -29,13 +28,17 @@ from variance_pipeline.simulator.market import Split, lookup
 
 ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "*"})
 ERROR_KINDS = frozenset({"429", "500", "503", "401"})
-BODY_KINDS = frozenset({"truncated", "live_bar", "missing_field", "extra_field"})
-KINDS = ERROR_KINDS | BODY_KINDS | {"slow", "split"}
+REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field"})
+"""Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
+KINDS = ERROR_KINDS | REWRITE_KINDS | {"truncated", "slow", "split"}
 DEFAULT_EXTRA_FIELD = "x-simulator-extra"
 
 
-@dataclass
+@dataclass(frozen=True)
 class FaultRule:
+    """One installed fault. Frozen: how often it fired is counted by the ``FaultStore`` holding it,
+    so one rule object can be handed to several servers without them sharing a count."""
+
     endpoint: str
     kind: str
     symbol: str | None = None
@@ -44,7 +47,6 @@ class FaultRule:
     delay: float = 0.0
     split: Split | None = None
     field: str | None = None
-    fired: int = dataclasses.field(default=0, compare=False)
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
@@ -85,7 +87,7 @@ class FaultRule:
             field=str(raw["field"]) if raw.get("field") else None,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, fired: int) -> dict[str, Any]:
         split = None
         if self.split is not None:
             split = {"date": self.split.day.isoformat(), "ratio": f"{self.split.numerator}:{self.split.denominator}"}
@@ -98,14 +100,14 @@ class FaultRule:
             "delay": self.delay,
             "split": split,
             "field": self.field,
-            "fired": self.fired,
+            "fired": fired,
         }
 
     def matches(self, endpoint: str, symbols: Collection[str]) -> bool:
         """Endpoint match, and when the rule names a symbol, the request must concern it."""
         if self.endpoint not in ("*", endpoint):
             return False
-        return self.symbol is None or _aliases(self.symbol) & {s.upper() for s in symbols} != set()
+        return self.symbol is None or not _aliases(self.symbol).isdisjoint(s.upper() for s in symbols)
 
 
 def _aliases(symbol: str) -> set[str]:
@@ -169,32 +171,36 @@ def parse_spec(spec: str) -> list[FaultRule]:
 
 
 class FaultStore:
-    """The installed rules; thread-safe because handlers run on many threads."""
+    """The installed rules and how often each fired; thread-safe because handlers run on many threads."""
 
     def __init__(self, rules: Iterable[FaultRule] = ()) -> None:
-        self._rules = list(rules)
+        self._rules: list[tuple[FaultRule, int]] = [(rule, 0) for rule in rules]
         self._lock = threading.Lock()
 
     def replace(self, rules: Iterable[FaultRule]) -> None:
+        installed = [(rule, 0) for rule in rules]
         with self._lock:
-            self._rules = list(rules)
+            self._rules = installed
 
     def clear(self) -> None:
         self.replace([])
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [rule.to_json() for rule in self._rules]
+            return [rule.to_json(fired) for rule, fired in self._rules]
 
     def fire(self, endpoint: str, symbols: Collection[str]) -> list[FaultRule]:
         """The per-request rules that apply now, counted; exhausted rules are dropped."""
         fired: list[FaultRule] = []
         with self._lock:
-            for rule in self._rules:
+            kept: list[tuple[FaultRule, int]] = []
+            for rule, count in self._rules:
                 if rule.kind != "split" and rule.matches(endpoint, symbols):
-                    rule.fired += 1
+                    count += 1
                     fired.append(rule)
-            self._rules = [r for r in self._rules if r.count is None or r.fired < r.count]
+                if rule.count is None or count < rule.count:
+                    kept.append((rule, count))
+            self._rules = kept
         return fired
 
     def splits_for(self, symbol: str) -> tuple[Split, ...]:
@@ -202,7 +208,7 @@ class FaultStore:
         with self._lock:
             return tuple(
                 rule.split
-                for rule in self._rules
+                for rule, _ in self._rules
                 if rule.kind == "split"
                 and rule.split is not None
                 and rule.symbol
@@ -236,7 +242,7 @@ def error_reply(rule: FaultRule, endpoint: str) -> Reply:
 
 
 def alter_body(rule: FaultRule, body: Any, endpoint: str) -> None:
-    """Apply a body-altering fault in place (``truncated`` is applied when encoding)."""
+    """Apply a ``REWRITE_KINDS`` fault to a (copied) successful body, in place."""
     if rule.kind == "missing_field" and rule.field:
         for target in _targets(rule, body, endpoint, whole=True):
             _drop_key(target, rule.field)

@@ -12,9 +12,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reply:
-    """An HTTP answer before encoding: dict/list bodies become JSON, str bodies plain text."""
+    """An HTTP answer before encoding: dict/list bodies become JSON, str bodies plain text.
+
+    Frozen because backends hand out bodies they cache (replay): the server derives a new Reply
+    (``dataclasses.replace``) and deep-copies the body before any fault alters it.
+    """
 
     status: int
     body: Any
@@ -36,14 +40,12 @@ def num(value: float, places: int = 2) -> str:
 
 def iso_offset(instant: datetime) -> str:
     """``2023-05-24T17:17:57.615+00:00``: the style of accounts and positions."""
-    utc = instant.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+00:00"
+    return instant.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def iso_z(instant: datetime) -> str:
     """``2023-06-07T19:55:22.110Z``: the style of market metrics."""
-    utc = instant.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return iso_offset(instant).removesuffix("+00:00") + "Z"
 
 
 def tt_error(code: str, message: str) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from variance_pipeline.calendar import exchange_calendar, session_close, session
 ANCHOR = date(2025, 1, 2)
 """Each walk is levelled so that its raw price on this session is ``Instrument.anchor_price``."""
 DRAWS = 9000
-"""Values per random component: more sessions than 2009..2044 hold, whatever the calendar says."""
+"""Values per random component: one per session from 2009-01-02 to 2044-10-25, far past the
+calendar's horizon (about a year ahead), so extending the calendar never reshuffles a bar."""
 TRADING_DAYS = 252
 
 Derivation = Literal["walk", "track", "vol_index"]
@@ -374,10 +375,10 @@ def bars_as_of(seed: int, symbol: str, clock: datetime, extra_splits: tuple[Spli
 def _make_live(unsplit: list[np.ndarray], fraction: float) -> None:
     """Turn the last bar into the part of the session elapsed so far (a geometric path to close)."""
     open_, high, low, close, dollar_volume = unsplit
-    o, h, l, c = open_[-1], high[-1], low[-1], close[-1]
+    o, h, lo, c = open_[-1], high[-1], low[-1], close[-1]
     partial = o * (c / o) ** fraction
     high[-1] = max(o, partial) * (h / max(o, c)) ** fraction
-    low[-1] = min(o, partial) * (l / min(o, c)) ** fraction
+    low[-1] = min(o, partial) * (lo / min(o, c)) ** fraction
     close[-1] = partial
     dollar_volume[-1] *= max(fraction, 0.01)
 

@@ -42,15 +42,16 @@ def metrics_item(seed: int, bars: Bars, spy: Bars, clock: datetime) -> dict[str,
     two_years = iv_history[-2 * TRADING_DAYS :]
     rank = _rank(iv, year)
     today = dates.new_york_date(clock)
-    term = _term_structure(inst.kind, inst.symbol, today, iv, float(two_years.mean()))
-    iv30 = round(100 * _term_iv(iv, float(two_years.mean()), 30), 2)
+    mean_iv = float(two_years.mean())
+    term = _term_structure(inst.kind, inst.symbol, today, iv, mean_iv)
+    iv30 = round(100 * _term_iv(iv, mean_iv, 30), 2)
     hv = {n: historical_vol(closes, n) for n in (30, 60, 90)}
     hv_pct = {n: None if value is None else round(100 * value, 2) for n, value in hv.items()}
     beta, corr = _beta_corr(closes, spy.close[: spy.completed])
     price = float(closes[-1])
     dollar_volume = float(np.mean(bars.volume[:done][-20:] * closes[-20:]))
     updated = clock.astimezone(timezone.utc)
-    item: dict[str, Any] = {
+    return {
         "symbol": inst.symbol,
         "implied-volatility-index": num(iv, 9),
         "implied-volatility-index-5-day-change": num(iv - float(iv_history[-6 if done >= 6 else 0]), 9),
@@ -91,7 +92,6 @@ def metrics_item(seed: int, bars: Bars, spy: Bars, clock: datetime) -> dict[str,
         "price-earnings-ratio": "0.0",
         "earnings-per-share": "0.0",
     }
-    return item
 
 
 def _pct(value: float | None) -> str | None:
@@ -190,12 +190,13 @@ def synthetic_metrics(
     """Items for the known symbols, in request order, each once."""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
+    spy = bars_for("SPY")  # every item's beta and correlation; built once, not per symbol
     for name in symbols:
         inst = lookup(name)
         if inst is None or inst.symbol != name.strip().upper() or inst.symbol in seen:
             continue
         seen.add(inst.symbol)
-        item = metrics_item(seed, bars_for(inst.symbol), bars_for("SPY"), clock)
+        item = metrics_item(seed, bars_for(inst.symbol), spy, clock)
         if item is not None:
             items.append(item)
     return items

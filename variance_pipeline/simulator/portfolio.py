@@ -137,9 +137,8 @@ class _Contract:
 def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
     cal = sessions()
     month_start = dates.session_on_or_after(dates.new_york_date(clock).replace(day=1))
-    opened_idx = max(0, cal.index_on_or_after(month_start) - holding.held)
-    opened_idx = min(opened_idx, bars.completed - 1)
     last_idx = bars.completed - 1
+    opened_idx = min(max(0, cal.index_on_or_after(month_start) - holding.held), last_idx)
     opened_at = datetime.fromtimestamp(int(cal.open_ts[opened_idx]) + FILL_DELAY_SECONDS, timezone.utc)
     contract = _contract(holding, clock, float(bars.close[opened_idx]))
 

@@ -37,6 +37,11 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _load_if_present(path: Path) -> Any:
+    """A recorded body, or None: a folder may record only some endpoints."""
+    return _load(path) if path.exists() else None
+
+
 def merge_charts(paths: list[Path]) -> chart.ChartData:
     """One ChartData from several recorded chart bodies of the same symbol."""
     rows: dict[int, dict[str, Any]] = {}
@@ -78,12 +83,12 @@ class ReplayBackend:
         if not self.folder.is_dir():
             raise FileNotFoundError(f"replay folder {self.folder} does not exist")
         tasty = self.folder / "tastytrade"
-        self._accounts = _load(tasty / "customer_accounts.json") if (tasty / "customer_accounts.json").exists() else None
+        self._accounts = _load_if_present(tasty / "customer_accounts.json")
         self._positions = {
             path.stem.removeprefix("positions_"): _load(path) for path in tasty.glob("positions_*.json")
         }
-        self._default_positions = _load(tasty / "positions.json") if (tasty / "positions.json").exists() else None
-        self._metrics = _load(tasty / "market_metrics.json") if (tasty / "market_metrics.json").exists() else None
+        self._default_positions = _load_if_present(tasty / "positions.json")
+        self._metrics = _load_if_present(tasty / "market_metrics.json")
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
             symbol = chart_symbol(path.name)
@@ -109,9 +114,5 @@ class ReplayBackend:
     def chart(self, ticker: str, query: Mapping[str, str], clock: datetime) -> Reply:
         data = self._charts.get(ticker.strip().upper())
         if data is None or not data.timestamp:
-            return Reply(404, chart.not_found().body())
-        try:
-            window = chart.parse_window(query, data.timestamp[-1], data.timestamp)
-            return Reply(200, chart.render(data, window, chart.parse_events(query.get("events"))))
-        except chart.ChartError as error:
-            return Reply(error.status, error.body())
+            return chart.not_found()
+        return chart.answer(data, query, data.timestamp[-1])

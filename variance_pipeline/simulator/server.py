@@ -9,9 +9,11 @@ only what the pipeline asked for.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 import time
+from collections import deque
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,18 +22,29 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from variance_pipeline.simulator.auth import OAuth, TokenStore
 from variance_pipeline.simulator.backend import Backend, SyntheticBackend
-from variance_pipeline.simulator.faults import ERROR_KINDS, FaultRule, FaultStore, alter_body, error_reply, parse_rules
+from variance_pipeline.simulator.faults import (
+    ERROR_KINDS,
+    REWRITE_KINDS,
+    FaultRule,
+    FaultStore,
+    alter_body,
+    error_reply,
+    parse_rules,
+)
 from variance_pipeline.simulator.formats import Reply, paginate, tt_error
 from variance_pipeline.simulator.replay import ReplayBackend
 
 DEFAULT_PER_PAGE = 250
+REQUEST_LOG_CAP = 100_000
+"""Entries the request log keeps (~0.8 kB each, so at most ~80 MB). Tests and benchmarks count far
+fewer; ``make dev`` runs for days, so past the cap the oldest entries go instead of memory growing."""
 
 
 class RequestLog:
-    """Every API request served, in order: what tests and benchmarks count."""
+    """The API requests served, in order (the newest ``REQUEST_LOG_CAP``): what tests and benchmarks count."""
 
-    def __init__(self) -> None:
-        self._entries: list[dict[str, Any]] = []
+    def __init__(self, cap: int = REQUEST_LOG_CAP) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=cap)
         self._lock = threading.Lock()
 
     def add(self, entry: dict[str, Any]) -> None:
@@ -123,13 +136,16 @@ class SimulatorApp:
                 if denied is not None:
                     return denied
             reply = self._serve(endpoint, segments, query, symbols)
-        if reply.status == 200:
-            body_faults = [rule for rule in fired if rule.kind in ("missing_field", "extra_field", "live_bar")]
-            if body_faults:
-                reply.body = copy.deepcopy(reply.body)
-                for rule in body_faults:
-                    alter_body(rule, reply.body, endpoint)
-            reply.truncate = any(rule.kind == "truncated" for rule in fired)
+        if reply.status != 200:
+            return reply
+        rewrites = [rule for rule in fired if rule.kind in REWRITE_KINDS]
+        if rewrites:
+            body = copy.deepcopy(reply.body)  # backends may hand out cached bodies
+            for rule in rewrites:
+                alter_body(rule, body, endpoint)
+            reply = dataclasses.replace(reply, body=body)
+        if any(rule.kind == "truncated" for rule in fired):
+            reply = dataclasses.replace(reply, truncate=True)
         return reply
 
     def _serve(self, endpoint: str, segments: list[str], query: dict[str, str], symbols: list[str]) -> Reply:
@@ -253,7 +269,7 @@ class SimulatorServer:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
         self.faults = FaultStore(faults)
         backend: Backend = (
-            ReplayBackend(Path(replay_dir)) if replay_dir is not None else SyntheticBackend(seed, self.faults.splits_for)
+            ReplayBackend(replay_dir) if replay_dir is not None else SyntheticBackend(seed, self.faults.splits_for)
         )
         self.app = SimulatorApp(backend, OAuth(TokenStore(token_ttl), client_secret, refresh_token), self.faults, now)
         self._address = (host, port)
@@ -262,11 +278,11 @@ class SimulatorServer:
 
     @property
     def now(self) -> datetime | None:
+        """The market clock; settable on a running server (tests stepping through sessions)."""
         return self.app.now
 
     @now.setter
     def now(self, value: datetime | None) -> None:
-        """Move the market clock of a running server (tests stepping through sessions)."""
         if value is not None and value.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.app.now = value
