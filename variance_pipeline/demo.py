@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -65,7 +66,8 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def materialize(partition_args: list[str], env: dict[str, str]) -> None:
+def materialize(partition_args: list[str], env: dict[str, str], log: Path) -> None:
+    """Run the real ``dagster`` CLI; its event log goes to ``log`` so the demo stays readable."""
     command = [
         str(Path(sys.executable).with_name("dagster")),
         "asset",
@@ -76,8 +78,14 @@ def materialize(partition_args: list[str], env: dict[str, str]) -> None:
         "*",
         *partition_args,
     ]
-    print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, env=env, check=True)
+    print("$ " + shlex.join(command), flush=True)
+    started = time.monotonic()
+    with log.open("a") as out:
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+        raise SystemExit(f"dagster run failed (exit {done.returncode}); the whole log is in {log}")
+    print(f"  run succeeded in {time.monotonic() - started:.0f} s (Dagster's event log: {log})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     simulator = start_simulator(port, simulator_args)
     try:
         print(f"simulator on {env['VARIANCE_SIMULATOR_URL']}; data in {settings.data_dir}", flush=True)
-        materialize(["--partition-range", f"{sessions[0]}...{sessions[-2]}"], env)
-        materialize(["--partition", str(sessions[-1])], env)
+        log = settings.data_dir / "demo-run.log"
+        log.unlink(missing_ok=True)
+        materialize(["--partition-range", f"{sessions[0]}...{sessions[-2]}"], env, log)
+        materialize(["--partition", str(sessions[-1])], env, log)
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)

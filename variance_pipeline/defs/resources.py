@@ -199,6 +199,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             client_secret=client_secret,
             refresh_token=refresh_token,
             client_id=client_id,
+            accept_version=os.environ.get("TASTYTRADE_ACCEPT_VERSION") or None,
         ),
         "yahoo": YahooResource(base_url=settings.yahoo_chart_url),
         "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
