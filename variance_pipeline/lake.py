@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -135,6 +135,15 @@ class Lake:
 
     def read_partition(self, dataset: str, day: date) -> pd.DataFrame:
         return pq.read_table(self.partition_path(dataset, day)).to_pandas()
+
+    def partition_symbols(self, dataset: str, days: Iterable[date]) -> list[str]:
+        """Distinct ``symbol`` values across the dataset's partitions for ``days`` (one column read each)."""
+        found: set[str] = set()
+        for day in days:
+            path = self.partition_path(dataset, day)
+            if path.exists():
+                found.update(pq.read_table(path, columns=["symbol"]).column("symbol").to_pylist())
+        return sorted(found)
 
     def partition_days(self, dataset: str) -> list[date]:
         base = self.root / "lake" / dataset

@@ -8,9 +8,7 @@ from variance_pipeline.calendar import sessions_back, sessions_in_range
 from variance_pipeline.candle_cache import CandleCache, read_lookback
 from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
-from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
-from variance_pipeline.defs.snapshots import resolve_universe
-from variance_pipeline.sources.http import RequestStats
+from variance_pipeline.defs.resources import PipelineResource
 from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
 from variance_pipeline.validation.report import validate_frame
 from variance_pipeline.volatility import compute_realized_volatility
@@ -35,11 +33,13 @@ HV_LOOKBACK = 253  # HV252 needs 253 closes
     **ASSET_COMMON,
 )
 def realized_volatility(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+    context: dg.AssetExecutionContext, pipeline: PipelineResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     sessions = run_sessions(context)
     lake = pipeline.lake
-    universe = resolve_universe(pipeline, tastytrade, RequestStats())
+    # The symbols the candles step landed for these sessions: what it could not fetch has no bar,
+    # so it would have no volatility row either, and no second look at the universe is needed.
+    universe = lake.partition_symbols("candles", sessions)
     window_start = sessions_back(sessions[0], HV_LOOKBACK + 1)[0]
     history = read_lookback(
         CandleCache(lake.candle_cache_dir), universe, sessions[-1], len(sessions_in_range(window_start, sessions[-1]))
