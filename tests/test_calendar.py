@@ -8,7 +8,6 @@ import pytest
 
 from variance_pipeline.calendar import (
     last_closed_session,
-    parse_session,
     sessions_in_range,
     sessions_partitions_def,
 )
@@ -48,11 +47,3 @@ def test_last_closed_session_follows_the_close() -> None:
     assert last_closed_session(datetime(2025, 11, 28, 18, 0, tzinfo=timezone.utc)) == date(2025, 11, 28)
     # A Sunday belongs to Friday's session.
     assert last_closed_session(datetime(2025, 11, 30, 12, 0, tzinfo=timezone.utc)) == date(2025, 11, 28)
-
-
-def test_parse_session_rejects_holidays() -> None:
-    assert parse_session("2025-11-28") == date(2025, 11, 28)
-    with pytest.raises(ValueError, match="not an NYSE"):
-        parse_session("2025-04-18")
-    with pytest.raises(ValueError, match="YYYY-MM-DD"):
-        parse_session("../etc")

@@ -86,17 +86,6 @@ def last_closed_session(now: datetime) -> date:
     return candidate
 
 
-def parse_session(key: str) -> date:
-    """A partition key (``YYYY-MM-DD``) as a date, rejecting non-sessions with a clear message."""
-    try:
-        day = date.fromisoformat(key)
-    except ValueError as exc:
-        raise ValueError(f"partition key {key!r} is not a YYYY-MM-DD date") from exc
-    if not is_session(day):
-        raise ValueError(f"{key} is not an NYSE ({EXCHANGE}) trading session")
-    return day
-
-
 def _excluded_weekdays(start: date, end: date) -> list[datetime]:
     """Weekdays in [start, end] that are not sessions: holidays and special closures."""
     cal = exchange_calendar()

@@ -18,9 +18,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DATASETS = ("positions", "market_metrics", "iv_term_structure", "candles", "realized_volatility")
-
-
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""

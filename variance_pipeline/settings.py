@@ -8,7 +8,7 @@ through the pipeline. Secrets are *not* here: they are read by the Dagster resou
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Mapping
@@ -51,7 +51,6 @@ class Settings:
     yahoo_chart_url: str
     watchlist_spec: str | None = None
     now_override: datetime | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def now(self) -> datetime:
         """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
