@@ -221,3 +221,25 @@ def test_simulated_and_live_data_never_share_a_data_dir(
     failure = result.get_run_failure_event() or next(e for e in result.all_events if e.is_failure)
     assert "holds 'simulator' data; refusing to write 'live' data" in str(failure.event_specific_data)
     assert (tmp_path / ".variance-source").read_text() == "simulator"
+
+
+def test_a_cached_bar_breaking_the_candle_schema_is_treated_as_missing(
+    backfilled: Path, simulator, tmp_path: Path
+) -> None:
+    import shutil
+
+    data_dir = tmp_path / "copy"
+    shutil.copytree(backfilled, data_dir)
+    cache = CandleCache(Lake(data_dir).candle_cache_dir)
+    bars = cache.read("QQQ")
+    broken = bars["session_date"] == date(2025, 11, 20)
+    bars.loc[broken, "high"] = bars.loc[broken, "low"] * 0.5  # high below low: not a real bar
+    cache.write("QQQ", bars)
+    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key="2025-11-25")
+    assert result.success
+    meta = result.asset_materializations_for_node("realized_volatility")[0].metadata
+    assert meta["cached_bars_rejected"].value == 1
+    rv = Lake(data_dir).read_partition("realized_volatility", date(2025, 11, 25)).set_index("symbol")
+    # The window of 2025-11-25 spans the broken session: NULL rather than a wrong number.
+    assert np.isnan(rv.loc["QQQ", "hv20"]) and np.isnan(rv.loc["QQQ", "parkinson20"])
+    assert not np.isnan(rv.loc["SPY", "hv20"])

@@ -9,6 +9,7 @@ from variance_pipeline.candle_cache import CandleCache, read_lookback
 from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
 from variance_pipeline.defs.resources import PipelineResource
+from variance_pipeline.validation.candles import CandlesSchema
 from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
 from variance_pipeline.validation.report import validate_frame
 from variance_pipeline.volatility import compute_realized_volatility
@@ -44,7 +45,12 @@ def realized_volatility(
     history = read_lookback(
         CandleCache(lake.candle_cache_dir), universe, sessions[-1], len(sessions_in_range(window_start, sessions[-1]))
     )
-    result = compute_realized_volatility(history, sessions)
+    # The cache keeps what Yahoo served; a bar that breaks CandlesSchema (high < close, say) is
+    # treated as missing, so the gap rule NULLs its windows instead of a silently wrong number.
+    bars = validate_frame(CandlesSchema, history, "candles")
+    if not bars.ok:
+        context.log.warning(f"realized_volatility: cached bars treated as missing\n{bars.summary()}")
+    result = compute_realized_volatility(bars.valid, sessions)
     outcome = validate_frame(RealizedVolatilitySchema, result, "realized_volatility")
     written = land_by_session(lake, "realized_volatility", outcome.valid)
     latest = outcome.valid[outcome.valid["session_date"] == outcome.valid["session_date"].max()] if written else outcome.valid
@@ -54,6 +60,7 @@ def realized_volatility(
             "sessions_written": written,
             "symbols": int(outcome.valid["symbol"].nunique()) if written else 0,
             "hv252_non_null": int(outcome.valid["hv252"].notna().sum()) if written else 0,
+            "cached_bars_rejected": len(bars.quarantined),
             "last_parquet_path": path_value(lake.partition_path("realized_volatility", sessions[-1])),
             "preview": preview(latest),
         }
