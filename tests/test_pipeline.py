@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -27,6 +28,14 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory, simulator) -> Path:
     data_dir = tmp_path_factory.mktemp("data")
     result = materialize(pipeline_settings(data_dir, simulator.url), partition_range=("2025-11-18", "2025-11-25"))
     assert result.success
+    return data_dir
+
+
+@pytest.fixture
+def scratch(backfilled: Path, tmp_path: Path) -> Path:
+    """A private copy of the backfilled data dir, for tests that corrupt or drift it."""
+    data_dir = tmp_path / "copy"
+    shutil.copytree(backfilled, data_dir)
     return data_dir
 
 
@@ -141,16 +150,13 @@ def test_checks_run_with_the_assets_and_pass_on_clean_data(backfilled: Path, sim
     assert compared >= 3
 
 
-def test_reconciliation_check_fails_on_crafted_drift(backfilled: Path, simulator, tmp_path: Path) -> None:
-    import shutil
-
+def test_reconciliation_check_fails_on_crafted_drift(scratch: Path, simulator) -> None:
     import dagster as dg
 
     from conftest import fast_resources
     from variance_pipeline.defs.checks import hv30_reconciles_with_tastytrade
 
-    data_dir = tmp_path / "copy"
-    shutil.copytree(backfilled, data_dir)
+    data_dir = scratch
     lake = Lake(data_dir)
     metrics = lake.read_partition("market_metrics", date(2025, 11, 25))
     metrics.loc[metrics["symbol"] == "SPY", "hv_30_day"] += 0.12  # 12 vol points off
@@ -166,13 +172,8 @@ def test_reconciliation_check_fails_on_crafted_drift(backfilled: Path, simulator
     assert evaluation.metadata["beyond_tolerance"].value == "SPY"
 
 
-def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(
-    backfilled: Path, simulator, tmp_path: Path
-) -> None:
-    import shutil
-
-    data_dir = tmp_path / "copy"
-    shutil.copytree(backfilled, data_dir)
+def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(scratch: Path, simulator) -> None:
+    data_dir = scratch
     cache = CandleCache(Lake(data_dir).candle_cache_dir)
     bars = cache.read("SPY")
     bars.loc[bars["session_date"] == date(2025, 11, 20), ["open", "high", "low", "close"]] = 1e-9
@@ -223,13 +224,8 @@ def test_simulated_and_live_data_never_share_a_data_dir(
     assert (tmp_path / ".variance-source").read_text() == "simulator"
 
 
-def test_a_cached_bar_breaking_the_candle_schema_is_treated_as_missing(
-    backfilled: Path, simulator, tmp_path: Path
-) -> None:
-    import shutil
-
-    data_dir = tmp_path / "copy"
-    shutil.copytree(backfilled, data_dir)
+def test_a_cached_bar_breaking_the_candle_schema_is_treated_as_missing(scratch: Path, simulator) -> None:
+    data_dir = scratch
     cache = CandleCache(Lake(data_dir).candle_cache_dir)
     bars = cache.read("QQQ")
     broken = bars["session_date"] == date(2025, 11, 20)

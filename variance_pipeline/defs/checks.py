@@ -11,15 +11,7 @@ from pydantic import Field
 from variance_pipeline.calendar import last_closed_session
 from variance_pipeline.defs.metadata import preview
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
-from variance_pipeline.sources.tastytrade_frames import held_underlyings
-
-
-def _universe(pipeline: PipelineResource) -> list[str]:
-    """The current universe as landed: newest positions snapshot + watchlist."""
-    lake = pipeline.lake
-    latest = lake.latest_partition("positions")
-    held = held_underlyings(lake.read_partition("positions", latest)) if latest else []
-    return list(dict.fromkeys([*held, *pipeline.watchlist_symbols()]))
+from variance_pipeline.defs.snapshots import landed_holdings
 
 
 @dg.asset_check(
@@ -30,7 +22,7 @@ def _universe(pipeline: PipelineResource) -> list[str]:
 def candles_cover_universe(pipeline: PipelineResource) -> dg.AssetCheckResult:
     lake = pipeline.lake
     latest = lake.latest_partition("candles")
-    universe = _universe(pipeline)
+    universe = pipeline.universe(landed_holdings(lake) or [])
     present = set(lake.read_partition("candles", latest)["symbol"]) if latest else set()
     missing = sorted(set(universe) - present)
     return dg.AssetCheckResult(

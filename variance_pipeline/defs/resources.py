@@ -10,6 +10,7 @@ import os
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -47,6 +48,10 @@ class PipelineResource(dg.ConfigurableResource):
         if not default.exists():
             default = PROJECT_ROOT / "data" / "watchlist.example.txt"
         return parse_watchlist(self.watchlist, default)
+
+    def universe(self, held: Sequence[str]) -> list[str]:
+        """The symbols to track: ``held`` underlyings, then the watchlist, without duplicates."""
+        return list(dict.fromkeys([*held, *self.watchlist_symbols()]))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the user's inputs when a run starts, before any asset sends a request or writes.

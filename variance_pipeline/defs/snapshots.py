@@ -113,18 +113,21 @@ def fetch_positions(client: TastytradeClient, lake: Lake | None, day: date | Non
     return PositionsFetch(items, misfiled)
 
 
+def landed_holdings(lake: Lake) -> list[str] | None:
+    """Underlyings of the newest positions snapshot in the lake; None when none has landed yet."""
+    latest = lake.latest_partition("positions")
+    return None if latest is None else held_underlyings(lake.read_partition("positions", latest))
+
+
 def resolve_universe(pipeline: PipelineResource, tastytrade: TastytradeResource, stats: RequestStats) -> list[str]:
     """Held underlyings (newest landed positions snapshot, else the API) + the watchlist."""
-    lake = pipeline.lake
-    latest = lake.latest_partition("positions")
-    if latest is not None:
-        held = held_underlyings(lake.read_partition("positions", latest))
-    else:
+    held = landed_holdings(pipeline.lake)
+    if held is None:
         with tastytrade.client(stats) as client:
             items = fetch_positions(client, None, None).items
         now = pipeline.clock()
         held = held_underlyings(positions_frame(items, as_of_date=last_closed_session(now), fetched_at=now))
-    return list(dict.fromkeys([*held, *pipeline.watchlist_symbols()]))
+    return pipeline.universe(held)
 
 
 @dg.asset(

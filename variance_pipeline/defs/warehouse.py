@@ -28,15 +28,17 @@ def warehouse(
         counts = {
             table: con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in report.rows_by_table
         }
-        # The picture is a view of data already committed: a drawing error is reported, not fatal.
-        try:
+    # The picture is a view of data already committed, drawn after the write lock is released
+    # (a reader does not block other readers); a drawing error is reported, not fatal.
+    try:
+        with warehouse_db.connect(read_only=True) as con:
             chart = render_vol_chart(
                 con, pipeline.lake.root / "reports", sessions[-1], fallback_symbols=pipeline.watchlist_symbols()
             )
-            chart_metadata: dict[str, dg.MetadataValue] = chart.metadata()
-        except Exception as exc:  # noqa: BLE001
-            context.log.warning(f"vol chart not drawn: {exc!r}")
-            chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
+        chart_metadata: dict[str, dg.MetadataValue] = chart.metadata()
+    except Exception as exc:  # noqa: BLE001
+        context.log.warning(f"vol chart not drawn: {exc!r}")
+        chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
     return dg.MaterializeResult(
         metadata={
             "rows_loaded": report.total_rows,
