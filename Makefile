@@ -11,7 +11,7 @@ export VARIANCE_SOURCE ?= simulator
 export VARIANCE_SIMULATOR_URL ?= http://127.0.0.1:$(SIM_PORT)
 export DAGSTER_HOME ?= $(abspath data/$(VARIANCE_SOURCE)/dagster_home)
 
-.PHONY: install demo test dev rebuild clean
+.PHONY: install demo test test-fast dev rebuild clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The fast part alone (no full pipeline runs, CLI, demo or browser): for a developer's inner loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 dev: $(STAMP)
 	$(PY) -m variance_pipeline.dev --port $(SIM_PORT)

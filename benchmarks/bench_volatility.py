@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from variance_pipeline.calendar import sessions_back
-from variance_pipeline.volatility import compute_realized_volatility
+from variance_pipeline.transforms.volatility import compute_realized_volatility
 
 LOOKBACK = 253  # closes the daily load reads per symbol: 252 returns for HV252
 LAST_SESSION = date(2025, 12, 31)

@@ -6,11 +6,8 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from variance_pipeline.calendar import (
-    last_closed_session,
-    sessions_in_range,
-    sessions_partitions_def,
-)
+from variance_pipeline.calendar import last_closed_session, sessions_in_range
+from variance_pipeline.defs.partitions import sessions_partitions_def
 
 
 @pytest.fixture(scope="module")

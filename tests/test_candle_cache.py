@@ -18,7 +18,8 @@ import pytest
 from test_yahoo import FAST, ChartServer, Fault, ny_midnight, recorded, result_of
 
 from variance_pipeline.calendar import session_close, sessions_back, sessions_in_range
-from variance_pipeline.candle_cache import CandleCache, CandleRefresh, read_lookback, refresh_candles
+from variance_pipeline.candles.refresh import CandleRefresh, refresh_candles
+from variance_pipeline.candles.store import CandleCache, read_lookback
 from variance_pipeline.sources.http import RetryPolicy
 from variance_pipeline.sources.yahoo import YahooChartClient, parse_chart
 from variance_pipeline.validation.candles import CANDLE_COLUMNS, CandlesSchema
@@ -115,7 +116,8 @@ def by_symbol(refresh: CandleRefresh) -> dict[str, Any]:
 
 def test_cold_backfill_is_one_request_per_symbol(server: ChartServer, cache: CandleCache) -> None:
     sessions = sessions_back(END, 20)
-    refresh = run(server, cache, ["MSFT", "NVDA", "TSLA"], END, start=sessions[0], lookback=0)
+    landed: list = []
+    refresh = run(server, cache, ["MSFT", "NVDA", "TSLA"], END, start=sessions[0], lookback=0, on_raw=landed.append)
     assert [server.count(t) for t in ("MSFT", "NVDA", "TSLA")] == [1, 1, 1]
     assert refresh.stats.requests == 3
     for request in server.requests:
@@ -133,9 +135,9 @@ def test_cold_backfill_is_one_request_per_symbol(server: ChartServer, cache: Can
         np.testing.assert_array_equal(cached["close"].to_numpy(), expected["close"].to_numpy())
         np.testing.assert_array_equal(cached["adj_close"].to_numpy(), expected["adj_close"].to_numpy())
     assert validate_frame(CandlesSchema, frame, "candles").ok
-    windows = [(r.symbol, r.start, r.end) for r in refresh.responses]
+    windows = [(r.symbol, r.start, r.end) for r in landed]
     assert windows == [(s, sessions[0], END) for s in ("MSFT", "NVDA", "TSLA")]
-    assert json.loads(refresh.responses[2].body)["chart"]["result"][0]["meta"]["symbol"] == "TSLA"
+    assert json.loads(landed[2].body)["chart"]["result"][0]["meta"]["symbol"] == "TSLA"
 
 
 def test_warm_rerun_of_the_last_session_costs_nothing(server: ChartServer, cache: CandleCache) -> None:

@@ -36,16 +36,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import RECORDED, materialize, pipeline_settings
+from support import RECORDED, materialize, pipeline_settings
 from variance_pipeline.calendar import session_close, sessions_back
-from variance_pipeline.candle_cache import CacheMeta, CandleCache, refresh_candles
-from variance_pipeline.candle_rebase import rebase_lake_candles
+from variance_pipeline.candles.rebase import rebase_lake_candles
+from variance_pipeline.candles.refresh import refresh_candles
+from variance_pipeline.candles.store import CacheMeta, CandleCache
+from variance_pipeline.candles.sync import sync_lake
 from variance_pipeline.lake import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.market import Split, bars_as_of
 from variance_pipeline.sources.yahoo import YahooChartClient
 from variance_pipeline.warehouse.connection import open_warehouse
-from variance_pipeline.warehouse.load import load_sessions, pending_reloads, reload_manifest_path, request_reload
+from variance_pipeline.warehouse.load import load_sessions
 
 CHART = "/v8/finance/chart/"
 NEW_YORK = ZoneInfo("America/New_York")
@@ -147,7 +149,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                  "split": {"date": SPLIT_DAY.isoformat(), "ratio": SPLIT_RATIO}}
         install_faults(sim, [split])
         steps["split"] = run_step(sim, data_dir, SPLIT_DAY.isoformat(), after_close(SPLIT_DAY))
-        steps["pending_after_split"] = pending_reloads(Lake(data_dir), "candles")
+        steps["pending_after_split"] = Lake(data_dir).pending_reloads("candles")
         install_faults(sim, [
             split,  # market state: the split stays in force
             {"endpoint": "chart", "symbol": "SPY", "kind": "429", "retry_after": 1},
@@ -255,7 +257,7 @@ def test_a_split_rewrites_the_earlier_lake_partitions_and_the_warehouse(journey:
         part = lake.read_partition("candles", day).set_index("symbol")
         assert part.loc[SPLIT_SYMBOL, "close"] == pytest.approx(served.loc[day, "close"], abs=1e-9)
     assert journey["pending_after_split"] == set()
-    assert not reload_manifest_path(lake, "candles").exists()
+    assert not lake.reload_manifest_path("candles").exists()
 
     # Every other symbol's earlier rows are untouched, value for value.
     others_old = old[(old["symbol"] != SPLIT_SYMBOL)].reset_index(drop=True)
@@ -283,7 +285,9 @@ def test_a_429_storm_and_a_truncated_body_end_stale_and_flagged(journey: dict[st
     stale = set(step.candles["stale_symbols"].split(", "))
     assert stale == {"SPY", "AAPL", "QQQ"}
     counts = per_ticker(step.requests)
-    assert counts["SPY"] == counts["AAPL"] == 5, "bounded retries, then give up"  # fast_resources: 5 attempts
+    assert counts["AAPL"] == 5, "bounded retries, then give up"  # fast_resources: 5 attempts
+    # SPY's Retry-After (1 s) is honoured in full: one wait fits the 1 s budget, then it gives up.
+    assert counts["SPY"] == 2
     assert counts["QQQ"] == 1  # a truncated 200 is not retried: the body is kept in raw/
     assert all(n == 1 for t, n in counts.items() if t not in stale)
     fresh = step.check("candles_fresh")
@@ -395,11 +399,11 @@ def test_an_interrupted_rebase_is_redone_and_the_warehouse_reloads_it(tmp_path: 
                 lookback=2, log=lambda line: None,
             )
         assert [(s.status, s.requests, s.rebased) for s in refresh.statuses] == [("cached", 0, True)]
-        # ... so the lake is rewritten (the run's own session is written by the run itself) ...
-        rebase = rebase_lake_candles(lake, cache, refresh.rebased_symbols, skip={days[-1]})
+        # ... so the sync rewrites the lake (the run's own session from the refreshed cache) ...
+        synced = sync_lake(lake, cache, refresh, [days[-1]])
+        rebase = synced.rebase
         assert rebase.sessions == tuple(days[:2]) and (rebase.rows_replaced, rebase.rows_dropped) == (2, 0)
-        request_reload(lake, "candles", rebase.sessions, reason="re-based XYZ")
-        cache.mark_lake_synced(refresh.rebased_symbols)
+        assert lake.pending_reloads("candles") == set(days[:2])
         assert not cache.rebase_pending("XYZ")
         for day in days[:2]:
             part = lake.read_partition("candles", day).set_index("symbol")
@@ -408,10 +412,10 @@ def test_an_interrupted_rebase_is_redone_and_the_warehouse_reloads_it(tmp_path: 
         # ... and loading only the run's session reloads the rewritten ones too, then forgets them.
         report = load_sessions(con, lake, [days[-1]])
         assert report.reloaded_by_table == {"candles": 2}
-        assert pending_reloads(lake, "candles") == set()
+        assert lake.pending_reloads("candles") == set()
         closes = con.execute(
             "SELECT session_date, close FROM candles WHERE symbol = 'XYZ' ORDER BY 1"
         ).fetchall()
     finally:
         con.close()
-    assert closes == [(days[0], 100.0), (days[1], 100.0), (days[2], 400.0)]  # days[2]: the run rewrites it
+    assert closes == [(day, 100.0) for day in days]  # the run wrote its own session from the cache

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from conftest import materialize, pipeline_settings
+from support import materialize, pipeline_settings
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.defs.charts import chart_symbols, render_vol_chart
 from variance_pipeline.lake import Lake

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from conftest import CLOCK
+from support import CLOCK
 from variance_pipeline.calendar import sessions_back
 
 PROJECT = Path(__file__).resolve().parents[1]

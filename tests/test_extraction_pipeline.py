@@ -25,8 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CLOCK, RECORDED, fast_resources, materialize, pipeline_settings, reconfigured
-from variance_pipeline.defs.assets import ALL_ASSETS
+from support import CLOCK, RECORDED, all_assets_and_checks, fast_resources, materialize, pipeline_settings, reconfigured
 from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake import Lake
 from variance_pipeline.settings import Settings
@@ -55,7 +54,7 @@ def token_posts(sim: SimulatorServer) -> list[dict[str, Any]]:
 
 def run(resources: dict[str, dg.ConfigurableResource], *, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
     """A real Dagster run of every asset for SESSION with hand-tuned resources."""
-    return dg.materialize(ALL_ASSETS, resources=resources, partition_key=SESSION, raise_on_error=raise_on_error)
+    return dg.materialize(all_assets_and_checks(), resources=resources, partition_key=SESSION, raise_on_error=raise_on_error)
 
 
 def with_tastytrade(settings: Settings, **update: Any) -> dict[str, dg.ConfigurableResource]:

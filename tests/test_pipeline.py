@@ -14,8 +14,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from conftest import materialize, pipeline_settings
-from variance_pipeline.candle_cache import CandleCache
+from support import materialize, pipeline_settings
+from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
 
@@ -113,26 +113,6 @@ def test_rerunning_a_session_changes_nothing(tmp_path: Path, simulator) -> None:
     assert snapshot() == first
 
 
-def test_definitions_validate_cli(tmp_path: Path) -> None:
-    env = {**os.environ, "VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
-    dagster = Path(sys.executable).with_name("dagster")
-    done = subprocess.run(
-        [str(dagster), "definitions", "validate", "-m", "variance_pipeline.definitions"],
-        env=env, capture_output=True, text=True, cwd=PROJECT, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "VARIANCE_SOURCE"}
-    done = subprocess.run(
-        [sys.executable, "-c", "import variance_pipeline.definitions"],
-        env=env, capture_output=True, text=True, cwd=PROJECT, timeout=300,
-    )
-    assert done.returncode != 0
-    assert "VARIANCE_SOURCE must be 'simulator' or 'live'" in done.stderr
-
-
 def test_checks_run_with_the_assets_and_pass_on_clean_data(backfilled: Path, simulator) -> None:
     # Re-run the current session on the warm lake so the evaluations are this test's own.
     result = materialize(pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25")
@@ -153,7 +133,7 @@ def test_checks_run_with_the_assets_and_pass_on_clean_data(backfilled: Path, sim
 def test_reconciliation_check_fails_on_crafted_drift(scratch: Path, simulator) -> None:
     import dagster as dg
 
-    from conftest import fast_resources
+    from support import fast_resources
     from variance_pipeline.defs.checks import hv30_reconciles_with_tastytrade
 
     data_dir = scratch

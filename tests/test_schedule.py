@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from conftest import pipeline_settings
+from support import pipeline_settings
 from variance_pipeline.defs import build_definitions
 from variance_pipeline.defs.schedules import eod_schedule
 

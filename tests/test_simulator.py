@@ -29,7 +29,7 @@ from variance_pipeline.simulator.faults import FaultRule, parse_spec
 from variance_pipeline.simulator.replay import chart_symbol
 from variance_pipeline.simulator.server import RequestLog
 
-from conftest import RECORDED
+from support import RECORDED
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -272,7 +272,11 @@ def test_pagination_is_followed(fake: FakeTastytrade) -> None:
     with client:
         fetched = client.positions("5WW55555")
     assert len(fetched.items) == 5
-    assert [r.query for r in fake.seen("/accounts/5WW55555/positions")] == ["", "page-offset=1", "page-offset=2"]
+    assert [r.query for r in fake.seen("/accounts/5WW55555/positions")] == [
+        "include-marks=true",
+        "include-marks=true&page-offset=1",
+        "include-marks=true&page-offset=2",
+    ]
     assert [r.name for r in fetched.raw] == [
         "positions_5WW55555.json",
         "positions_5WW55555.page-1.json",

@@ -22,7 +22,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from conftest import CLOCK
+from support import CLOCK
 from variance_pipeline.demo import free_port
 from variance_pipeline.simulator import SimulatorServer
 

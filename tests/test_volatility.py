@@ -21,9 +21,9 @@ import pytest
 
 from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
-from variance_pipeline.volatility import OUTPUT_COLUMNS, compute_realized_volatility
+from variance_pipeline.transforms.volatility import OUTPUT_COLUMNS, compute_realized_volatility
 
-from conftest import RECORDED as RECORDED_ROOT  # noqa: E402
+from support import RECORDED as RECORDED_ROOT  # noqa: E402
 
 RECORDED = RECORDED_ROOT / "yahoo"
 N = 252

@@ -16,6 +16,7 @@ import pytest
 
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.connection import WarehouseLockedError, open_warehouse, warehouse_connection
+from variance_pipeline.warehouse import load
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES, load_sessions, migrate, rebuild
 
 DAYS = [date(2025, 11, 20), date(2025, 11, 21), date(2025, 11, 24)]
@@ -78,9 +79,10 @@ def table_state(path: Path) -> dict[str, list]:
 
 def test_migrate_is_idempotent_and_versioned(tmp_path: Path) -> None:
     with warehouse_connection(tmp_path / "w.duckdb") as con:
-        assert migrate(con) == 1
-        assert migrate(con) == 1
-        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+        latest = migrate(con)
+        assert latest == len(list((Path(load.__file__).parent / "migrations").glob("*.sql")))
+        assert migrate(con) == latest
+        assert con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == latest
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert set(TABLE_NAMES) | set(VIEW_NAMES) <= tables
 

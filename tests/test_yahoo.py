@@ -211,6 +211,8 @@ def ny_midnight(day: date) -> int:
         ("VIX", "^VIX"),
         ("RUT", "^RUT"),
         ("NDX", "^NDX"),
+        ("XSP", "^XSP"),
+        ("NDXP", "^NDX"),
         ("BRK/B", "BRK-B"),
         ("AAPL", "AAPL"),
         ("SPY", "SPY"),
@@ -288,16 +290,21 @@ def test_live_bar_is_dropped_until_the_session_closes() -> None:
     assert after.bars["close"].iloc[-1] == pytest.approx(269.70001220703125)
 
 
-def test_bar_stamped_market_time_before_the_close_stays_live() -> None:
-    """A response fetched mid-session but parsed later (a stale last bar) is still not final."""
+def test_bar_stamped_market_time_before_the_close_is_live_only_while_the_session_is_open() -> None:
+    """A bar stamped regularMarketTime mid-session is live until the close, then final: a halted
+    stock's last trade. ``now`` is the fetch time (the client passes it), so a mid-session
+    response is judged live when it is parsed as it arrives."""
     payload = recorded("chart_AAPL.json")
     result = result_of(payload)
     midday = int(datetime(2025, 10, 29, 17, 0, tzinfo=timezone.utc).timestamp())
     result["timestamp"][-1] = midday
     result["meta"]["regularMarketTime"] = midday
-    chart = parse_chart(payload, symbol="AAPL", now=FAR_FUTURE)
-    assert chart.live_bars_dropped == 1
-    assert chart.bars["session_date"].iloc[-1] == date(2025, 10, 28)
+    during = parse_chart(payload, symbol="AAPL", now=datetime(2025, 10, 29, 17, 0, 5, tzinfo=timezone.utc))
+    assert during.live_bars_dropped == 1
+    assert during.bars["session_date"].iloc[-1] == date(2025, 10, 28)
+    after = parse_chart(payload, symbol="AAPL", now=FAR_FUTURE)
+    assert after.live_bars_dropped == 0
+    assert after.bars["session_date"].iloc[-1] == date(2025, 10, 29)
 
 
 def test_provider_trading_period_keeps_a_futures_bar_live_after_the_nyse_close() -> None:
@@ -334,10 +341,15 @@ def test_null_bars_are_dropped_and_counted_never_filled() -> None:
 
 
 def test_foreign_exchange_dates_follow_the_exchange_time_zone() -> None:
-    """GS2C.DE bars are stamped 07:00Z (08:00 Berlin); its last bar is live on the XNYS clock."""
-    chart = parse_chart(_recorded_bytes("chart_GS2C.DE.json"), symbol="GS2C.DE", now=FAR_FUTURE)
-    assert chart.bars["session_date"].tolist() == [date(2025, 10, d) for d in (23, 24, 27, 28)]
-    assert chart.live_bars_dropped == 1
+    """GS2C.DE bars are stamped 07:00Z (08:00 Berlin); its last bar (16:35Z) is final once the
+    XNYS session is over, live before that (the XNYS clock judges every bar)."""
+    body = _recorded_bytes("chart_GS2C.DE.json")
+    chart = parse_chart(body, symbol="GS2C.DE", now=FAR_FUTURE)
+    assert chart.bars["session_date"].tolist() == [date(2025, 10, d) for d in (23, 24, 27, 28, 29)]
+    assert chart.live_bars_dropped == 0
+    during = parse_chart(body, symbol="GS2C.DE", now=datetime(2025, 10, 29, 19, 0, tzinfo=timezone.utc))
+    assert during.bars["session_date"].tolist() == [date(2025, 10, d) for d in (23, 24, 27, 28)]
+    assert during.live_bars_dropped == 1
 
 
 @pytest.mark.parametrize(

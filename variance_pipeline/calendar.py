@@ -1,8 +1,9 @@
-"""NYSE (XNYS) sessions and the one partitions definition every asset shares.
+"""NYSE (XNYS) sessions: every date question of the pipeline goes through this module.
 
 Hand-written holiday lists get Good Friday, observed holidays and one-off closures (the national
-day of mourning, 2025-01-09) wrong; exchange_calendars knows them, so every date question in the
-pipeline goes through this module.
+day of mourning, 2025-01-09) wrong; exchange_calendars knows them. Dagster is not imported here:
+the sources and the simulator depend on the calendar, and the partitions definition built from it
+lives in ``defs/partitions.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timezone
 from functools import lru_cache
 
-import dagster as dg
 import exchange_calendars as xcals
 import pandas as pd
 
@@ -86,28 +86,10 @@ def last_closed_session(now: datetime) -> date:
     return candidate
 
 
-def _excluded_weekdays(start: date, end: date) -> list[datetime]:
-    """Weekdays in [start, end] that are not sessions: holidays and special closures."""
+def excluded_weekdays(start: date, end: date) -> list[datetime]:
+    """Weekdays in [start, end] that are not sessions: holidays and special closures (naive midnights)."""
     cal = exchange_calendar()
     weekdays = pd.bdate_range(start, end)
     sessions = cal.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))
     closed = weekdays.difference(sessions.tz_localize(None) if sessions.tz is not None else sessions)
     return [datetime.combine(d.date(), time()) for d in closed]
-
-
-@lru_cache(maxsize=1)
-def sessions_partitions_def() -> dg.TimeWindowPartitionsDefinition:
-    """One partition per XNYS session, keys ``YYYY-MM-DD``, weekends and holidays excluded.
-
-    ``end_offset=1`` makes today's session a valid key from midnight New York, so the schedule
-    after the close can request it; the snapshot rule (not the partition set) decides whether a
-    snapshot lands.
-    """
-    cal = exchange_calendar()
-    holidays = _excluded_weekdays(PARTITIONS_START, cal.last_session.date())
-    return dg.DailyPartitionsDefinition(
-        start_date=PARTITIONS_START.isoformat(),
-        timezone=EXCHANGE_TZ,
-        end_offset=1,
-        exclusions=["0 0 * * 6", "0 0 * * 0", *holidays],
-    )

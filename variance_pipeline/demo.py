@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from variance_pipeline.calendar import last_closed_session, sessions_back
+from variance_pipeline.lake import Lake
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings
 from variance_pipeline.warehouse.connection import warehouse_connection
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator.terminate()
         simulator.wait(timeout=10)
 
-    warehouse = settings.data_dir / "warehouse.duckdb"
+    warehouse = Lake(settings.data_dir).warehouse_path
     print(f"\nvol_dashboard in {warehouse} (richest implied volatility over HV20 first):", flush=True)
     with warehouse_connection(warehouse, read_only=True) as con:
         con.sql(DASHBOARD_SQL).show(max_width=200)

@@ -2,6 +2,13 @@
 
 Every write goes to a temporary file in the target folder and is renamed into place, so a crash
 or a failed validation never leaves a half-written file where a good one was.
+
+The lake also owns its reload manifests. A stage that rewrites partitions of sessions outside its
+run (the candles sync, when a split re-bases a symbol's history) lists them with
+``Lake.request_reload`` in ``lake/<dataset>/_pending_reload.json``; the warehouse load reloads the
+sessions listed there and calls ``Lake.clear_reloads`` once its transaction has committed, so the
+warehouse never keeps a session on the old scale, and a failed load leaves the manifest for the
+next run.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+RELOAD_MANIFEST = "_pending_reload.json"
+MAX_RELOAD_REASONS = 20
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
@@ -100,6 +110,11 @@ class Lake:
     def candle_cache_dir(self) -> Path:
         return self.root / "cache" / "candles"
 
+    @property
+    def reports_dir(self) -> Path:
+        """Rendered pictures (the vol chart) for people, beside the data they show."""
+        return self.root / "reports"
+
     def raw_dir(self, dataset: str, day: date) -> Path:
         return self.root / "raw" / dataset / f"date={day.isoformat()}"
 
@@ -127,20 +142,19 @@ class Lake:
         self._stamp()
         return write_parquet_atomic(self.partition_path(dataset, day), frame)
 
+    def write_by_session(self, dataset: str, frame: pd.DataFrame, date_column: str = "session_date") -> list[date]:
+        """Write one partition per distinct ``date_column`` value of ``frame`` (each replaced whole)."""
+        written = []
+        for day, group in frame.groupby(date_column, sort=True):
+            self.write_partition(dataset, day, group.reset_index(drop=True))
+            written.append(day)
+        return written
+
     def has_partition(self, dataset: str, day: date) -> bool:
         return self.partition_path(dataset, day).exists()
 
     def read_partition(self, dataset: str, day: date) -> pd.DataFrame:
         return pq.read_table(self.partition_path(dataset, day)).to_pandas()
-
-    def partition_symbols(self, dataset: str, days: Iterable[date]) -> list[str]:
-        """Distinct ``symbol`` values across the dataset's partitions for ``days`` (one column read each)."""
-        found: set[str] = set()
-        for day in days:
-            path = self.partition_path(dataset, day)
-            if path.exists():
-                found.update(pq.read_table(path, columns=["symbol"]).column("symbol").to_pylist())
-        return sorted(found)
 
     def partition_days(self, dataset: str) -> list[date]:
         base = self.root / "lake" / dataset
@@ -155,3 +169,57 @@ class Lake:
     def latest_partition(self, dataset: str) -> date | None:
         days = self.partition_days(dataset)
         return days[-1] if days else None
+
+    # -- reload manifests ---------------------------------------------------------------------
+
+    def reload_manifest_path(self, dataset: str) -> Path:
+        """``lake/<dataset>/_pending_reload.json``; the leading ``_`` keeps it out of partition scans."""
+        return self.root / "lake" / dataset / RELOAD_MANIFEST
+
+    def pending_reloads(self, dataset: str) -> set[date]:
+        """Sessions of ``dataset`` rewritten in the lake that wait for a warehouse load."""
+        return _manifest_sessions(_read_manifest(self.reload_manifest_path(dataset)))
+
+    def request_reload(self, dataset: str, sessions: Iterable[date], *, reason: str = "") -> Path | None:
+        """Ask the next warehouse load to reload ``sessions`` of ``dataset`` (merged with any pending)."""
+        days = set(sessions)
+        if not days:
+            return None
+        path = self.reload_manifest_path(dataset)
+        doc = _read_manifest(path)
+        merged = _manifest_sessions(doc) | days
+        reasons = [str(r) for r in doc.get("reasons", []) if r][-(MAX_RELOAD_REASONS - 1):]
+        if reason:
+            reasons.append(reason)
+        return write_json_atomic(
+            path, {"dataset": dataset, "sessions": sorted(d.isoformat() for d in merged), "reasons": reasons}
+        )
+
+    def clear_reloads(self, dataset: str, loaded: set[date]) -> None:
+        """Drop ``loaded`` from the manifest (re-read, so sessions requested meanwhile stay)."""
+        path = self.reload_manifest_path(dataset)
+        doc = _read_manifest(path)
+        left = _manifest_sessions(doc) - loaded
+        if left:
+            write_json_atomic(path, {**doc, "dataset": dataset, "sessions": sorted(d.isoformat() for d in left)})
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest, or {} when there is none (written atomically, so never half a file)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _manifest_sessions(doc: dict) -> set[date]:
+    days = set()
+    for text in doc.get("sessions", []):
+        try:
+            days.add(date.fromisoformat(str(text)))
+        except ValueError:
+            continue
+    return days

@@ -19,6 +19,7 @@ SOURCES: tuple[Source, ...] = ("simulator", "live")
 LIVE_TASTYTRADE_URL = "https://api.tastyworks.com"
 LIVE_YAHOO_URL = "https://query2.finance.yahoo.com"
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8765"
+DEFAULT_YAHOO_RATE = 1.0  # Yahoo chart requests per second (VARIANCE_YAHOO_RATE)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,6 +42,22 @@ def parse_now(value: str | None) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
+def parse_yahoo_rate(value: str | None) -> float:
+    """``VARIANCE_YAHOO_RATE``: Yahoo chart requests per second, a number > 0 (default about 1)."""
+    if value is None or not value.strip():
+        return DEFAULT_YAHOO_RATE
+    try:
+        rate = float(value.strip())
+    except ValueError:
+        rate = float("nan")
+    if not rate > 0 or rate == float("inf"):
+        raise ConfigurationError(
+            f"VARIANCE_YAHOO_RATE={value!r} must be a number of requests per second above 0 "
+            f"(e.g. 1 or 0.5; default {DEFAULT_YAHOO_RATE:g})"
+        )
+    return rate
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the pipeline needs to know about its environment, resolved once."""
@@ -51,6 +68,7 @@ class Settings:
     yahoo_chart_url: str
     watchlist_spec: str | None = None
     now_override: datetime | None = None
+    yahoo_rate: float = DEFAULT_YAHOO_RATE
 
     def now(self) -> datetime:
         """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
@@ -81,4 +99,5 @@ class Settings:
             yahoo_chart_url=yahoo_url.rstrip("/"),
             watchlist_spec=env.get("VARIANCE_WATCHLIST"),
             now_override=parse_now(env.get("VARIANCE_NOW")),
+            yahoo_rate=parse_yahoo_rate(env.get("VARIANCE_YAHOO_RATE")),
         )

@@ -172,3 +172,38 @@ def render_vol_chart(
     png = render_png(hv, iv, symbols, f"IV vs realised volatility, {start} .. {end} ({basis})", (start, end), dpi=dpi)
     path = write_bytes_atomic(Path(reports_dir) / f"vol_chart_{end.isoformat()}.png", png)
     return VolChart(path=path, png=png, symbols=symbols, basis=basis, session=end)
+
+
+def render_risk_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: int = DPI) -> tuple[Path, bytes] | None:
+    """Beta-weighted delta and theta per underlying (all accounts) of the latest Greeks snapshot.
+
+    Saved as ``reports_dir/risk_chart_<session>.png``; None when no position has been priced yet.
+    """
+    risk = con.execute(
+        """
+        SELECT as_of_date, underlying_symbol, beta_weighted_delta, position_theta FROM portfolio_risk
+        WHERE account_number = 'ALL' ORDER BY abs(coalesce(beta_weighted_delta, 0)) DESC, underlying_symbol
+        """
+    ).df()
+    if risk.empty:
+        return None
+    session = risk["as_of_date"].iloc[0]
+    figure = Figure(figsize=(8.0, 0.35 * len(risk) + 1.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    bwd_ax, theta_ax = figure.subplots(1, 2, sharey=True)
+    labels = risk["underlying_symbol"].tolist()[::-1]
+    for ax, column, title, unit in (
+        (bwd_ax, "beta_weighted_delta", "beta-weighted delta", "SPY shares"),
+        (theta_ax, "position_theta", "theta", "$ per day"),
+    ):
+        values = risk[column].fillna(0.0).to_numpy()[::-1]
+        ax.barh(labels, values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_title(f"{title} ({unit})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"Risk per underlying, all accounts, {session}", fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    png = buffer.getvalue()
+    return write_bytes_atomic(Path(reports_dir) / f"risk_chart_{pd.Timestamp(session).date().isoformat()}.png", png), png

@@ -11,18 +11,18 @@ from pydantic import Field
 from variance_pipeline.calendar import last_closed_session
 from variance_pipeline.defs.metadata import preview
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
-from variance_pipeline.defs.snapshots import landed_holdings
 
 
 @dg.asset_check(
     asset="candles",
-    description="Every universe symbol (held underlyings + watchlist) has a bar in the newest candle "
-    "partition; warns with the missing list (halted, delisted, or served stale).",
+    description="Every symbol of the newest landed universe (held underlyings + watchlist) has a bar in "
+    "the newest candle partition; warns with the missing list (halted, delisted, or served stale).",
 )
 def candles_cover_universe(pipeline: PipelineResource) -> dg.AssetCheckResult:
     lake = pipeline.lake
     latest = lake.latest_partition("candles")
-    universe = pipeline.universe(landed_holdings(lake) or [])
+    newest_universe = lake.latest_partition("universe")
+    universe = lake.read_partition("universe", newest_universe)["symbol"].tolist() if newest_universe else []
     present = set(lake.read_partition("candles", latest)["symbol"]) if latest else set()
     missing = sorted(set(universe) - present)
     return dg.AssetCheckResult(
@@ -99,5 +99,3 @@ def hv30_reconciles_with_tastytrade(
         },
     )
 
-
-ALL_CHECKS = [candles_cover_universe, warehouse_is_fresh, hv30_reconciles_with_tastytrade]

@@ -1,35 +1,44 @@
-"""What every asset shares: the sessions partitions, single-run backfills, and landing helpers.
-
-Every asset uses the one sessions partitions definition and a single-run backfill policy, so a
-backfill of any range is one run and each asset sees the whole ``partition_key_range``.
+"""What the assets share: the asset defaults, the raw-landing callback, landing validated frames,
+and reading the run's universe.
 """
 
-import warnings
+from __future__ import annotations
+
 from datetime import date
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence
 
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.calendar import sessions_in_range, sessions_partitions_def
 from variance_pipeline.defs.metadata import path_value, preview
+from variance_pipeline.defs.partitions import sessions_partitions, single_run_backfill
 from variance_pipeline.lake import Lake
 from variance_pipeline.validation.report import ValidationOutcome
 
-# BackfillPolicy is "beta" in Dagster 1.13 yet the only way to run a range as one run; the
-# warning is known and would drown the run log.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-PARTITIONS = sessions_partitions_def()
-BACKFILL = dg.BackfillPolicy.single_run()
 OWNERS = ["team:variance"]
-ASSET_COMMON: dict[str, Any] = dict(partitions_def=PARTITIONS, backfill_policy=BACKFILL, owners=OWNERS)
+ASSET_COMMON: dict[str, Any] = dict(
+    partitions_def=sessions_partitions, backfill_policy=single_run_backfill, owners=OWNERS
+)
 
 
-def run_sessions(context: dg.AssetExecutionContext) -> list[date]:
-    """The NYSE sessions of this run's partition range (one key or a backfill range)."""
-    key_range = context.partition_key_range
-    return sessions_in_range(date.fromisoformat(key_range.start), date.fromisoformat(key_range.end))
+class RawBody(Protocol):
+    """A response body as received (Tastytrade pages, metric batches, Yahoo charts)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+def raw_lander(lake: Lake, dataset: str, day: date) -> Callable[[RawBody], None]:
+    """The one way every source's responses reach ``raw/<dataset>/date=D/``: called per response
+    as it arrives, before anything parses it, so a later failure never loses what an API said."""
+
+    def land(raw: RawBody) -> None:
+        lake.write_raw(dataset, day, raw.name, raw.body)
+
+    return land
 
 
 def land_validated(
@@ -48,10 +57,19 @@ def land_validated(
     return metadata
 
 
-def land_by_session(lake: Lake, dataset: str, frame: pd.DataFrame) -> int:
-    """Write one lake partition per ``session_date`` in ``frame`` (replacing it); returns how many."""
-    written = 0
-    for day, group in frame.groupby("session_date", sort=True):
-        lake.write_partition(dataset, day, group.reset_index(drop=True))
-        written += 1
-    return written
+def run_universe(lake: Lake, sessions: Sequence[date]) -> pd.DataFrame:
+    """The universe this run landed (partition of its last session), else the newest one landed.
+
+    Every stage after ``universe`` tracks exactly these symbols; none recomputes the list.
+    """
+    day = sessions[-1] if lake.has_partition("universe", sessions[-1]) else lake.latest_partition("universe")
+    if day is None:
+        raise dg.Failure(
+            "no symbol universe has been landed yet: materialize the `universe` asset (it follows "
+            "`positions`) before the stages that read it"
+        )
+    return lake.read_partition("universe", day)
+
+
+def universe_symbols(lake: Lake, sessions: Sequence[date]) -> list[str]:
+    return [str(symbol) for symbol in run_universe(lake, sessions)["symbol"]]

@@ -10,7 +10,6 @@ import os
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -20,7 +19,7 @@ from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Setting
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.sources.symbology import parse_watchlist
 from variance_pipeline.sources.tastytrade import TastytradeClient, TastytradeCredentials
-from variance_pipeline.sources.yahoo import YahooChartClient
+from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SECOND, YahooChartClient
 from variance_pipeline.warehouse.connection import warehouse_connection
 
 SECRET_VARIABLES = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN")
@@ -48,10 +47,6 @@ class PipelineResource(dg.ConfigurableResource):
         if not default.exists():
             default = PROJECT_ROOT / "data" / "watchlist.example.txt"
         return parse_watchlist(self.watchlist, default)
-
-    def universe(self, held: Sequence[str]) -> list[str]:
-        """The symbols to track: ``held`` underlyings, then the watchlist, without duplicates."""
-        return list(dict.fromkeys([*held, *self.watchlist_symbols()]))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the user's inputs when a run starts, before any asset sends a request or writes.
@@ -81,6 +76,9 @@ class RetryConfig(dg.Config):
     max_delay: float = 30.0
     max_total_wait: float = 120.0
     timeout: float = 20.0
+    max_retry_after: float = Field(
+        default=600.0, description="longest Retry-After (seconds) honoured; a longer ask fails fast"
+    )
 
     def policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -89,6 +87,7 @@ class RetryConfig(dg.Config):
             max_delay=self.max_delay,
             max_total_wait=self.max_total_wait,
             timeout=self.timeout,
+            max_retry_after=self.max_retry_after,
         )
 
 
@@ -160,13 +159,23 @@ class YahooResource(dg.ConfigurableResource):
     """Yahoo's chart endpoint (the legacy price provider): polite, cached, bounded."""
 
     base_url: str
-    rate_per_second: float = 2.0
-    lookback_sessions: int = 260
-    retry: RetryConfig = RetryConfig()
+    rate_per_second: float = Field(
+        default=DEFAULT_RATE_PER_SECOND, description="chart requests per second (VARIANCE_YAHOO_RATE); 0 = no pacing"
+    )
+    jitter: float = Field(
+        default=DEFAULT_JITTER, ge=0.0, description="each gap is 1/rate scaled by uniform(1, 1 + jitter)"
+    )
+    # Yahoo's 429s ask for tens of seconds to minutes: the wait budget must be able to honour a
+    # Retry-After in full (up to max_retry_after), so it is far larger than Tastytrade's.
+    retry: RetryConfig = RetryConfig(base_delay=2.0, max_delay=60.0, max_total_wait=900.0)
 
     def client(self, stats: RequestStats) -> YahooChartClient:
         return YahooChartClient(
-            self.base_url, policy=self.retry.policy(), rate_per_second=self.rate_per_second, stats=stats
+            self.base_url,
+            policy=self.retry.policy(),
+            rate_per_second=self.rate_per_second,
+            jitter=self.jitter,
+            stats=stats,
         )
 
 
@@ -206,6 +215,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             client_id=client_id,
             accept_version=os.environ.get("TASTYTRADE_ACCEPT_VERSION") or None,
         ),
-        "yahoo": YahooResource(base_url=settings.yahoo_chart_url),
+        "yahoo": YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=settings.yahoo_rate),
         "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
     }

@@ -7,19 +7,17 @@ contract's "snapshots cannot look back"); an older partition writes nothing and 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import dagster as dg
 
 from variance_pipeline.calendar import last_closed_session, session_close, sessions_in_range
-from variance_pipeline.defs.common import ASSET_COMMON, BACKFILL, OWNERS, PARTITIONS, land_validated, run_sessions
+from variance_pipeline.defs.common import ASSET_COMMON, OWNERS, land_validated, raw_lander, universe_symbols
 from variance_pipeline.defs.metadata import path_value, skipped_check, validation_check
+from variance_pipeline.defs.partitions import run_sessions, sessions_partitions, single_run_backfill
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
-from variance_pipeline.lake import Lake
 from variance_pipeline.sources.http import RequestStats, SourceError
-from variance_pipeline.sources.tastytrade import (
-    TastytradeClient,
-)
+from variance_pipeline.sources.tastytrade import RawResponse, TastytradeClient
 from variance_pipeline.sources.tastytrade_frames import (
     TastytradeDataError,
     held_underlyings,
@@ -29,6 +27,7 @@ from variance_pipeline.sources.tastytrade_frames import (
 from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
 from variance_pipeline.validation.positions import PositionsSchema
 from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.validation.universe import UniverseSchema, universe_frame
 
 
 @dataclass(frozen=True)
@@ -84,50 +83,23 @@ class PositionsFetch:
     misfiled: list[str]  # "SYMBOL (account-number X, listed under Y)"
 
 
-def fetch_positions(client: TastytradeClient, lake: Lake | None, day: date | None) -> PositionsFetch:
-    """Every position of every open account; raw responses land under raw/ when ``lake`` is given.
+def fetch_positions(client: TastytradeClient, on_raw: Callable[[RawResponse], None]) -> PositionsFetch:
+    """Every position of every open account; ``on_raw`` gets each response (page) as it arrives.
 
-    The raw bodies are written as each response arrives, before anything parses them, so a
-    parse failure (or a later request failing) never loses what the API already said. An item
-    whose ``account-number`` is not the account it was listed under is not that account's
+    An item whose ``account-number`` is not the account it was listed under is not that account's
     position: it is left out (and reported) rather than counted twice or under the wrong account.
     """
     items: list[dict] = []
     misfiled: list[str] = []
-    accounts = client.accounts()
-    if lake is not None and day is not None:
-        for raw in accounts.raw:
-            lake.write_raw("positions", day, raw.name, raw.body)
-    for account in accounts.items:
+    for account in client.accounts(on_raw=on_raw).items:
         number = str(account["account-number"])
-        fetched = client.positions(number)
-        if lake is not None and day is not None:
-            for raw in fetched.raw:
-                lake.write_raw("positions", day, raw.name, raw.body)
-        for item in fetched.items:
+        for item in client.positions(number, on_raw=on_raw).items:
             owner = item.get("account-number")
             if owner not in (None, "") and str(owner) != number:
                 misfiled.append(f"{item.get('symbol')!r} (account-number {owner}, listed under {number})")
             else:
                 items.append(item)
     return PositionsFetch(items, misfiled)
-
-
-def landed_holdings(lake: Lake) -> list[str] | None:
-    """Underlyings of the newest positions snapshot in the lake; None when none has landed yet."""
-    latest = lake.latest_partition("positions")
-    return None if latest is None else held_underlyings(lake.read_partition("positions", latest))
-
-
-def resolve_universe(pipeline: PipelineResource, tastytrade: TastytradeResource, stats: RequestStats) -> list[str]:
-    """Held underlyings (newest landed positions snapshot, else the API) + the watchlist."""
-    held = landed_holdings(pipeline.lake)
-    if held is None:
-        with tastytrade.client(stats) as client:
-            items = fetch_positions(client, None, None).items
-        now = pipeline.clock()
-        held = held_underlyings(positions_frame(items, as_of_date=last_closed_session(now), fetched_at=now))
-    return pipeline.universe(held)
 
 
 @dg.asset(
@@ -156,7 +128,7 @@ def positions(
     raw_dir = lake.raw_dir("positions", window.session)
     try:
         with tastytrade.client(stats) as client:
-            fetched = fetch_positions(client, lake, window.session)
+            fetched = fetch_positions(client, raw_lander(lake, "positions", window.session))
         frame = positions_frame(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at)
     except (SourceError, TastytradeDataError) as exc:
         raise window.failure("positions", exc, stats, raw_dir if raw_dir.exists() else None) from exc
@@ -182,11 +154,60 @@ def positions(
     yield validation_check("positions_schema", outcome, "positions")
 
 
+@dg.asset(
+    deps=["positions"],
+    group_name="extract",
+    kinds={"python", "parquet"},
+    description="The symbols every later stage tracks: the underlyings of the newest positions snapshot "
+    "plus the watchlist, each with where it came from (held, watchlist or both). Landed once per run "
+    "(in the run's last session); market metrics, candles, realised volatility and the checks read it "
+    "and nothing else. Only when no positions snapshot has ever landed (a first run of old partitions) "
+    "does it ask Tastytrade for the current positions itself (raw responses under raw/universe/).",
+    check_specs=[dg.AssetCheckSpec("universe_schema", asset="universe", description="pandera UniverseSchema")],
+    **ASSET_COMMON,
+)
+def universe(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    session = run_sessions(context)[-1]
+    lake = pipeline.lake
+    stats = RequestStats()
+    snapshot = lake.latest_partition("positions")
+    if snapshot is not None:
+        held = lake.read_partition("positions", snapshot)
+        origin = f"positions snapshot of {snapshot}"
+    else:
+        now = pipeline.clock()
+        snapshot = last_closed_session(now)
+        try:
+            with tastytrade.client(stats) as client:
+                items = fetch_positions(client, raw_lander(lake, "universe", session)).items
+            held = positions_frame(items, as_of_date=snapshot, fetched_at=now)
+        except (SourceError, TastytradeDataError) as exc:
+            raise dg.Failure(f"universe: no positions snapshot landed yet and the API could not be read: {exc}") from exc
+        origin = f"current positions from the API ({snapshot}; not landed: this run's partitions are older)"
+    counts = held.groupby("root_symbol").size() if not held.empty else {}
+    frame = universe_frame(session, {str(s): int(n) for s, n in dict(counts).items()}, pipeline.watchlist_symbols(), snapshot)
+    outcome = validate_frame(UniverseSchema, frame, "universe")
+    context.log.info(f"universe: {len(outcome.valid)} symbols from the {origin} and the watchlist")
+    yield dg.MaterializeResult(
+        metadata={
+            **land_validated(lake, "universe", session, outcome),
+            "symbols": len(outcome.valid),
+            "held": int((outcome.valid["held_positions"] > 0).sum()),
+            "watchlist_only": int((outcome.valid["source"] == "watchlist").sum()),
+            "positions_from": origin,
+            **stats.as_metadata(),
+        }
+    )
+    yield validation_check("universe_schema", outcome, "universe")
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             "market_metrics",
-            deps=["positions"],
+            deps=["universe"],
             group_name="extract",
             kinds={"python", "parquet"},
             description="Tastytrade volatility metrics per underlying (snapshot): IV, IV rank/percentile, "
@@ -202,7 +223,7 @@ def positions(
         ),
         dg.AssetSpec(
             "iv_term_structure",
-            deps=["positions"],
+            deps=["universe"],
             group_name="extract",
             kinds={"python", "parquet"},
             description="Implied volatility per option expiration of each underlying (snapshot).",
@@ -218,8 +239,8 @@ def positions(
             description="Every universe symbol came back from /market-metrics (warns with the missing list).",
         ),
     ],
-    partitions_def=PARTITIONS,
-    backfill_policy=BACKFILL,
+    partitions_def=sessions_partitions,
+    backfill_policy=single_run_backfill,
 )
 def market_metrics(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
@@ -240,12 +261,10 @@ def market_metrics(
     session = window.session
     raw_dir = lake.raw_dir("market_metrics", session)
     try:
-        universe = resolve_universe(pipeline, tastytrade, stats)
+        symbols = universe_symbols(lake, run_sessions(context))
         with tastytrade.client(stats) as client:
             fetched = client.market_metrics(
-                universe,
-                batch_size=tastytrade.batch_size,
-                on_raw=lambda raw: lake.write_raw("market_metrics", session, raw.name, raw.body),
+                symbols, batch_size=tastytrade.batch_size, on_raw=raw_lander(lake, "market_metrics", session)
             )
         metrics, term = market_metrics_frames(fetched.items, as_of_date=session, fetched_at=window.fetched_at)
     except (SourceError, TastytradeDataError) as exc:
@@ -261,7 +280,7 @@ def market_metrics(
             **land_validated(lake, "market_metrics", window.session, metrics_outcome),
             "landed": True,
             "session": str(window.session),
-            "symbols_requested": len(universe),
+            "symbols_requested": len(symbols),
             "symbols_missing": dg.MetadataValue.text(", ".join(missing) or "none"),
             "batches": len(fetched.raw),
             "raw_path": path_value(raw_dir),

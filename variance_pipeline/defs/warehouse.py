@@ -1,16 +1,22 @@
 """The ``warehouse`` asset: the run's sessions from the lake into DuckDB, plus the vol chart."""
 
+import base64
+
 import dagster as dg
 
-from variance_pipeline.defs.charts import render_vol_chart
-from variance_pipeline.defs.common import ASSET_COMMON, run_sessions
+from variance_pipeline.defs.charts import render_risk_chart, render_vol_chart
+from variance_pipeline.defs.common import ASSET_COMMON, run_universe
 from variance_pipeline.defs.metadata import path_value, preview
+from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
 from variance_pipeline.warehouse.load import load_sessions
 
 
 @dg.asset(
-    deps=["positions", "market_metrics", "iv_term_structure", "candles", "realized_volatility"],
+    deps=[
+        "positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
+        "risk_free_rate", "position_greeks", "earnings_reports",
+    ],
     group_name="warehouse",
     kinds={"duckdb"},
     pool="duckdb",
@@ -25,6 +31,11 @@ def warehouse(
     with warehouse_db.connect() as con:
         report = load_sessions(con, pipeline.lake, sessions, run_id=context.run_id)
         dashboard = con.execute("SELECT * FROM vol_dashboard ORDER BY symbol").df()
+        risk = con.execute(
+            "SELECT underlying_symbol, positions, position_delta, position_gamma, position_theta, position_vega, "
+            "beta_weighted_delta, share_of_account_bwd FROM portfolio_risk WHERE account_number = 'ALL' "
+            "ORDER BY abs(coalesce(beta_weighted_delta, 0)) DESC"
+        ).df()
         counts = {
             table: con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in report.rows_by_table
         }
@@ -32,10 +43,23 @@ def warehouse(
     # (a reader does not block other readers); a drawing error is reported, not fatal.
     try:
         with warehouse_db.connect(read_only=True) as con:
+            watched = run_universe(pipeline.lake, sessions)
             chart = render_vol_chart(
-                con, pipeline.lake.root / "reports", sessions[-1], fallback_symbols=pipeline.watchlist_symbols()
+                con,
+                pipeline.lake.reports_dir,
+                sessions[-1],
+                fallback_symbols=watched.loc[watched["source"] != "held", "symbol"].tolist(),
             )
         chart_metadata: dict[str, dg.MetadataValue] = chart.metadata()
+        with warehouse_db.connect(read_only=True) as con:
+            drawn = render_risk_chart(con, pipeline.lake.reports_dir)
+        if drawn is not None:
+            path, png = drawn
+            chart_metadata["risk_chart_path"] = path_value(path)
+            chart_metadata["risk_chart"] = dg.MetadataValue.md(
+                "Beta-weighted delta and theta per underlying (all accounts)\n\n"
+                f"![risk](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+            )
     except Exception as exc:  # noqa: BLE001
         context.log.warning(f"vol chart not drawn: {exc!r}")
         chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
@@ -46,6 +70,7 @@ def warehouse(
             **{f"table_rows_{t}": int(n) for t, n in counts.items()},
             "warehouse_path": path_value(pipeline.lake.warehouse_path),
             "vol_dashboard": preview(dashboard, rows=20),
+            "portfolio_risk": preview(risk, rows=30),
             **chart_metadata,
         }
     )

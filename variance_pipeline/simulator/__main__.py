@@ -35,6 +35,10 @@ def _faults(text: str) -> list[FaultRule]:
         raise argparse.ArgumentTypeError(f"--fault {text!r}: {exc}") from exc
 
 
+def _symbols(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="variance-simulator", description="Serve the simulated Tastytrade and Yahoo chart APIs over HTTP."
@@ -47,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--client-secret", default=None, help="accept only this OAuth client secret")
     parser.add_argument("--refresh-token", default=None, help="accept only this OAuth refresh token")
     parser.add_argument("--token-ttl", type=float, default=900.0, metavar="SECONDS")
+    parser.add_argument(
+        "--delisted", type=_symbols, default=None, metavar="SYM,SYM",
+        help="well-formed symbols to answer as unknown (default: NOPE,GONE; '' for none)",
+    )
+    parser.add_argument(
+        "--universe", type=int, default=0, metavar="N",
+        help="add N synthetic underlyings held in extra accounts 5WU00001... (50 per account)",
+    )
     parser.add_argument(
         "--fault", type=_faults, action="append", default=[], metavar="SPEC",
         help='repeatable; JSON rule(s) or ENDPOINT:KIND[:key=value]..., e.g. chart:429:count=2:retry_after=3',
@@ -66,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         refresh_token=args.refresh_token,
         token_ttl=args.token_ttl,
         faults=[rule for rules in args.fault for rule in rules],
+        delisted=args.delisted,
+        universe=args.universe,
     )
     stopped = threading.Event()
 

@@ -7,11 +7,20 @@ once.
 
 An empty window (a weekend, a holiday, a range in the future) answers 200 with no ``timestamp``
 key and empty indicator objects, as Yahoo does, rather than an error.
+
+Stamps follow the recorded responses (``chart_AAPL.json``): bars are stamped at their session's
+open, except that between a session's close and the next open the last bar is stamped
+``regularMarketTime`` = the close + 1 s. Futures trade CME Globex hours: from 18:00 New York on
+the evening before a session (Sunday to Thursday evenings, holidays aside) a request also gets
+the next session's partial bar, stamped with the request clock and so filed under the same New
+York date as the day's final bar, with a small volume and prices near the last close, as Yahoo
+serves it for BZ=F or ES=F.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Mapping
@@ -21,13 +30,17 @@ import numpy as np
 from variance_pipeline.calendar import EXCHANGE_TZ
 from variance_pipeline.simulator.dates import NEW_YORK
 from variance_pipeline.simulator.formats import Reply
-from variance_pipeline.simulator.market import Bars, sessions
+from variance_pipeline.simulator.market import Bars, keyed_rng, sessions
 
 VALID_RANGES = ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"]
 _RANGE_SESSIONS = {"1d": 1, "5d": 5}
 _RANGE_MONTHS = {"1mo": 1, "3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "10y": 120}
 _INSTRUMENT_TYPES = {"equity": "EQUITY", "etf": "ETF", "future": "FUTURE", "index": "INDEX"}
 _EVENT_ALIASES = {"div": "dividends", "divs": "dividends", "dividends": "dividends", "split": "splits", "splits": "splits"}
+GLOBEX_REOPEN = time(18)
+"""CME Globex reopens at 18:00 New York for the next session."""
+FINAL_STAMP_DELAY = 1
+"""Seconds after the close at which Yahoo stamps a closed session's last bar (20:00:01Z recorded)."""
 
 
 class ChartError(Exception):
@@ -57,6 +70,9 @@ class ChartData:
     quote: dict[str, list[Any]]
     adjclose: list[Any] | None
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    adjclose_basis: list[int] | None = None
+    """Replay only: which dividend basis each bar's adjclose is on (0 = the newest recording's).
+    ``render`` keeps one basis per response (the newest present) and nulls the others' adjclose."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +168,12 @@ def render(data: ChartData, window: Window, events: set[str]) -> dict[str, Any]:
         result["events"] = chosen
     indicators: dict[str, Any] = {"quote": [{key: column[lo:hi] for key, column in data.quote.items()}]}
     if data.adjclose is not None:
-        indicators["adjclose"] = [{"adjclose": data.adjclose[lo:hi]}]
+        adjclose = data.adjclose[lo:hi]
+        if data.adjclose_basis is not None:
+            basis = data.adjclose_basis[lo:hi]
+            newest = min(basis)
+            adjclose = [value if on == newest else None for value, on in zip(adjclose, basis, strict=True)]
+        indicators["adjclose"] = [{"adjclose": adjclose}]
     result["indicators"] = indicators
     return {"chart": {"result": [result], "error": None}}
 
@@ -181,11 +202,68 @@ def _trading_period(clock: datetime) -> dict[str, Any]:
     return {"pre": part(at(4), opens), "regular": part(opens, closes), "post": part(closes, at(20))}
 
 
+def globex_evening(clock: datetime) -> bool:
+    """Whether ``clock`` is in a Globex evening: 18:00-24:00 New York before an XNYS session."""
+    local = clock.astimezone(NEW_YORK)
+    if local.time() < GLOBEX_REOPEN:
+        return False
+    cal = sessions()
+    tomorrow = np.datetime64(local.date() + timedelta(days=1), "D")
+    idx = int(np.searchsorted(cal.days, tomorrow))
+    return idx < len(cal.days) and cal.days[idx] == tomorrow
+
+
+def _evening_bar(bars: Bars, clock: datetime) -> dict[str, Any]:
+    """The next session's partial bar at ``clock`` in a Globex evening: near the last close."""
+    inst = bars.instrument
+    last = float(bars.close[-1])
+    local = clock.astimezone(NEW_YORK)
+    rng = keyed_rng(0, inst.symbol, "globex-evening", local.date().isoformat())
+    elapsed = (local.hour * 60 + local.minute - GLOBEX_REOPEN.hour * 60) / (6 * 60)  # 0 at 18:00, 1 at 24:00
+    move = 0.002 * float(rng.standard_normal()) * math.sqrt(max(elapsed, 0.01))
+
+    def tick(value: float) -> float:
+        return round(max(inst.tick, round(value / inst.tick) * inst.tick), 6)
+
+    close = tick(last * (1 + move))
+    return {
+        "open": tick(last),
+        "high": max(tick(last), close) + (inst.tick if rng.uniform() < 0.5 else 0.0),
+        "low": max(inst.tick, min(tick(last), close) - (inst.tick if rng.uniform() < 0.5 else 0.0)),
+        "close": close,
+        "volume": int(max(1, round(float(bars.volume[-1]) * 0.002 * max(elapsed, 0.05)))),
+    }
+
+
 def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
     """ChartData for a synthetic instrument's bars as of ``clock`` (meta as Yahoo fills it)."""
     inst = bars.instrument
     cal = sessions()
     count = len(bars.close)
+    timestamp = bars.timestamp.tolist()
+    quote = {
+        "open": bars.open.tolist(),
+        "high": bars.high.tolist(),
+        "low": bars.low.tolist(),
+        "close": bars.close.tolist(),
+        "volume": bars.volume.tolist(),
+    }
+    adjclose = bars.adjclose.tolist()
+    market_time: int | None = None
+    if count:
+        if bars.live:
+            market_time = int(bars.timestamp[-1])
+        else:  # closed: the last bar moves to the close + 1 s, as recorded
+            market_time = int(cal.close_ts[count - 1]) + FINAL_STAMP_DELAY
+            timestamp[-1] = market_time
+    evening = inst.kind == "future" and count > 0 and not bars.live and globex_evening(clock)
+    if evening:
+        partial = _evening_bar(bars, clock)
+        timestamp.append(int(clock.timestamp()))
+        for key, value in partial.items():
+            quote[key].append(value)
+        adjclose.append(partial["close"])
+        market_time = int(clock.timestamp())
     zone, offset = _zone_fields(clock)
     meta: dict[str, Any] = {
         "currency": "USD",
@@ -216,13 +294,13 @@ def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
     }
     if count:
         meta.update(
-            regularMarketTime=int(bars.timestamp[-1]) if bars.live else int(cal.close_ts[count - 1]),
-            regularMarketPrice=float(bars.close[-1]),
+            regularMarketTime=market_time,
+            regularMarketPrice=float(quote["close"][-1]),
             fiftyTwoWeekHigh=float(bars.high[-252:].max()),
             fiftyTwoWeekLow=float(bars.low[-252:].min()),
-            regularMarketDayHigh=float(bars.high[-1]),
-            regularMarketDayLow=float(bars.low[-1]),
-            regularMarketVolume=int(bars.volume[-1]),
+            regularMarketDayHigh=float(quote["high"][-1]),
+            regularMarketDayLow=float(quote["low"][-1]),
+            regularMarketVolume=int(quote["volume"][-1]),
         )
     events: dict[str, dict[str, dict[str, Any]]] = {
         "dividends": {str(ts): {"amount": amount, "date": ts} for ts, amount in bars.dividends},
@@ -236,16 +314,4 @@ def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
             for ts, split in bars.splits
         },
     }
-    return ChartData(
-        meta=meta,
-        timestamp=bars.timestamp.tolist(),
-        quote={
-            "open": bars.open.tolist(),
-            "high": bars.high.tolist(),
-            "low": bars.low.tolist(),
-            "close": bars.close.tolist(),
-            "volume": bars.volume.tolist(),
-        },
-        adjclose=bars.adjclose.tolist(),
-        events=events,
-    )
+    return ChartData(meta=meta, timestamp=timestamp, quote=quote, adjclose=adjclose, events=events)

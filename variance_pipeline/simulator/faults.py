@@ -24,9 +24,11 @@ from datetime import date
 from typing import Any, Collection, Iterable, Mapping
 
 from variance_pipeline.simulator.formats import Reply, tt_error
-from variance_pipeline.simulator.market import Split, lookup
+from variance_pipeline.simulator.market import Split, spellings
 
-ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "*"})
+ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings", "*"})
+"""``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
+earnings-reports endpoint (its symbol is the path's)."""
 ERROR_KINDS = frozenset({"429", "500", "503", "401"})
 REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field"})
 """Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
@@ -112,8 +114,8 @@ class FaultRule:
 
 def _aliases(symbol: str) -> set[str]:
     """A symbol and its other spelling (``/ES`` <-> ``ES=F``), so either names the instrument."""
-    inst = lookup(symbol)
-    return {symbol.upper()} | ({inst.symbol, inst.yahoo} if inst else set())
+    spelled = spellings(symbol)
+    return {symbol.upper()} | (set(spelled[:2]) if spelled else set())
 
 
 def _parse_split(raw: Any) -> Split:

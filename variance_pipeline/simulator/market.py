@@ -12,14 +12,34 @@ unsplit ones divided by the splits already in force (rounded to the tick), and t
 history is split-adjusted by every split effective at or before the clock, dividends
 back-adjusted into ``adjclose``. Splits injected by faults go through the same path, so a fault
 split rescales the whole visible history exactly like a real one.
+
+Any well-formed symbol is known. ``INSTRUMENTS`` lists 17 hand-tuned instruments (whose numbers
+tests pin). Every other well-formed name gets a synthetic instrument drawn from
+``keyed_rng(seed, symbol, "instrument")``: price level, volatility regime, market loading (so
+betas vary, some negative), dividends (some payers), quarterly earnings months (equities only)
+and, for about one symbol in 15, one split between 2016 and 2025. Well-formed means, in
+either spelling (``lookup`` accepts both):
+
+    Tastytrade            Yahoo        kind
+    ABCD, BRK/B           ABCD, BRK-B  equity or ETF  (``[A-Z]{1,5}(/[A-Z])?``)
+    /XX, /6E              XX=F, 6E=F   future root    (``/[A-Z0-9]{1,3}``)
+    SPX, XSP, NDX, VIX... ^SPX, ^XSP   index          (``INDEX_NAMES``; XSP is SPX / 10)
+    -                     ^ABC         other caret index (Yahoo only: absent from Tastytrade)
+
+A caret-less name outside ``INDEX_NAMES`` is an equity. Synthetic names are case-sensitive
+(``abcd`` is junk); the 17 keep their case-insensitive lookup. **Reserved convention:** a name
+whose root (the letters after any ``/`` or ``^``) starts with ``ZZ`` (``ZZZ``, ``ZZTOP``, ``/ZZ``,
+``^ZZX``) is never listed, for any seed, so tests have unknown symbols without configuring
+anything. The servers add a configurable ``delisted`` set on top (``backend.DEFAULT_DELISTED``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Literal
 
@@ -79,6 +99,9 @@ class Instrument:
     shares_outstanding: float = 0.0
     earnings_months: tuple[int, ...] = ()
     earnings_day: int = 25
+    scale: float | None = None
+    """``track``: exactly the parent times ``scale`` (XSP = SPX / 10) instead of an anchored level
+    with basis noise; ``vol_index``: a multiplier on 100 x parent's IV. None for the 17."""
 
     @property
     def has_earnings(self) -> bool:
@@ -141,10 +164,138 @@ INSTRUMENTS: tuple[Instrument, ...] = (
 )
 _BY_NAME = {key: inst for inst in INSTRUMENTS for key in (inst.symbol, inst.yahoo)}
 
+DEFAULT_SEED = 42
+"""The seed ``lookup`` assumes when none is given (the servers' default)."""
+RESERVED_PREFIX = "ZZ"
+"""Roots starting with this are never listed (see the module docstring)."""
 
-def lookup(name: str) -> Instrument | None:
-    """The instrument a Tastytrade symbol (``/ES``) or Yahoo ticker (``ES=F``) names, if any."""
-    return _BY_NAME.get(name.strip().upper())
+# Index names Tastytrade spells without a caret (Yahoo: ``^NAME``), beyond SPX and VIX of the 17:
+# (name, derive, parent, anchor price, vol_low, vol_high, scale).
+_INDICES: dict[str, tuple[str, Derivation, str, float, float, float, float | None]] = {
+    "XSP": ("Mini-SPX Index", "track", "SPX", 0.0, 0.11, 0.34, 0.1),
+    "NDX": ("NASDAQ 100 Index", "track", "QQQ", 21012.2, 0.15, 0.42, None),
+    "XND": ("Nasdaq-100 Micro Index", "track", "NDX", 0.0, 0.15, 0.42, 0.01),
+    "RUT": ("Russell 2000 Index", "track", "IWM", 2230.2, 0.17, 0.45, None),
+    "MRUT": ("Mini-Russell 2000 Index", "track", "RUT", 0.0, 0.17, 0.45, 0.1),
+    "DJX": ("Dow Jones Industrial Average (1/100)", "track", "SPY", 425.4, 0.10, 0.32, None),
+    "OEX": ("S&P 100 Index", "track", "SPY", 2812.7, 0.11, 0.35, None),
+    "XEO": ("S&P 100 Index (European)", "track", "OEX", 0.0, 0.11, 0.35, 1.0),
+    "VIX9D": ("CBOE S&P 500 9-Day Volatility Index", "vol_index", "SPY", 0.0, 0.9, 1.5, 0.95),
+    "VIX3M": ("CBOE S&P 500 3-Month Volatility Index", "vol_index", "SPY", 0.0, 0.6, 1.0, 1.1),
+    "VXN": ("CBOE NASDAQ 100 Volatility Index", "vol_index", "QQQ", 0.0, 0.7, 1.2, 1.0),
+    "RVX": ("CBOE Russell 2000 Volatility Index", "vol_index", "IWM", 0.0, 0.7, 1.2, 1.0),
+    "VVIX": ("CBOE VIX Volatility Index", "vol_index", "VIX", 0.0, 0.5, 0.9, 1.0),
+}
+INDEX_NAMES = frozenset({"SPX", "VIX", *_INDICES})
+_TASTY_EQUITY = re.compile(r"[A-Z]{1,5}(?:/[A-Z])?")
+_YAHOO_EQUITY = re.compile(r"[A-Z]{1,5}(?:-[A-Z])?")
+_TASTY_FUTURE = re.compile(r"/[A-Z0-9]{1,3}")
+_YAHOO_FUTURE = re.compile(r"([A-Z0-9]{1,3})=F")
+_YAHOO_INDEX = re.compile(r"\^([A-Z][A-Z0-9]{0,5})")
+
+
+def spellings(name: str) -> tuple[str, str, Kind] | None:
+    """(Tastytrade symbol, Yahoo ticker, kind) a name spells, or None when not well-formed.
+
+    Pure spelling: says nothing about whether the market lists it (see ``lookup``).
+    """
+    key = name.strip()
+    known = _BY_NAME.get(key.upper())
+    if known is not None:
+        return known.symbol, known.yahoo, known.kind
+    if key.lstrip("/^").startswith(RESERVED_PREFIX):
+        return None
+    if key in INDEX_NAMES:
+        return key, f"^{key}", "index"
+    if match := _YAHOO_INDEX.fullmatch(key):
+        root = match.group(1)
+        return (root, key, "index") if root in INDEX_NAMES else (key, key, "index")
+    if _TASTY_FUTURE.fullmatch(key):
+        return key, f"{key[1:]}=F", "future"
+    if match := _YAHOO_FUTURE.fullmatch(key):
+        return f"/{match.group(1)}", key, "future"
+    if _TASTY_EQUITY.fullmatch(key):
+        return key, key.replace("/", "-"), "equity"
+    if _YAHOO_EQUITY.fullmatch(key):
+        return key.replace("-", "/"), key, "equity"
+    return None
+
+
+def lookup(name: str, seed: int = DEFAULT_SEED) -> Instrument | None:
+    """The instrument a Tastytrade symbol (``/ES``) or Yahoo ticker (``ES=F``) names, if any.
+
+    The 17 of ``INSTRUMENTS`` first (any case), else a synthetic instrument for a well-formed
+    name (see the module docstring); None for junk and reserved names.
+    """
+    spelled = spellings(name)
+    if spelled is None:
+        return None
+    symbol, yahoo, kind = spelled
+    return _BY_NAME.get(symbol) or synthetic_instrument(seed, symbol, yahoo, kind)
+
+
+def _lognormal(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+@lru_cache(maxsize=8192)
+def synthetic_instrument(seed: int, symbol: str, yahoo: str, kind: Kind) -> Instrument:
+    """A deterministic instrument for a well-formed name outside the 17 (one draw per field)."""
+    if symbol in _INDICES:
+        title, derive, parent, anchor, vol_low, vol_high, scale = _INDICES[symbol]
+        return Instrument(symbol, yahoo, "index", title, anchor or 100.0, vol_low, vol_high, derive=derive,
+                          parent=parent, scale=scale, dollar_volume=0.0 if derive == "vol_index" else 1e12,
+                          exchange="CBO" if derive == "vol_index" else "SNP",
+                          full_exchange="Cboe Indices" if derive == "vol_index" else "SNP", listed_market="XCBO")
+    rng = keyed_rng(seed, symbol, "instrument")
+    vol_low = float(rng.uniform(0.12, 0.45) if kind == "equity" else rng.uniform(0.06, 0.35))
+    vol_high = vol_low * float(rng.uniform(1.6, 2.4))
+    negative = rng.uniform() < 0.12
+    rho = float(rng.uniform(-0.5, -0.05) if negative else rng.uniform(0.05, 0.92))
+    drift = float(rng.uniform(-0.03, 0.12))
+    if kind == "future":
+        price = _lognormal(rng, 0.5, 6000.0)
+        tick = 0.25 if price >= 1000 else 0.01 if price >= 5 else 0.0001
+        return Instrument(symbol, yahoo, "future", f"{symbol[1:]} Futures (synthetic)", price, vol_low, vol_high,
+                          rho=rho, drift=0.0, tick=tick, dollar_volume=_lognormal(rng, 1e6, 5e10),
+                          exchange="CME", full_exchange="CME", listed_market="XCME")
+    if kind == "index":
+        price = _lognormal(rng, 50.0, 20000.0)
+        return Instrument(symbol, yahoo, "index", f"{symbol[1:]} Index (synthetic)", price, vol_low, vol_high,
+                          rho=abs(rho), drift=drift, dollar_volume=0.0, exchange="SNP", full_exchange="SNP",
+                          listed_market="XCBO")
+    etf = rng.uniform() < 0.15
+    price = _lognormal(rng, 4.0, 700.0)
+    market_cap = _lognormal(rng, 3e8, 2e12)
+    dividend_yield = 0.0
+    dividend_months: tuple[int, ...] = ()
+    if rng.uniform() < (0.7 if etf else 0.45):
+        dividend_yield = float(rng.uniform(0.004, 0.05))
+        first = int(rng.integers(1, 4))
+        monthly = etf and rng.uniform() < 0.3
+        dividend_months = tuple(range(1, 13)) if monthly else tuple(range(first, 13, 3))
+    splits: tuple[Split, ...] = ()
+    if rng.uniform() < 1 / 15:
+        numerator, denominator = ((2, 1), (3, 1), (4, 1), (5, 1), (10, 1), (3, 2))[int(rng.integers(0, 6))]
+        day = date(2016, 1, 4) + timedelta(days=int(rng.integers(0, 3650)))
+        splits = (Split(day, numerator, denominator),)
+        if day > ANCHOR:  # the anchor price is pre-split: keep the post-split price plausible
+            price = max(price, 40.0 * numerator / denominator)
+    earnings_months: tuple[int, ...] = ()
+    earnings_day = 25
+    if not etf:
+        earnings_months = tuple(range(int(rng.integers(1, 4)), 13, 3))
+        earnings_day = int(rng.integers(1, 29))
+    nasdaq = rng.uniform() < 0.55
+    return Instrument(
+        symbol, yahoo, "etf" if etf else "equity",
+        f"{symbol} {'Trust ETF' if etf else 'Holdings Inc.'} (synthetic)", price, vol_low, vol_high,
+        rho=rho, drift=drift, dollar_volume=market_cap * float(rng.uniform(0.002, 0.01)),
+        dividend_yield=dividend_yield, dividend_months=dividend_months, splits=splits,
+        exchange="NMS" if nasdaq else "NYQ", full_exchange="NasdaqGS" if nasdaq else "NYSE",
+        listed_market="XNAS" if nasdaq else "XNYS", shares_outstanding=market_cap / price,
+        earnings_months=earnings_months, earnings_day=earnings_day,
+    )
 
 
 @dataclass(frozen=True)
@@ -178,6 +329,22 @@ def keyed_rng(seed: int, *keys: object) -> np.random.Generator:
 
 def _normal(seed: int, *keys: str) -> np.ndarray:
     return keyed_rng(seed, *keys).standard_normal(DRAWS)
+
+
+@lru_cache(maxsize=8)
+def _market_shock(seed: int) -> np.ndarray:
+    """The common market shock every walk loads on: drawn once per seed, shared read-only."""
+    shock = _normal(seed, "market", "shock")
+    shock.setflags(write=False)
+    return shock
+
+
+@lru_cache(maxsize=8)
+def _market_stressed(seed: int) -> np.ndarray:
+    """The market's regime path (shared by every walk with ``|rho| >= 0.5``), read-only."""
+    states = _stressed(seed, "market")
+    states.setflags(write=False)
+    return states
 
 
 def _stressed(seed: int, key: str) -> np.ndarray:
@@ -242,30 +409,38 @@ def _ex_dividend_indices(inst: Instrument, cal: Sessions) -> np.ndarray:
     return idx[(idx >= 1) & (idx < len(cal.days))]
 
 
-@lru_cache(maxsize=64)
+SERIES_CACHE = 2048
+"""Histories kept (~0.25 MB each, ~0.5 GB at most): a 1,000-symbol universe plus the 17 never thrash."""
+
+
+@lru_cache(maxsize=SERIES_CACHE)
 def series(seed: int, symbol: str) -> Series:
-    """Generate (once per seed and symbol) the full daily history, vectorised."""
-    inst = _BY_NAME[symbol]
+    """Generate (once per seed and symbol) the full daily history, vectorised (a few ms)."""
+    inst = lookup(symbol, seed)
+    if inst is None:
+        raise KeyError(f"no instrument {symbol!r}")
     cal = sessions()
     n = len(cal.days)
     anchor = cal.index_on_or_after(ANCHOR)
     if inst.derive == "walk":
-        stressed = _stressed(seed, "market" if abs(inst.rho) >= 0.5 else symbol)[:n]
+        stressed = (_market_stressed(seed) if abs(inst.rho) >= 0.5 else _stressed(seed, symbol))[:n]
     else:
         parent = series(seed, inst.parent or "SPY")
         stressed = parent.stressed
     regime_vol = np.where(stressed, inst.vol_high, inst.vol_low)
     sigma_d = regime_vol * np.exp(0.15 * _normal(seed, symbol, "vol-noise")[:n]) / math.sqrt(TRADING_DAYS)
-    if inst.derive == "track":
+    if inst.derive == "track" and inst.scale is not None:
+        open_, high, low, close = (x * inst.scale for x in (parent.open, parent.high, parent.low, parent.close))
+    elif inst.derive == "track":
         level = inst.anchor_price / parent.close[anchor]
         factor = level * np.exp(0.0005 * _normal(seed, symbol, "basis")[:n])
         open_, high, low, close = (x * factor for x in (parent.open, parent.high, parent.low, parent.close))
     else:
         if inst.derive == "vol_index":
-            close = 100.0 * parent.iv * np.exp(0.03 * _normal(seed, symbol, "basis")[:n])
+            close = 100.0 * parent.iv * np.exp(0.03 * _normal(seed, symbol, "basis")[:n]) * (inst.scale or 1.0)
         else:
             own = keyed_rng(seed, symbol, "shock").standard_t(5, DRAWS)[:n] / math.sqrt(5 / 3)
-            shock = inst.rho * _normal(seed, "market", "shock")[:n] + math.sqrt(1 - inst.rho**2) * own
+            shock = inst.rho * _market_shock(seed)[:n] + math.sqrt(1 - inst.rho**2) * own
             returns = inst.drift / TRADING_DAYS - 0.5 * sigma_d**2 + sigma_d * shock
             returns[0] = 0.0
             log_close = np.cumsum(returns)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from variance_pipeline.simulator.formats import iso_offset, iso_z, num
 from variance_pipeline.simulator.market import (
     TRADING_DAYS,
     Bars,
+    Instrument,
     historical_vol,
     keyed_rng,
     lookup,
@@ -81,8 +82,7 @@ def metrics_item(seed: int, bars: Bars, spy: Bars, clock: datetime) -> dict[str,
         **({"earnings": _earnings(seed, inst.symbol, inst.earnings_months, inst.earnings_day, today, updated)}
            if inst.has_earnings else {}),
         "listed-market": inst.listed_market,
-        "lendability": "Easy To Borrow",
-        "borrow-rate": "0.0",
+        **_borrow_fields(seed, inst.symbol, inst.kind),
         "market-cap": int(inst.shares_outstanding * price),
         "implied-volatility-30-day": num(iv30, 2),
         "historical-volatility-30-day": _pct(hv_pct[30]),
@@ -108,20 +108,47 @@ def _term_iv(front: float, mean: float, days: float) -> float:
     return mean + (front * 1.03 - mean) * math.exp(-days / 60.0)
 
 
+HARD_TO_BORROW_SHARE = 0.06
+"""Share of equities that are hard to borrow (a borrow rate in percent, like the real API's "24.5013")."""
+
+
+def _borrow_fields(seed: int, symbol: str, kind: str) -> dict[str, str]:
+    """``lendability`` and ``borrow-rate`` (a percent string): "0.0" for almost everything, a
+    hard-to-borrow rate of 3-80 % for a few equities, fixed per (seed, symbol)."""
+    if kind != "equity":
+        return {"lendability": "Easy To Borrow", "borrow-rate": "0.0"}
+    rng = keyed_rng(seed, symbol, "borrow")
+    if rng.uniform() >= HARD_TO_BORROW_SHARE:
+        return {"lendability": "Easy To Borrow", "borrow-rate": "0.0"}
+    return {"lendability": "Locate Required", "borrow-rate": num(float(rng.uniform(3.0, 80.0)), 4)}
+
+
 def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float) -> list[dict[str, Any]]:
-    """4-8 future expirations: weeklies plus monthlies for stocks and ETFs, monthlies for futures."""
+    """4-8 future expirations: weeklies plus monthlies for stocks and ETFs, monthlies for futures.
+
+    SPX lists its monthly expirations twice, as in the real term structure: the AM-settled
+    standard monthly and the PM-settled SPXW on the same date (a slightly different IV, since AM
+    settlement prices the next morning's open); SPX weeklies are PM only.
+    """
     monthly = [dates.monthly_expiration(*dates.add_months(today.year, today.month, k)) for k in range(0, 7)]
     monthly = [d for d in monthly if d > today]
     chosen = monthly[:5] if kind == "future" else sorted(set(dates.weekly_expirations(today, 4) + monthly[:3]))
-    return [
-        {
-            "expiration-date": expiry.isoformat(),
-            "option-chain-type": "Standard",
-            "settlement-type": "AM" if symbol == "SPX" and expiry in monthly else "PM",
-            "implied-volatility": num(_term_iv(iv, mean, (expiry - today).days), 9),
-        }
-        for expiry in chosen
-    ]
+    entries = []
+    for expiry in chosen:
+        term_iv = _term_iv(iv, mean, (expiry - today).days)
+        if symbol == "SPX" and expiry in monthly:
+            entries.append(_expiration(expiry, "AM", term_iv * 1.004))
+        entries.append(_expiration(expiry, "PM", term_iv))
+    return entries
+
+
+def _expiration(expiry: date, settlement: str, implied_volatility: float) -> dict[str, Any]:
+    return {
+        "expiration-date": expiry.isoformat(),
+        "option-chain-type": "Standard",
+        "settlement-type": settlement,
+        "implied-volatility": num(implied_volatility, 9),
+    }
 
 
 def _beta_corr(closes: np.ndarray, spy_closes: np.ndarray) -> tuple[float, float]:
@@ -159,41 +186,83 @@ def _dividend_fields(seed: int, bars: Bars, today: date, price: float) -> dict[s
     }
 
 
+def report_dates(months: tuple[int, ...], day: int, years: range) -> list[date]:
+    """Every report date of ``years``: the session on or after ``day`` (at most 28) of each month."""
+    return sorted(dates.session_on_or_after(date(year, month, min(day, 28))) for year in years for month in months)
+
+
+def report_eps(seed: int, symbol: str, report: date) -> tuple[float, float]:
+    """(consensus, actual) EPS of one report: the metrics show them while the report is next, the
+    earnings history serves the actual once it has occurred, so the two always agree."""
+    rng = keyed_rng(seed, symbol, "eps", report)
+    consensus = round(float(rng.uniform(0.5, 3.0)), 2)
+    return consensus, consensus * float(rng.uniform(0.9, 1.15))
+
+
 def _earnings(
     seed: int, symbol: str, months: tuple[int, ...], day: int, today: date, updated: datetime
 ) -> dict[str, Any]:
     """The next report (within ~3 months) and the consensus/actual EPS of the last one."""
-    candidates = sorted(
-        dates.session_on_or_after(date(year, month, min(day, 28)))
-        for year in (today.year - 1, today.year, today.year + 1)
-        for month in months
-    )
+    candidates = report_dates(months, day, range(today.year - 1, today.year + 2))
     report = next(d for d in candidates if d > today)
     quarter_year, quarter_month = dates.add_months(report.year, report.month, -((report.month - 1) % 3 + 1))
-    rng = keyed_rng(seed, symbol, "eps", report)
-    consensus = round(float(rng.uniform(0.5, 3.0)), 2)
+    consensus, actual = report_eps(seed, symbol, report)
     return {
         "visible": True,
         "expected-report-date": report.isoformat(),
         "estimated": (report - today).days > 30,
         "late-flag": 0,
         "quarter-end-date": date(quarter_year, quarter_month, 1).isoformat(),
-        "actual-eps": num(consensus * float(rng.uniform(0.9, 1.15)), 2),
+        "actual-eps": num(actual, 2),
         "consensus-estimate": num(consensus, 2),
         "updated-at": iso_z(updated - timedelta(hours=9)),
     }
 
 
+EARNINGS_HISTORY_START = date(2009, 1, 2)
+"""The first session the synthetic market knows: no report is older."""
+
+
+def earnings_reports(seed: int, inst: Instrument, start: date | None, clock: datetime) -> list[dict[str, Any]]:
+    """``historic-corporate-events/earnings-reports`` items: every report on or before the clock's
+    New York date and on or after ``start``, oldest first; none for ETFs, futures and indices."""
+    if not inst.has_earnings:
+        return []
+    today = dates.new_york_date(clock)
+    first = max(start or EARNINGS_HISTORY_START, EARNINGS_HISTORY_START)
+    if first > today:
+        return []
+    reports = [d for d in report_dates(inst.earnings_months, inst.earnings_day, range(first.year - 1, today.year + 1))
+               if first <= d <= today and d >= EARNINGS_HISTORY_START]
+    return [{"occurred-date": d.isoformat(), "eps": num(report_eps(seed, inst.symbol, d)[1], 2)} for d in reports]
+
+
+def tasty_instrument(seed: int, name: str, delisted: Collection[str] = ()) -> Instrument | None:
+    """The instrument ``name`` names in Tastytrade's spelling (``/ES``, not ``ES=F``), if listed.
+
+    Yahoo-only names (``ES=F``, ``^SPX``, a caret index outside ``INDEX_NAMES``) and the
+    ``delisted`` Tastytrade symbols are unknown, as the real API knows neither.
+    """
+    inst = lookup(name, seed)
+    if inst is None or inst.symbol != name.strip().upper() or inst.symbol.startswith("^") or inst.symbol in delisted:
+        return None
+    return inst
+
+
 def synthetic_metrics(
-    seed: int, symbols: list[str], clock: datetime, bars_for: Callable[[str], Bars]
+    seed: int,
+    symbols: list[str],
+    clock: datetime,
+    bars_for: Callable[[str], Bars],
+    delisted: Collection[str] = (),
 ) -> list[dict[str, Any]]:
-    """Items for the known symbols, in request order, each once."""
+    """Items for the known symbols, in request order, each once (``delisted`` ones are absent)."""
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     spy = bars_for("SPY")  # every item's beta and correlation; built once, not per symbol
     for name in symbols:
-        inst = lookup(name)
-        if inst is None or inst.symbol != name.strip().upper() or inst.symbol in seen:
+        inst = tasty_instrument(seed, name, delisted)
+        if inst is None or inst.symbol in seen:
             continue
         seen.add(inst.symbol)
         item = metrics_item(seed, bars_for(inst.symbol), spy, clock)

@@ -5,18 +5,33 @@ is resolved against the clock: options expire in the months after the clock's mo
 the next quarterly contract, strikes sit near the price on the session the position was opened. The
 opening session is the one ``held`` sessions before the first session of the clock's month, so a
 position keeps its symbol, strike and cost for a whole month, like a real book.
+
+``book(seed, universe)`` adds ``universe`` synthetic underlyings (``universe_symbols``: 3-4 letter
+tickers drawn per seed, never one of the 17, an index name or a reserved ``ZZ`` name) held in
+extra margin accounts ``5WU00001``, ``5WU00002``... (``PER_ACCOUNT`` underlyings each): every
+underlying has a stock position (long or short) and most also an equity option or two, resolved
+against the clock like the fixed holdings. ``universe=0`` is exactly the fixed book.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal
 
 from variance_pipeline.simulator import dates
 from variance_pipeline.simulator.formats import iso_offset, num
-from variance_pipeline.simulator.market import Bars, lookup, sessions
+from variance_pipeline.simulator.market import (
+    INDEX_NAMES,
+    INSTRUMENTS,
+    RESERVED_PREFIX,
+    Bars,
+    keyed_rng,
+    lookup,
+    sessions,
+)
 
 RISK_FREE = 0.04
 FILL_DELAY_SECONDS = 77 * 60
@@ -78,12 +93,74 @@ HOLDINGS: tuple[Holding, ...] = (
 )
 _MULTIPLIERS = {"/ES": 50, "/ZN": 1000, "/6E": 125000, "/CL": 1000, "/GC": 100}
 _FUTURE_OPTION_CODES = {"/ZN": "OZN"}
+PER_ACCOUNT = 50
+"""Universe underlyings per extra account."""
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def account_items() -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Book:
+    """The accounts ``/customers/me/accounts`` lists and what they hold."""
+
+    accounts: tuple[Account, ...]
+    holdings: tuple[Holding, ...]
+
+
+FIXED_BOOK = Book(ACCOUNTS, HOLDINGS)
+
+
+@lru_cache(maxsize=16)
+def universe_symbols(seed: int, count: int, exclude: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """``count`` distinct 3-4 letter tickers for ``seed``, none of ``exclude`` (the delisted set);
+    a prefix of any longer list for the same seed and exclusions."""
+    rng = keyed_rng(seed, "universe", "names")
+    taken = {*(inst.symbol for inst in INSTRUMENTS), *INDEX_NAMES, *exclude}
+    names: list[str] = []
+    while len(names) < count:
+        letters = rng.integers(0, 26, size=(256, 4))
+        lengths = rng.integers(3, 5, size=256)
+        for row, length in zip(letters, lengths, strict=True):
+            name = "".join(_LETTERS[i] for i in row[:length])
+            if name in taken or name.startswith(RESERVED_PREFIX):
+                continue
+            taken.add(name)
+            names.append(name)
+            if len(names) == count:
+                break
+    return tuple(names)
+
+
+@lru_cache(maxsize=16)
+def book(seed: int, universe: int = 0, exclude: frozenset[str] = frozenset()) -> Book:
+    """The fixed book plus ``universe`` synthetic underlyings in ``5WU`` accounts (see the docstring)."""
+    if universe <= 0:
+        return FIXED_BOOK
+    names = universe_symbols(seed, universe, exclude)
+    accounts = list(ACCOUNTS)
+    holdings = list(HOLDINGS)
+    for start in range(0, len(names), PER_ACCOUNT):
+        number = f"5WU{start // PER_ACCOUNT + 1:05d}"
+        accounts.append(Account(number, f"Universe {start // PER_ACCOUNT + 1}", "Individual", "Margin", False,
+                                "No Restrictions", 30 + start // PER_ACCOUNT))
+        for name in names[start : start + PER_ACCOUNT]:
+            rng = keyed_rng(seed, "universe", "holding", name)
+            shares = int(rng.choice([10, 25, 50, 100, 200, 300, 500]))
+            holdings.append(Holding(number, "Equity", name, shares if rng.uniform() < 0.8 else -shares,
+                                    int(rng.integers(1, 250))))
+            for _ in range(int(rng.choice([0, 1, 1, 2]))):
+                right = "P" if rng.uniform() < 0.55 else "C"
+                out_of_money = float(rng.uniform(0.02, 0.12))
+                holdings.append(Holding(
+                    number, "Equity Option", name, int(rng.choice([-5, -3, -2, -1, 1, 2, 3])), int(rng.integers(1, 20)),
+                    right, 1 - out_of_money if right == "P" else 1 + out_of_money, int(rng.integers(1, 3)),
+                ))
+    return Book(tuple(accounts), tuple(holdings))
+
+
+def account_items(book: Book = FIXED_BOOK) -> list[dict[str, Any]]:
     """``/customers/me/accounts`` items, with every field of the recorded response."""
     items = []
-    for account in ACCOUNTS:
+    for account in book.accounts:
         opened = _OPENED + timedelta(days=account.opened_days_before)
         items.append(
             {
@@ -112,16 +189,36 @@ def account_items() -> list[dict[str, Any]]:
     return items
 
 
-def known_account(number: str) -> bool:
-    return any(account.number == number for account in ACCOUNTS)
+def known_account(number: str, book: Book = FIXED_BOOK) -> bool:
+    return any(account.number == number for account in book.accounts)
 
 
-def position_items(account: str, clock: datetime, bars_for: Callable[[str], Bars]) -> list[dict[str, Any]]:
-    """The account's positions as of ``clock`` (closed accounts hold nothing)."""
-    if any(a.number == account and a.closed for a in ACCOUNTS):
+def position_items(
+    account: str,
+    clock: datetime,
+    bars_for: Callable[[str], Bars],
+    book: Book = FIXED_BOOK,
+    include_marks: bool = False,
+) -> list[dict[str, Any]]:
+    """The account's positions as of ``clock`` (closed accounts hold nothing).
+
+    ``mark`` and ``mark-price`` are only there with ``include_marks`` (the API sends them only
+    for ``include-marks=true``).
+    """
+    if any(a.number == account and a.closed for a in book.accounts):
         return []
-    book = [(holding, bars_for(holding.underlying)) for holding in HOLDINGS if holding.account == account]
-    return [_position(holding, clock, bars) for holding, bars in book if bars.completed > 0]
+    views: dict[str, Bars] = {}  # one view per underlying, however many holdings it has
+    held = [
+        (holding, views.get(holding.underlying) or views.setdefault(holding.underlying, bars_for(holding.underlying)))
+        for holding in book.holdings
+        if holding.account == account
+    ]
+    items = [_position(holding, clock, bars) for holding, bars in held if bars.completed > 0]
+    if not include_marks:
+        for item in items:
+            item.pop("mark", None)
+            item.pop("mark-price", None)
+    return items
 
 
 @dataclass(frozen=True)

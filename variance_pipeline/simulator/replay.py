@@ -3,6 +3,10 @@
     tastytrade/customer_accounts.json   -> /customers/me/accounts (unchanged)
     tastytrade/positions_<ACCOUNT>.json -> /accounts/<ACCOUNT>/positions, else positions.json
     tastytrade/market_metrics.json      -> /market-metrics, items filtered to the request
+    tastytrade/margin_requirements_public_configuration.json
+                                        -> /margin-requirements-public-configuration
+    tastytrade/earnings_<SYMBOL>.json   -> .../earnings-reports/<SYMBOL> (``/`` spelled ``_``:
+                                           ``earnings__ES.json``), items filtered to start-date
     yahoo/chart_<SYMBOL>*.json          -> /v8/finance/chart/<SYMBOL>, merged and sliced
 
 ``<SYMBOL>`` is everything between ``chart_`` and ``_1d_`` or ``.json`` (``chart_GS2C.DE.json``
@@ -11,18 +15,32 @@ already seen keeps the earlier file's bar, so overlapping recordings never dupli
 meta comes from the file with the newest ``regularMarketTime``; events are the union. Ranges
 (``range=5d``...) count back from the newest recorded bar, since the recordings are old. What the
 folder lacks is answered as the real API answers an unknown symbol or an empty account.
+
+``adjclose`` is dividend-adjusted as of each recording's date, so files recorded on different
+dates are on different bases; one response must never mix them. Files are put on the basis of
+the newest recording: an older file that overlaps it (or a file already on that basis) is
+rescaled by the median ratio of the two adjcloses on the shared timestamps (constant over the
+older file: it is the product of the dividends paid between the two recordings). An older file
+that overlaps none cannot be rescaled honestly (the dividends between the recordings are not in
+the folder), so it keeps its own basis, and each response carries one basis only: the newest one
+present in the requested window. A window wholly inside such an older recording is answered with
+that recording's adjclose, exactly as Yahoo answered then; a window that also reaches newer bars
+gets null adjclose for the older recording's bars (which the pipeline drops and counts as null
+bars) rather than numbers on another basis. The recorded AAPL and MSFT pairs do not overlap.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+import statistics
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import quote as url_quote
 
 from variance_pipeline.simulator import chart
-from variance_pipeline.simulator.formats import Reply, tt_items
+from variance_pipeline.simulator.formats import Reply, tt_error, tt_items
 
 _CHART_FILE = re.compile(r"^chart_(?P<symbol>.+?)(?:_1d_.*)?\.json$")
 
@@ -42,15 +60,53 @@ def _load_if_present(path: Path) -> Any:
     return _load(path) if path.exists() else None
 
 
+def _recorded_adjclose(result: dict[str, Any]) -> dict[int, float]:
+    """timestamp -> adjclose of one recorded body (bars without one left out)."""
+    blocks = result["indicators"].get("adjclose") or [{}]
+    values = blocks[0].get("adjclose")
+    if values is None:
+        return {}
+    return {int(t): float(v) for t, v in zip(result.get("timestamp") or [], values) if v is not None}
+
+
+def _adjclose_on_bases(results: list[dict[str, Any]]) -> dict[int, tuple[int, float]]:
+    """timestamp -> (basis, adjclose): every file put on the newest recording's basis (0) where
+    an overlap allows, else on a basis of its own (1, 2... by recency); see the module docstring."""
+    newest_first = sorted(
+        range(len(results)), key=lambda i: -int(results[i]["meta"].get("regularMarketTime") or 0)
+    )
+    groups: list[dict[int, float]] = []  # basis -> timestamp -> adjclose on that basis
+    for index in newest_first:
+        own = _recorded_adjclose(results[index])
+        if not own:
+            continue
+        for basis, group in enumerate(groups):
+            ratios = [group[t] / own[t] for t in own.keys() & group.keys() if own[t] > 0]
+            if ratios:
+                factor = statistics.median(ratios)
+                for stamp, value in own.items():
+                    group.setdefault(stamp, value * factor)
+                break
+        else:
+            groups.append(dict(own))
+    merged: dict[int, tuple[int, float]] = {}
+    for basis, group in enumerate(groups):
+        for stamp, value in group.items():
+            merged.setdefault(stamp, (basis, value))
+    return merged
+
+
 def merge_charts(paths: list[Path]) -> chart.ChartData:
-    """One ChartData from several recorded chart bodies of the same symbol."""
+    """One ChartData from several recorded chart bodies of the same symbol (adjclose: see above)."""
     rows: dict[int, dict[str, Any]] = {}
     columns: list[str] = []
     events: dict[str, dict[str, dict[str, Any]]] = {}
     meta: dict[str, Any] = {}
     has_adjclose = False
+    results: list[dict[str, Any]] = []
     for path in sorted(paths, key=lambda p: p.name):
         result = _load(path)["chart"]["result"][0]
+        results.append(result)
         quote = result["indicators"]["quote"][0]
         adjclose_blocks = result["indicators"].get("adjclose") or [{}]
         adjclose = adjclose_blocks[0].get("adjclose")
@@ -58,7 +114,6 @@ def merge_charts(paths: list[Path]) -> chart.ChartData:
         columns += [key for key in quote if key not in columns]
         for i, stamp in enumerate(result.get("timestamp") or []):
             row = {key: values[i] for key, values in quote.items()}
-            row["adjclose"] = adjclose[i] if adjclose is not None else None
             rows.setdefault(int(stamp), row)
         for kind, found in (result.get("events") or {}).items():
             for key, event in found.items():
@@ -66,12 +121,14 @@ def merge_charts(paths: list[Path]) -> chart.ChartData:
         if result["meta"].get("regularMarketTime", 0) >= meta.get("regularMarketTime", -1):
             meta = result["meta"]
     stamps = sorted(rows)
+    based = _adjclose_on_bases(results) if has_adjclose else {}
     return chart.ChartData(
         meta=meta,
         timestamp=stamps,
         quote={key: [rows[s].get(key) for s in stamps] for key in columns},
-        adjclose=[rows[s]["adjclose"] for s in stamps] if has_adjclose else None,
+        adjclose=[based[s][1] if s in based else None for s in stamps] if has_adjclose else None,
         events={kind: dict(sorted(found.items(), key=lambda kv: int(kv[0]))) for kind, found in events.items()},
+        adjclose_basis=[based[s][0] if s in based else 0 for s in stamps] if has_adjclose else None,
     )
 
 
@@ -89,6 +146,8 @@ class ReplayBackend:
         }
         self._default_positions = _load_if_present(tasty / "positions.json")
         self._metrics = _load_if_present(tasty / "market_metrics.json")
+        self._margin = _load_if_present(tasty / "margin_requirements_public_configuration.json")
+        self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
             symbol = chart_symbol(path.name)
@@ -99,7 +158,8 @@ class ReplayBackend:
     def accounts(self, clock: datetime) -> Reply:
         return Reply(200, self._accounts or tt_items([], "/customers/me/accounts"))
 
-    def positions(self, account: str, clock: datetime) -> Reply:
+    def positions(self, account: str, clock: datetime, include_marks: bool = False) -> Reply:
+        """The recorded body as it is: ``positions.json`` has no marks, asked for or not."""
         body = self._positions.get(account) or self._default_positions
         return Reply(200, body or tt_items([], f"/accounts/{account}/positions"))
 
@@ -116,3 +176,27 @@ class ReplayBackend:
         if data is None or not data.timestamp:
             return chart.not_found()
         return chart.answer(data, query, data.timestamp[-1])
+
+    def margin_configuration(self, clock: datetime) -> Reply:
+        """The recorded body, else an empty configuration (the folder did not record it)."""
+        return Reply(200, self._margin or {"data": {}, "context": "/margin-requirements-public-configuration"})
+
+    def earnings(self, symbol: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        """The recorded reports of ``symbol`` on or after ``start-date``; none recorded: an empty list."""
+        context = f"/market-metrics/historic-corporate-events/earnings-reports/{url_quote(symbol, safe='')}"
+        raw_start = query.get("start-date")
+        try:
+            start = date.fromisoformat(raw_start) if raw_start else None
+        except ValueError:
+            return Reply(400, tt_error("invalid_parameter", f"start-date must be YYYY-MM-DD, got {raw_start!r}"))
+        name = symbol.strip().upper().replace("/", "_")
+        path = self._tasty / f"earnings_{name}.json"
+        body = _load(path) if name and path.is_file() and path.parent == self._tasty else None
+        if body is None:
+            return Reply(200, tt_items([], context))
+        data = body.get("data", {})
+        items = [
+            item for item in data.get("items", [])
+            if start is None or str(item.get("occurred-date", "")) >= start.isoformat()
+        ]
+        return Reply(200, {**body, "data": {**data, "items": items}})

@@ -4,6 +4,11 @@ One ``SimulatorServer`` serves both APIs (Tastytrade paths and Yahoo's ``/v8/fin
 on one port, so the pipeline points ``TASTYTRADE_API_URL`` and ``YAHOO_CHART_URL`` at the same
 URL. Admin paths live under ``/_sim/`` and are not recorded in the request log, so tests count
 only what the pipeline asked for.
+
+Admin paths: ``GET /_sim/health``; ``GET|DELETE /_sim/requests``; ``GET|POST|DELETE /_sim/faults``;
+``GET|POST|DELETE /_sim/delisted`` (synthetic market only: POST a JSON list of symbols, either
+spelling, to *replace* the delisted set; DELETE restores ``backend.DEFAULT_DELISTED``; each answers
+the set now in force, sorted).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from variance_pipeline.simulator.auth import OAuth, TokenStore
-from variance_pipeline.simulator.backend import Backend, SyntheticBackend
+from variance_pipeline.simulator.backend import DEFAULT_DELISTED, Backend, SyntheticBackend
 from variance_pipeline.simulator.faults import (
     ERROR_KINDS,
     REWRITE_KINDS,
@@ -118,7 +123,7 @@ class SimulatorApp:
         if route is None:
             return Reply(404, tt_error("not_found", f"No route for {method} /{'/'.join(segments)}"))
         endpoint, symbols = route
-        if endpoint != "chart":
+        if endpoint != "chart":  # every Tastytrade endpoint, the public configuration included
             missing_agent = self.oauth.check_user_agent(headers)
             if missing_agent is not None:
                 return missing_agent
@@ -131,7 +136,7 @@ class SimulatorApp:
         if endpoint == "oauth":
             reply = self.oauth.grant(body, headers)
         else:
-            if endpoint != "chart":
+            if endpoint not in PUBLIC_ENDPOINTS:
                 denied = self.oauth.check_token(headers)
                 if denied is not None:
                     return denied
@@ -153,10 +158,15 @@ class SimulatorApp:
         if endpoint == "accounts":
             return self.backend.accounts(clock)
         if endpoint == "positions":
-            reply = self.backend.positions(segments[1], clock)
+            include_marks = query.get("include-marks", "").strip().lower() == "true"
+            reply = self.backend.positions(segments[1], clock, include_marks=include_marks)
             return _paginated(reply, query) if reply.status == 200 else reply
         if endpoint == "market-metrics":
             return self.backend.market_metrics(symbols, clock)
+        if endpoint == "risk-free-rate":
+            return self.backend.margin_configuration(clock)
+        if endpoint == "earnings":
+            return self.backend.earnings(symbols[0], query, clock)
         return self.backend.chart(segments[3], query, clock)
 
     def _admin(self, method: str, segments: list[str], body: bytes) -> Reply:
@@ -174,11 +184,33 @@ class SimulatorApp:
             elif method == "DELETE":
                 self.faults.clear()
             return Reply(200, self.faults.describe())
+        if name == "delisted" and method in ("GET", "POST", "DELETE"):
+            if not isinstance(self.backend, SyntheticBackend):
+                return Reply(400, {"error": "delisted applies to the synthetic market, not to a replay"})
+            if method == "POST":
+                try:
+                    names = json.loads(body or b"null")
+                except ValueError as exc:
+                    return Reply(400, {"error": f"expected a JSON list of symbols: {exc}"})
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    return Reply(400, {"error": "expected a JSON list of symbols, e.g. [\"NOPE\", \"BRK/B\"]"})
+                self.backend.delisted = names
+            elif method == "DELETE":
+                self.backend.delisted = DEFAULT_DELISTED
+            return Reply(200, sorted(self.backend.delisted))
         return Reply(404, {"error": f"no admin route {method} /_sim/{'/'.join(segments)}"})
+
+
+PUBLIC_ENDPOINTS = frozenset({"chart", "risk-free-rate"})
+"""Endpoints answered without a bearer token (Tastytrade's still need the User-Agent)."""
+EARNINGS_PATH = ["market-metrics", "historic-corporate-events", "earnings-reports"]
 
 
 def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[str, list[str]] | None:
     """(endpoint name, symbols the request concerns) for a known API route."""
+    if method == "GET" and segments[:3] == EARNINGS_PATH and len(segments) > 3:
+        symbol = "/".join(segments[3:])  # ``%2FES`` arrives decoded; a raw ``BRK/B`` splits: rejoin
+        return ("earnings", [symbol]) if symbol.strip("/") else None
     match (method, segments):
         case ("POST", ["oauth", "token"]):
             return "oauth", []
@@ -186,6 +218,8 @@ def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[
             return "accounts", []
         case ("GET", ["accounts", str(), "positions"]):
             return "positions", []
+        case ("GET", ["margin-requirements-public-configuration"]):
+            return "risk-free-rate", []
         case ("GET", ["market-metrics"]):
             return "market-metrics", [s.strip() for s in query.get("symbols", "").split(",") if s.strip()]
         case ("GET", ["v8", "finance", "chart", str(ticker)]) if ticker:
@@ -209,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads one request, asks the app, writes the reply (keep-alive, explicit lengths)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    """Headers and body go out in two writes: with Nagle's algorithm the body would wait for the
+    client's delayed ACK (~40 ms a request on loopback), which dominates a 500-chart run."""
     server: "_HTTPServer"
 
     def _dispatch(self) -> None:
@@ -250,7 +287,10 @@ class SimulatorServer:
     ``now`` fixes the market clock (tz-aware; None = real time per request); ``seed`` picks the
     synthetic market; ``replay_dir`` serves recorded responses instead; ``client_secret`` and
     ``refresh_token`` restrict OAuth to exactly those; ``token_ttl`` is the access-token life in
-    real seconds; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``).
+    real seconds; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``);
+    ``delisted`` are well-formed symbols to treat as unknown (default ``backend.DEFAULT_DELISTED``,
+    also settable via ``/_sim/delisted``); ``universe`` adds that many synthetic underlyings held in
+    extra accounts (``portfolio.book``; 0 = the fixed book only).
     """
 
     def __init__(
@@ -264,12 +304,18 @@ class SimulatorServer:
         refresh_token: str | None = None,
         token_ttl: float = 900.0,
         faults: Iterable[FaultRule] = (),
+        delisted: Iterable[str] | None = None,
+        universe: int = 0,
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
+        if universe < 0:
+            raise ValueError("universe must be >= 0")
         self.faults = FaultStore(faults)
         backend: Backend = (
-            ReplayBackend(replay_dir) if replay_dir is not None else SyntheticBackend(seed, self.faults.splits_for)
+            ReplayBackend(replay_dir)
+            if replay_dir is not None
+            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe)
         )
         self.app = SimulatorApp(backend, OAuth(TokenStore(token_ttl), client_secret, refresh_token), self.faults, now)
         self._address = (host, port)

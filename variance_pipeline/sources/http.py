@@ -2,7 +2,12 @@
 
 Both providers punish impatience (Yahoo answers 429 for minutes, Tastytrade blocks IPs after
 failed logins), so the policy is explicit and bounded: exponential backoff with full jitter, a
-server's ``Retry-After`` honoured, a cap on attempts *and* on total time spent waiting.
+server's ``Retry-After`` honoured in full (up to ``max_retry_after``; a longer ask fails fast
+with the wait the server asked for, never a shorter sleep and an early retry), a cap on attempts
+*and* on total time spent waiting, and request spacing with optional jitter.
+
+``RawResponse`` lives here because every source hands its untouched bodies to the same kind of
+raw-landing callback (``on_raw``), called per response as soon as it arrived.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ USER_AGENT = f"variance-pipeline/{__version__}"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
+@dataclass(frozen=True)
+class RawResponse:
+    """One response body exactly as received, to land under ``raw/`` before anything parses it."""
+
+    name: str  # a file name unique within one fetch, e.g. ``positions_5YZ55555.json``
+    body: bytes
+
+
 class SourceError(RuntimeError):
     """A request failed for good; the message names the URL path and what went wrong."""
 
@@ -35,17 +48,31 @@ class SourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries: at most ``max_attempts`` tries and ``max_total_wait`` seconds asleep."""
+    """Bounded retries: at most ``max_attempts`` tries and ``max_total_wait`` seconds asleep.
+
+    ``max_delay`` caps our own backoff; a server's ``Retry-After`` is honoured in full up to
+    ``max_retry_after`` seconds (and within what is left of ``max_total_wait``). A longer ask
+    raises ``RetryAfterTooLong`` at once, saying how long the server asked to wait.
+    """
 
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_total_wait: float = 120.0
     timeout: float = 20.0
+    max_retry_after: float = 600.0
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**attempt)]."""
         return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+class RetryAfterTooLong(SourceError):
+    """The server asked (``Retry-After``) for a longer wait than the policy allows: not retried."""
+
+    def __init__(self, message: str, *, status: int, path: str, retry_after: float) -> None:
+        super().__init__(message, status=status, path=path)
+        self.retry_after = retry_after
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -66,13 +93,36 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class RateLimiter:
-    """At most ``rate`` request starts per second across threads (a simple spacing limiter)."""
+    """At most ``rate`` request starts per second across threads (a simple spacing limiter).
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    With ``jitter`` > 0 each gap is ``1/rate`` scaled by uniform(1, 1 + jitter), so requests
+    never arrive on a fixed beat (what Yahoo tolerates: about one a second, with jitter). ``rng``,
+    ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        jitter: float = 0.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if jitter < 0:
+            raise ValueError(f"jitter must be >= 0, got {jitter}")
         self.interval = 0.0 if rate <= 0 else 1.0 / rate
+        self.jitter = jitter
+        self._rng = rng or random.Random()
         self._clock = clock
+        self._sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def mean_interval(self) -> float:
+        """The average gap between request starts (jitter included)."""
+        return self.interval * (1.0 + self.jitter / 2.0)
 
     def wait(self) -> None:
         if self.interval == 0.0:
@@ -80,10 +130,11 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             start = max(now, self._next)
-            self._next = start + self.interval
+            gap = self.interval * (self._rng.uniform(1.0, 1.0 + self.jitter) if self.jitter else 1.0)
+            self._next = start + gap
         delay = start - now
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
 
 
 @dataclass
@@ -196,7 +247,21 @@ def send_with_retry(
         if response is not None:
             hinted = parse_retry_after(response.headers.get("Retry-After"))
             if hinted is not None:
-                delay = min(hinted, policy.max_delay)
+                # In full, or not at all: a shorter sleep would only retry too early.
+                limit = min(policy.max_retry_after, policy.max_total_wait - waited)
+                if hinted > limit:
+                    path = httpx.URL(url).path
+                    raise RetryAfterTooLong(
+                        f"{method} {path} answered HTTP {response.status_code} and the server asked to "
+                        f"wait {_duration(hinted)} (Retry-After) before retrying, more than the "
+                        f"{_duration(max(limit, 0.0))} this retry policy allows (max_retry_after="
+                        f"{policy.max_retry_after:g} s, max_total_wait={policy.max_total_wait:g} s, "
+                        f"{waited:g} s already waited); not retried early. Try again after that wait.",
+                        status=response.status_code,
+                        path=path,
+                        retry_after=hinted,
+                    )
+                delay = hinted
         if waited + delay > policy.max_total_wait:
             break
         stats.record_retry(delay)
@@ -209,3 +274,8 @@ def send_with_retry(
         f"{method} {path} failed after {policy.max_attempts} attempt(s): {type(last_error).__name__}: {last_error}",
         path=path,
     )
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12.5 min``: a wait as a person reads it."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

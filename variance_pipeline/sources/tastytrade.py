@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
+from datetime import date
 from types import TracebackType
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from variance_pipeline.sources.http import (
+    RawResponse,
     RequestStats,
     RetryPolicy,
     SourceError,
@@ -33,6 +35,17 @@ TOKEN_PATH = "/oauth/token"
 CREDENTIAL_VARIABLES = "TASTYTRADE_CLIENT_SECRET and TASTYTRADE_REFRESH_TOKEN (and TASTYTRADE_CLIENT_ID)"
 DEFAULT_EXPIRES_IN = 900.0  # documented access-token lifetime, used if a response omits it
 MAX_PAGES = 1000  # a server that keeps promising pages must not keep us looping
+RawCallback = Callable[[RawResponse], None]
+
+__all__ = [  # RawResponse moved to sources.http; re-exported so existing imports keep working
+    "Fetched",
+    "MetricsFetched",
+    "RawCallback",
+    "RawResponse",
+    "TastytradeAuthError",
+    "TastytradeClient",
+    "TastytradeCredentials",
+]
 
 
 @dataclass(frozen=True, repr=False)
@@ -57,14 +70,6 @@ class TastytradeCredentials:
 
 class TastytradeAuthError(SourceError):
     """The OAuth server rejected the credentials: fix the environment; retrying would not help."""
-
-
-@dataclass(frozen=True)
-class RawResponse:
-    """One response body exactly as received, to land under ``raw/`` before anything parses it."""
-
-    name: str  # a file name unique within one fetch, e.g. ``positions_5YZ55555.json``
-    body: bytes
 
 
 @dataclass(frozen=True)
@@ -281,31 +286,45 @@ class TastytradeClient:
             )
         return response.content, _parse_json(response.content, "GET", path)
 
-    def _page_query(self, page: int) -> str:
-        """``per-page`` when a page size is configured, ``page-offset`` from the second page on."""
-        params = [f"per-page={self._per_page}"] if self._per_page else []
+    def _page_query(self, page: int, extra: Sequence[str] = ()) -> str:
+        """``extra`` params, ``per-page`` when a page size is configured, ``page-offset`` from page 2."""
+        params = list(extra)
+        if self._per_page:
+            params.append(f"per-page={self._per_page}")
         if page:
             params.append(f"page-offset={page}")
         return "&".join(params)
 
-    def _get_pages(self, path: str, name: str) -> Fetched:
-        """Every page of a list endpoint (``page-offset`` while ``pagination`` says more exist)."""
+    def _get_pages(
+        self, path: str, name: str, on_raw: RawCallback | None = None, extra: Sequence[str] = ()
+    ) -> Fetched:
+        """Every page of a list endpoint (``page-offset`` while ``pagination`` says more exist).
+
+        ``on_raw`` gets each page's body as soon as it arrived, before it is parsed and before the
+        next page is asked for, so a later failure cannot lose what the API already said.
+        """
         items: list[dict[str, Any]] = []
         raw: list[RawResponse] = []
         for page in range(MAX_PAGES):
-            body, payload = self._get(path, self._page_query(page))
+            body, payload = self._get(path, self._page_query(page, extra))
+            response = RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body)
+            raw.append(response)
+            if on_raw is not None:
+                on_raw(response)
             page_items = _envelope_items(payload, path)
-            raw.append(RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body))
             items.extend(page_items)
             total_pages = _total_pages(payload, path)
             if total_pages is None or page + 1 >= total_pages or not page_items:
                 return Fetched(tuple(items), tuple(raw))
         raise SourceError(f"GET {path}: more than {MAX_PAGES} pages; refusing to continue", path=path)
 
-    def accounts(self) -> Fetched:
-        """The customer's open accounts (the inner ``account`` objects); closed ones are skipped."""
+    def accounts(self, on_raw: RawCallback | None = None) -> Fetched:
+        """The customer's open accounts (the inner ``account`` objects); closed ones are skipped.
+
+        ``on_raw`` receives each page's body as soon as it arrived (see ``_get_pages``).
+        """
         path = "/customers/me/accounts"
-        fetched = self._get_pages(path, "accounts")
+        fetched = self._get_pages(path, "accounts", on_raw)
         accounts = []
         for index, entry in enumerate(fetched.items):
             account = entry.get("account")
@@ -315,10 +334,16 @@ class TastytradeClient:
                 accounts.append(account)
         return Fetched(tuple(accounts), fetched.raw)
 
-    def positions(self, account_number: str) -> Fetched:
-        """Every position of one account, all pages followed."""
+    def positions(self, account_number: str, on_raw: RawCallback | None = None) -> Fetched:
+        """Every position of one account, all pages followed, with marks.
+
+        ``include-marks=true`` is sent on every page: without it the API leaves out ``mark`` and
+        ``mark-price``. ``on_raw`` receives each page's body as soon as it arrived.
+        """
         path = f"/accounts/{quote(account_number, safe='')}/positions"
-        return self._get_pages(path, f"positions_{_file_safe(account_number)}")
+        return self._get_pages(
+            path, f"positions_{_file_safe(account_number)}", on_raw, extra=("include-marks=true",)
+        )
 
     def market_metrics(
         self,
@@ -351,3 +376,33 @@ class TastytradeClient:
         answered = {item.get("symbol") for item in items}
         missing = tuple(symbol for symbol in wanted if symbol not in answered)
         return MetricsFetched(tuple(items), tuple(raw), missing)
+
+    def margin_configuration(self, on_raw: RawCallback | None = None) -> dict[str, Any]:
+        """``GET /margin-requirements-public-configuration`` (no auth): its ``data`` object.
+
+        Public clients take its ``risk-free-rate`` (a fraction) as the Black-Scholes rate.
+        """
+        path = "/margin-requirements-public-configuration"
+        response = send_with_retry(self._http, "GET", path, policy=self._policy, stats=self.stats, sleep=self._sleep)
+        if not response.is_success:
+            raise SourceError(
+                f"GET {path} answered HTTP {response.status_code}{_error_detail(response)}",
+                status=response.status_code,
+                path=path,
+            )
+        if on_raw is not None:
+            on_raw(RawResponse("margin_requirements_public_configuration.json", response.content))
+        data = _parse_json(response.content, "GET", path).get("data")
+        if not isinstance(data, dict):
+            raise SourceError(f"GET {path}: response has no data object", path=path)
+        return data
+
+    def earnings_reports(
+        self, symbol: str, start: date, on_raw: RawCallback | None = None
+    ) -> tuple[dict[str, Any], ...]:
+        """Past earnings reports of ``symbol`` since ``start`` (``occurred-date``, ``eps``)."""
+        path = f"/market-metrics/historic-corporate-events/earnings-reports/{quote(symbol, safe='')}"
+        body, payload = self._get(path, f"start-date={start.isoformat()}")
+        if on_raw is not None:
+            on_raw(RawResponse(f"earnings_{_file_safe(symbol)}.json", body))
+        return tuple(_envelope_items(payload, path))

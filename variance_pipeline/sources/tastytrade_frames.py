@@ -103,28 +103,36 @@ def _fetched_utc(as_of_date: date, fetched_at: datetime) -> datetime:
 
 
 def _frame(rows: list[dict[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
-    """Rows -> a frame with exactly these columns and dtypes, also when there are no rows."""
+    """Rows -> a frame with exactly these columns and dtypes, also when there are no rows.
+
+    Absent text stays missing (``pd.NA``, see ``_TEXT``), never the string 'None'.
+    """
     return pd.DataFrame(rows, columns=list(dtypes)).astype(dict(dtypes))
 
 
 _TIMESTAMP = "datetime64[us, UTC]"
+# Text columns: pandas' StringDtype with pd.NA as its missing value. Plain ``"str"`` is not
+# safe across the allowed pandas range: pandas 2.x turns None into the string 'None' under
+# ``.astype("str")`` (pandas 3 keeps it missing). StringDtype keeps a missing value missing on
+# every version, validates as pandera ``Series[str]`` and is written to Parquet as a string column.
+_TEXT = "string"
 
 POSITION_DTYPES: Mapping[str, str] = {
     "as_of_date": "object",  # datetime.date -> Parquet date32
-    "account_number": "str",
-    "symbol": "str",
-    "instrument_type": "str",
-    "underlying_symbol": "str",
-    "root_symbol": "str",
+    "account_number": _TEXT,
+    "symbol": _TEXT,
+    "instrument_type": _TEXT,
+    "underlying_symbol": _TEXT,
+    "root_symbol": _TEXT,
     "quantity": "float64",
-    "quantity_direction": "str",
+    "quantity_direction": _TEXT,
     "average_open_price": "float64",
     "close_price": "float64",
     "mark": "float64",
     "multiplier": "int64",
-    "cost_effect": "str",
+    "cost_effect": _TEXT,
     "expires_at": _TIMESTAMP,
-    "streamer_symbol": "str",
+    "streamer_symbol": _TEXT,
     "created_at": _TIMESTAMP,
     "updated_at": _TIMESTAMP,
     "fetched_at": _TIMESTAMP,
@@ -205,8 +213,8 @@ _AS_SENT = Decimal(1)
 _PERCENT = Decimal(100)
 
 # (column, API field, divisor). Units are fixed per field by the API, never inferred from the
-# value: the IV index, ranks and percentile are fractions; the 30-day IV, the HVs and their
-# difference are percentages ("21.87"), so they are divided by 100.
+# value: the IV index, ranks and percentile are fractions; the 30-day IV, the HVs, their
+# difference and the borrow rate are percentages ("21.87", "24.5013"), so they are divided by 100.
 METRIC_NUMBERS: tuple[tuple[str, str, Decimal], ...] = (
     ("implied_volatility", "implied-volatility-index", _AS_SENT),
     ("implied_volatility_5_day_change", "implied-volatility-index-5-day-change", _AS_SENT),
@@ -225,7 +233,7 @@ METRIC_NUMBERS: tuple[tuple[str, str, Decimal], ...] = (
 
 METRIC_DTYPES: Mapping[str, str] = {
     "as_of_date": "object",
-    "symbol": "str",
+    "symbol": _TEXT,
     **{column: "float64" for column, _, _ in METRIC_NUMBERS},
     "liquidity_rating": "Int64",
     "beta": "float64",
@@ -234,18 +242,18 @@ METRIC_DTYPES: Mapping[str, str] = {
     "earnings_estimated": "boolean",
     "market_cap": "float64",
     "dividend_yield": "float64",
-    "borrow_rate": "float64",
-    "lendability": "str",
+    "borrow_rate": "float64",  # a fraction: the API's percent ("24.5013") / 100
+    "lendability": _TEXT,
     "implied_volatility_updated_at": _TIMESTAMP,
     "fetched_at": _TIMESTAMP,
 }
 
 TERM_STRUCTURE_DTYPES: Mapping[str, str] = {
     "as_of_date": "object",
-    "symbol": "str",
+    "symbol": _TEXT,
     "expiration_date": "object",
-    "settlement_type": "str",
-    "option_chain_type": "str",
+    "settlement_type": _TEXT,
+    "option_chain_type": _TEXT,
     "implied_volatility": "float64",
     "fetched_at": _TIMESTAMP,
 }
@@ -269,7 +277,7 @@ def _metric_row(item: Mapping[str, Any], symbol: str, where: str) -> dict[str, A
         "earnings_estimated": _boolean(earnings.get("estimated"), "earnings.estimated", where),
         "market_cap": _number(item.get("market-cap"), "market-cap", where),
         "dividend_yield": _number(item.get("dividend-yield"), "dividend-yield", where),
-        "borrow_rate": _number(item.get("borrow-rate"), "borrow-rate", where),
+        "borrow_rate": _number(item.get("borrow-rate"), "borrow-rate", where, _PERCENT),
         "lendability": _text(item.get("lendability")),
         "implied_volatility_updated_at": _timestamp(
             item.get("implied-volatility-updated-at"), "implied-volatility-updated-at", where

@@ -8,7 +8,8 @@ in the payload into a ``ChartError`` that names the ticker, so one bad symbol ca
 stale instead of failing a run.
 
 Session dates follow the exchange's own time zone (``meta.exchangeTimezoneName``); whether a bar
-is final is judged on the XNYS calendar, the one clock of the pipeline. Bars on dates that are not
+is final is judged on the XNYS calendar, the one clock of the pipeline, against ``now`` (the
+time the response was fetched: the client passes it). Bars on dates that are not
 XNYS sessions (a German listing's local holiday, a futures bar on a US holiday) are kept here,
 faithful to the payload; the candle cache drops them, because every partition and every HV window
 of the pipeline counts XNYS sessions.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,7 @@ import pandas as pd
 from variance_pipeline.calendar import EXCHANGE_TZ, exchange_calendar
 from variance_pipeline.sources.http import (
     RateLimiter,
+    RawResponse,
     RequestStats,
     RetryPolicy,
     SourceError,
@@ -40,11 +42,35 @@ CHART_PATH = "/v8/finance/chart/"
 BAR_COLUMNS = ("session_date", "open", "high", "low", "close", "adj_close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
-# Cash-settled index underlyings Tastytrade lists without a caret. DJX is deliberately absent:
-# Yahoo only has ^DJI, which is 100 x DJX, and silently storing a price 100 times too large under
-# the DJX symbol is worse than a visible "unavailable"; map it with an override if wanted.
+DEFAULT_RATE_PER_SECOND = 1.0
+"""Yahoo chart requests per second: about one a second, sequential, is what Yahoo tolerates."""
+DEFAULT_JITTER = 0.25
+"""Each gap between requests is 1/rate scaled by uniform(1, 1 + jitter)."""
+
+# Cash-settled index underlyings (and option roots) a Tastytrade user trades, without a caret on
+# Tastytrade, with one on Yahoo. Every entry is the index whose level the options settle on:
+#   SPX    S&P 500 (AM monthlies)                   -> ^SPX
+#   SPXW   SPX weeklies/PM root, same index         -> ^SPX
+#   XSP    Mini-SPX, its own index (1/10 SPX)        -> ^XSP
+#   NDX    Nasdaq-100                                -> ^NDX
+#   NDXP   NDX PM-settled root, same index           -> ^NDX
+#   RUT    Russell 2000                              -> ^RUT
+#   RUTW   RUT weeklies root, same index             -> ^RUT
+#   VIX, VIX9D, VVIX, VXN, RVX  Cboe volatility indices -> ^VIX, ^VIX9D, ^VVIX, ^VXN, ^RVX
+#   OEX    S&P 100 (American-style options)          -> ^OEX
+#   XEO    European-style options on the S&P 100: the same index as OEX -> ^OEX
+# Deliberately absent (unmapped, so they show up as "unavailable" instead of wrong prices):
+#   DJX    1/100 of the Dow; Yahoo only has ^DJI, 100 x DJX.
+#   MRUT   Mini-Russell 2000, 1/10 of RUT; no Yahoo ticker for the mini index is known here, and
+#          ^RUT under MRUT would be 10 x too large.
+#   XND    Nasdaq-100 Micro (1/100 NDX), for the same reason.
+# Map any of them with an override (``yahoo_ticker(..., overrides)``) if wanted.
 INDEX_TICKERS: Mapping[str, str] = {
-    name: f"^{name}" for name in ("SPX", "VIX", "RUT", "NDX", "OEX", "VIX9D", "VVIX", "VXN", "RVX")
+    **{name: f"^{name}" for name in ("SPX", "XSP", "NDX", "RUT", "VIX", "VIX9D", "VVIX", "VXN", "RVX", "OEX")},
+    "SPXW": "^SPX",
+    "NDXP": "^NDX",
+    "RUTW": "^RUT",
+    "XEO": "^OEX",
 }
 
 
@@ -196,33 +222,53 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
             "volume": pd.Series(quote_block["volume"], dtype="Float64").round().astype("Int64"),
         }
     )
+    raw = raw.sort_values("ts", kind="stable").reset_index(drop=True)
 
     null = raw[list(PRICE_COLUMNS)].isna().any(axis=1)
     stamp = pd.to_datetime(raw["ts"], unit="s", utc=True)
     raw["session_date"] = stamp.dt.tz_convert(tz).dt.date
     close_at = _close_times(raw["session_date"], tz)
     now_ts = pd.Timestamp(now)
+
+    # One bar per date: the session's own bar is the first one stamped before its close (or, when
+    # none is, e.g. AAPL's last bar at close + 1 s, the first of the date). Another bar on the same
+    # date stamped after the close is the next session's partial bar (CME Globex reopens at 18:00
+    # New York and Yahoo files that bar under the same date): never final here.
+    before_close = stamp < close_at
+    has_before = before_close.groupby(raw["session_date"]).transform("any")
+    eligible = before_close | ~has_before
+    chosen = pd.Series(False, index=raw.index)
+    chosen[raw.loc[eligible].groupby("session_date", sort=False).head(1).index] = True
+    next_session = ~chosen & ~before_close
+
+    # Live while its session is open: the day's XNYS close (local midnight off the XNYS
+    # calendar) is after ``now``. A bar stamped regularMarketTime is no exception once that
+    # session is over: a halted or foreign listing (GS2C.DE, last trade 16:35Z) whose last trade
+    # came before the NYSE close still has its final bar for the day.
     live = close_at > now_ts
-    market_time = result["meta"].get("regularMarketTime")
-    if market_time is not None:
-        live |= (raw["ts"] == int(market_time)) & (stamp < close_at)
     period = (result["meta"].get("currentTradingPeriod") or {}).get("regular") or {}
     if "end" in period:
         period_end = pd.Timestamp(int(period["end"]), unit="s", tz="UTC")
         live |= (raw["session_date"] == period_end.tz_convert(tz).date()) & (period_end > now_ts)
-    kept = raw.loc[~null & ~live].sort_values("ts").drop_duplicates("session_date", keep="last")
+    kept = raw.loc[chosen & ~null & ~live]
     bars = kept.loc[:, list(BAR_COLUMNS)].reset_index(drop=True)
-    return bars, int(null.sum()), int((live & ~null).sum())
+    null_dropped = int((null & chosen).sum())
+    live_dropped = int((((live & chosen) | next_session) & ~null).sum())
+    return bars, null_dropped, live_dropped
 
 
 def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedChart:
     """Parse one chart response into final daily bars and split/dividend events.
 
-    A bar is dropped as not final when its day has not closed by ``now`` (XNYS close), when it is
-    stamped ``regularMarketTime`` before that close (a live bar in a response fetched during the
-    session), or when its day is the provider's current trading period and that has not ended.
-    Bars with a null open/high/low/close/adjclose are dropped, never forward-filled: a filled bar
-    would invent a zero return. Anything structurally unexpected raises ``ChartError``.
+    ``now`` is when the response was fetched. A bar is dropped as not final while its session is
+    open: its day's XNYS close (local midnight for a date off the XNYS calendar) is after ``now``,
+    or its day is the provider's current trading period and that has not ended by ``now``. Once
+    the session is over, a bar stamped ``regularMarketTime`` before the close (a halt, a foreign
+    listing such as GS2C.DE) is that day's final bar. Of several bars on one date the first one
+    stamped before the close is the session's bar; one stamped after the close next to it is the
+    next session's partial bar (futures after the 18:00 Globex reopen), dropped and counted as
+    live. Bars with a null open/high/low/close/adjclose are dropped, never forward-filled: a
+    filled bar would invent a zero return. Anything structurally unexpected raises ``ChartError``.
     """
     result = _chart_result(_load(payload, symbol), symbol)
     try:
@@ -245,21 +291,69 @@ def _provider_description(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace").strip()
 
 
+def estimate_seconds(n_requests: int, rate_per_second: float, jitter: float = 0.0) -> float:
+    """Expected wall time of ``n_requests`` sequential chart requests at that pacing.
+
+    The limiter spaces request starts by 1/rate scaled by uniform(1, 1 + jitter), so the mean gap
+    is (1/rate)(1 + jitter/2); the first request starts at once. Network time and retries come on
+    top. A rate <= 0 (no pacing) estimates 0.
+    """
+    if n_requests <= 1 or rate_per_second <= 0:
+        return 0.0
+    return (n_requests - 1) * (1.0 + jitter / 2.0) / rate_per_second
+
+
+def pace_message(n_requests: int, rate_per_second: float, jitter: float = 0.0) -> str:
+    """``"300 requests at 1/s: about 6 min"``: what a candles run will cost, for the run log."""
+    seconds = estimate_seconds(n_requests, rate_per_second, jitter)
+    rate = f"{rate_per_second:g}/s" if rate_per_second > 0 else "no pacing"
+    if seconds < 90:
+        about = f"about {seconds:.0f} s"
+    elif seconds < 90 * 60:
+        about = f"about {seconds / 60:.0f} min"
+    else:
+        about = f"about {seconds / 3600:.1f} h"
+    noun = "request" if n_requests == 1 else "requests"
+    return f"{n_requests} {noun} at {rate}: {about}"
+
+
+def raw_name(ticker: str, start: date, end: date) -> str:
+    """The bronze file name of one chart response: the ticker percent-encoded (``^SPX`` ->
+    ``%5ESPX``, ``ES=F`` -> ``ES%3DF``) so that no ticker can make an unsafe or nested path."""
+    return f"chart_{quote(ticker, safe='')}_{start.isoformat()}_{end.isoformat()}.json"
+
+
 class YahooChartClient:
-    """Daily charts from the v8 endpoint, one HTTP request per call (plus bounded retries)."""
+    """Daily charts from the v8 endpoint, one HTTP request per call (plus bounded retries).
+
+    Requests are spaced ``rate_per_second`` apart with ``jitter`` (see ``RateLimiter``); the
+    defaults (about one a second, jittered) are what Yahoo tolerates from one IP.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         policy: RetryPolicy = RetryPolicy(),
-        rate_per_second: float = 2.0,
+        rate_per_second: float = DEFAULT_RATE_PER_SECOND,
+        jitter: float = DEFAULT_JITTER,
         stats: RequestStats | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.policy = policy
         self.stats = stats if stats is not None else RequestStats()
-        self._limiter = RateLimiter(rate_per_second)
+        self.rate_per_second = rate_per_second
+        self.jitter = jitter
+        self._limiter = limiter if limiter is not None else RateLimiter(rate_per_second, jitter=jitter)
         self._http = make_client(base_url, policy)
+
+    def estimate_seconds(self, n_requests: int) -> float:
+        """Expected seconds for ``n_requests`` at this client's pacing (see ``estimate_seconds``)."""
+        return estimate_seconds(n_requests, self.rate_per_second, self.jitter)
+
+    def pace_message(self, n_requests: int) -> str:
+        """``"N requests at R/s: about M min"`` for this client's pacing."""
+        return pace_message(n_requests, self.rate_per_second, self.jitter)
 
     def close(self) -> None:
         self._http.close()
@@ -270,12 +364,21 @@ class YahooChartClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, ticker: str, start: date, end: date, *, now: datetime) -> FetchedChart:
+    def fetch(
+        self,
+        ticker: str,
+        start: date,
+        end: date,
+        *,
+        now: datetime,
+        on_raw: Callable[[RawResponse], None] | None = None,
+    ) -> FetchedChart:
         """Bars for sessions ``start``..``end`` (both inclusive) that are final by ``now``.
 
         Raises ``SymbolUnavailable`` on 404 and ``ChartError`` when retries run out, the request
         times out, or the body cannot be parsed. HTTP 400 (window before the first bar) is an
-        empty chart, not an error.
+        empty chart, not an error. ``on_raw`` receives every body answered with 200, 400 or 404
+        (``RawResponse`` named by ``raw_name``) as soon as it arrived, before it is parsed.
         """
         path = CHART_PATH + quote(ticker, safe="")
         params = {
@@ -290,8 +393,10 @@ class YahooChartClient:
                 self._http, "GET", path, policy=self.policy, stats=self.stats, limiter=self._limiter, params=params
             )
         except SourceError as exc:
-            raise ChartError(str(exc), symbol=ticker, path=path) from exc
+            raise ChartError(str(exc), symbol=ticker, status=exc.status, path=path) from exc
         body = response.content
+        if on_raw is not None and response.status_code in (200, 400, 404):
+            on_raw(RawResponse(raw_name(ticker, start, end), body))
         if response.status_code == 404:
             raise SymbolUnavailable(_provider_description(body), symbol=ticker, path=path)
         if response.status_code == 400:

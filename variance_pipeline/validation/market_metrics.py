@@ -2,7 +2,8 @@
 
 Every volatility, rank and percentile here is a fraction. The API mixes fractions and percents
 in one item, so a unit slip (a 21.87 where 0.2187 belongs) is the likeliest bug; bounding every
-such column to [0, 5] (500 % covers the wildest meme stock) catches it per row.
+such column to [0, 5] (500 % covers the wildest meme stock) catches it per row. The borrow rate
+arrives as a percent too ("24.5013") and is stored as a fraction, bounded the same way.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class MarketMetricsSchema(pa.DataFrameModel):
     earnings_estimated: Series[pd.BooleanDtype] = pa.Field(nullable=True)
     market_cap: Series[float] = pa.Field(nullable=True, ge=0)
     dividend_yield: Series[float] = pa.Field(nullable=True, ge=0)
-    borrow_rate: Series[float] = pa.Field(nullable=True)
+    borrow_rate: Series[float] = pa.Field(nullable=True, in_range=FRACTION)
     lendability: Series[str] = pa.Field(nullable=True)
     implied_volatility_updated_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, dtype_kwargs=UTC_US)
     fetched_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs=UTC_US)

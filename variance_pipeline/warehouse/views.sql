@@ -52,10 +52,15 @@ SELECT
     m.liquidity_rating,
     m.beta,
     m.earnings_date,
-    m.earnings_date - coalesce(m.as_of_date, r.session_date) AS days_to_earnings
+    m.earnings_date - coalesce(m.as_of_date, r.session_date) AS days_to_earnings,
+    ro.iv_rank_own,
+    ro.iv_percentile_own,
+    ro.sessions_of_history                                  AS iv_history_sessions,
+    ro.iv_rank_own_reason
 FROM latest_rv AS r
 FULL OUTER JOIN latest_metrics AS m ON m.symbol = r.symbol
 LEFT JOIN hv20_rank AS hr ON hr.symbol = coalesce(r.symbol, m.symbol)
+LEFT JOIN iv_rank_own AS ro ON ro.symbol = coalesce(r.symbol, m.symbol)
 LEFT JOIN tickers AS t ON t.symbol = coalesce(r.symbol, m.symbol);
 
 -- The latest positions snapshot joined with the underlying's volatility picture.
@@ -95,3 +100,65 @@ SELECT
         AND v.earnings_date <= CAST(p.expires_at AS DATE)   AS earnings_before_expiration
 FROM latest AS p
 LEFT JOIN vol_dashboard AS v ON v.symbol = p.root_symbol;
+
+-- Risk per underlying and account, from the latest position_greeks snapshot, plus one 'ALL'
+-- account row per underlying. Sums of the position Greeks (delta in underlying units, theta per
+-- day, vega per vol point, beta-weighted delta in SPY shares); share_of_account_bwd is the
+-- underlying's share of the account's gross beta-weighted delta (|bwd| / sum |bwd|), so long and
+-- short exposures do not cancel into a misleading share.
+CREATE OR REPLACE VIEW portfolio_risk AS
+WITH latest AS (
+    SELECT * FROM position_greeks
+    WHERE as_of_date = (SELECT max(as_of_date) FROM position_greeks)
+),
+summed AS (
+    SELECT as_of_date, account_number, root_symbol AS underlying_symbol, count(*) AS positions,
+           sum(position_delta) AS position_delta, sum(position_gamma) AS position_gamma,
+           sum(position_theta) AS position_theta, sum(position_vega) AS position_vega,
+           sum(beta_weighted_delta) AS beta_weighted_delta
+    FROM latest GROUP BY ALL
+    UNION ALL
+    SELECT as_of_date, 'ALL', root_symbol, count(*),
+           sum(position_delta), sum(position_gamma), sum(position_theta), sum(position_vega),
+           sum(beta_weighted_delta)
+    FROM latest GROUP BY ALL
+)
+SELECT *,
+       abs(beta_weighted_delta) / nullif(sum(abs(beta_weighted_delta)) OVER (PARTITION BY account_number), 0)
+           AS share_of_account_bwd
+FROM summed;
+
+-- How far each underlying is expected to move by each expiration of its latest term structure:
+-- expected_move = price * IV * sqrt(days / 365) (one standard deviation, in price units), price =
+-- the latest close on or before the snapshot. An expiration listed as AM and PM uses the PM IV.
+CREATE OR REPLACE VIEW expected_move AS
+WITH latest AS (
+    SELECT symbol, max(as_of_date) AS as_of_date FROM iv_term_structure GROUP BY symbol
+),
+term AS (
+    SELECT t.symbol, t.as_of_date, t.expiration_date,
+           coalesce(max(t.implied_volatility) FILTER (WHERE t.settlement_type = 'PM'), avg(t.implied_volatility))
+               AS implied_volatility
+    FROM iv_term_structure AS t JOIN latest USING (symbol, as_of_date)
+    WHERE t.expiration_date > t.as_of_date AND t.implied_volatility > 0
+    GROUP BY ALL
+),
+priced AS (
+    SELECT term.*,
+           (SELECT c.close FROM candles AS c
+            WHERE c.symbol = term.symbol AND c.session_date <= term.as_of_date
+            ORDER BY c.session_date DESC LIMIT 1) AS underlying_price
+    FROM term
+)
+SELECT p.symbol, p.expiration_date, p.as_of_date, p.underlying_price, p.implied_volatility,
+       p.expiration_date - p.as_of_date                                             AS days_to_expiration,
+       p.underlying_price * p.implied_volatility * sqrt((p.expiration_date - p.as_of_date) / 365.0)
+                                                                                    AS expected_move,
+       p.underlying_price - p.underlying_price * p.implied_volatility
+           * sqrt((p.expiration_date - p.as_of_date) / 365.0)                       AS lower,
+       p.underlying_price + p.underlying_price * p.implied_volatility
+           * sqrt((p.expiration_date - p.as_of_date) / 365.0)                       AS upper,
+       coalesce(m.earnings_date > p.as_of_date AND m.earnings_date <= p.expiration_date, false)
+                                                                                    AS earnings_before_expiration
+FROM priced AS p
+LEFT JOIN market_metrics AS m ON m.symbol = p.symbol AND m.as_of_date = p.as_of_date;

@@ -14,7 +14,7 @@ from typing import Collection, Sequence
 import pandas as pd
 import pyarrow.parquet as pq
 
-from variance_pipeline.candle_cache import CandleCache, concat_candles, empty_candles
+from variance_pipeline.candles.store import CandleCache, concat_candles, empty_candles
 from variance_pipeline.lake import Lake
 from variance_pipeline.validation.candles import CandlesSchema
 from variance_pipeline.validation.report import validate_frame

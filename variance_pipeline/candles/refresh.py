@@ -4,17 +4,6 @@ Yahoo rate-limits hard and without a published quota, so every run asks the cach
 sends at most one request per symbol for what is missing (two when the history was rescaled).
 A failure never loses data: the cached bars stay and the symbol is reported ``stale``.
 
-Layout under ``root`` (``Lake.candle_cache_dir``, i.e. ``<data_dir>/cache/candles/``), with the
-Tastytrade symbol percent-encoded so ``/``, ``^`` and ``=`` are safe (``/ES`` -> ``%2FES``):
-
-- ``<encoded>.parquet``: columns ``CANDLE_COLUMNS``, one row per XNYS session, final bars only;
-- ``<encoded>.json``: the sidecar: Yahoo ticker, last fetch time, splits and dividends seen, and
-  the sessions Yahoo was asked for and had no bar (halts, futures holidays, before the listing),
-  so that a gap in the provider's data does not cost a request on every run.
-
-The Parquet is written before the sidecar and both atomically; a crash between them leaves an
-older sidecar, which at worst costs one extra request.
-
 Scales never mix. Yahoo's ``close`` is split-adjusted and ``adj_close`` split- and
 dividend-adjusted, so a split or dividend after the cached bars silently rescales history. Each
 incremental request therefore re-reads the last ``OVERLAP_BARS`` cached bars; when the response
@@ -30,20 +19,15 @@ leaving old-scale rows in the lake. Without a re-base nothing of this reads a si
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence, TypeVar
-from urllib.parse import quote
+from typing import Callable, Literal, Mapping, Sequence, TypeVar
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
-from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
+from variance_pipeline.candles.store import CacheMeta, CandleCache, concat_candles, empty_candles, file_stem
 from variance_pipeline.sources.http import RequestStats
 from variance_pipeline.sources.yahoo import (
     ChartError,
@@ -54,6 +38,7 @@ from variance_pipeline.sources.yahoo import (
     YahooChartClient,
     yahoo_ticker,
 )
+from variance_pipeline.transforms.volatility import LOOKBACK_SESSIONS
 from variance_pipeline.validation.candles import CANDLE_COLUMNS, xnys_session_mask
 
 OVERLAP_BARS = 5
@@ -67,154 +52,8 @@ ADJUST_TOLERANCE = 1e-6
 # later bar exists); before that the bar may simply not be published yet.
 NO_BAR_SETTLE = timedelta(hours=12)
 
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("yahoo_ticker", pa.string()),
-        ("session_date", pa.date32()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("adj_close", pa.float64()),
-        ("volume", pa.int64()),
-    ]
-)
-
 Status = Literal["fetched", "cached", "stale", "unavailable"]
 Event = TypeVar("Event", Split, Dividend)
-
-
-def file_stem(symbol: str) -> str:
-    """``symbol`` percent-encoded into one file name (``/ES`` -> ``%2FES``, ``^SPX`` -> ``%5ESPX``).
-
-    Reversible, so two symbols never share a file, and free of ``/``, so no symbol adds a directory.
-    """
-    return quote(symbol, safe="")
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Dates as ``datetime.date``, volume as nullable ``Int64`` (a missing volume stays missing)."""
-    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-
-
-def empty_candles() -> pd.DataFrame:
-    """A zero-row frame with the candle columns and dtypes."""
-    return _to_pandas(PARQUET_SCHEMA.empty_table())
-
-
-def _normalise(frame: pd.DataFrame, symbol: str) -> pa.Table:
-    """Columns, types and order of a cached symbol: sorted, one row per session."""
-    frame = frame.assign(symbol=symbol).loc[:, list(CANDLE_COLUMNS)]
-    frame = frame.sort_values("session_date").drop_duplicates("session_date", keep="last")
-    return pa.Table.from_pandas(frame, schema=PARQUET_SCHEMA, preserve_index=False)
-
-
-@dataclass(frozen=True)
-class CacheMeta:
-    """The sidecar of one symbol."""
-
-    yahoo_ticker: str
-    fetched_at: datetime
-    splits: tuple[Split, ...] = ()
-    dividends: tuple[Dividend, ...] = ()
-    no_bar_sessions: frozenset[date] = frozenset()
-    # The cached history was replaced (new scale) and the lake has not been rewritten from it yet.
-    lake_rebase_pending: bool = False
-
-    def to_json(self, symbol: str) -> dict[str, Any]:
-        return {
-            "symbol": symbol,
-            "yahoo_ticker": self.yahoo_ticker,
-            "fetched_at": self.fetched_at.isoformat(),
-            "splits": [
-                {"date": s.date.isoformat(), "numerator": s.numerator, "denominator": s.denominator}
-                for s in self.splits
-            ],
-            "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
-            "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
-            "lake_rebase_pending": self.lake_rebase_pending,
-        }
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> CacheMeta:
-        return cls(
-            yahoo_ticker=str(doc["yahoo_ticker"]),
-            fetched_at=datetime.fromisoformat(doc["fetched_at"]),
-            splits=tuple(
-                Split(date.fromisoformat(s["date"]), float(s["numerator"]), float(s["denominator"]))
-                for s in doc.get("splits", [])
-            ),
-            dividends=tuple(
-                Dividend(date.fromisoformat(d["date"]), float(d["amount"])) for d in doc.get("dividends", [])
-            ),
-            no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
-            lake_rebase_pending=bool(doc.get("lake_rebase_pending", False)),
-        )
-
-
-class CandleCache:
-    """Per-symbol candle files under ``root``; every write is atomic (temp file + rename)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def _stem(self, symbol: str) -> str:
-        if not symbol.strip():
-            raise ValueError("an empty symbol has no cache file")
-        return file_stem(symbol)
-
-    def path(self, symbol: str) -> Path:
-        return self.root / f"{self._stem(symbol)}.parquet"
-
-    def meta_path(self, symbol: str) -> Path:
-        return self.root / f"{self._stem(symbol)}.json"
-
-    def read(self, symbol: str) -> pd.DataFrame:
-        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns."""
-        path = self.path(symbol)
-        if not path.exists():
-            return empty_candles()
-        return _to_pandas(pq.read_table(path, schema=PARQUET_SCHEMA))
-
-    def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
-        """Replace the symbol's bars (``frame`` needs ``CANDLE_COLUMNS`` except ``symbol``).
-
-        Returns the bars as stored, i.e. what ``read`` will give back.
-        """
-        table = _normalise(frame, symbol)
-        write_parquet_atomic(self.path(symbol), table)
-        return _to_pandas(table)
-
-    def sessions_present(self, symbol: str) -> set[date]:
-        path = self.path(symbol)
-        if not path.exists():
-            return set()
-        return set(pq.read_table(path, columns=["session_date"]).column("session_date").to_pylist())
-
-    def read_meta(self, symbol: str) -> CacheMeta | None:
-        path = self.meta_path(symbol)
-        if not path.exists():
-            return None
-        try:
-            return CacheMeta.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            return None  # an unreadable sidecar only costs a re-check of the symbol's gaps
-
-    def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
-        return write_json_atomic(self.meta_path(symbol), meta.to_json(symbol))
-
-    def rebase_pending(self, symbol: str) -> bool:
-        """True while the symbol's re-based history has not been copied into the lake."""
-        meta = self.read_meta(symbol)
-        return bool(meta and meta.lake_rebase_pending)
-
-    def mark_lake_synced(self, symbols: Sequence[str]) -> None:
-        """The lake now holds ``symbols`` on the cache's scale: clear their pending re-base."""
-        for symbol in symbols:
-            meta = self.read_meta(symbol)
-            if meta is not None and meta.lake_rebase_pending:
-                self.write_meta(symbol, replace(meta, lake_rebase_pending=False))
 
 
 @dataclass(frozen=True)
@@ -240,6 +79,11 @@ class ChartBody:
     end: date
     body: bytes
 
+    @property
+    def name(self) -> str:
+        """A file name unique per request (the ticker percent-encoded: no ``/`` reaches a path)."""
+        return f"chart_{file_stem(self.yahoo_ticker)}_{self.start}_{self.end}.json"
+
 
 @dataclass(frozen=True)
 class CandleRefresh:
@@ -257,7 +101,6 @@ class CandleRefresh:
     null_bars_dropped: int
     live_bars_dropped: int
     off_calendar_bars_dropped: int
-    responses: tuple[ChartBody, ...]
 
     @property
     def rebased_symbols(self) -> list[str]:
@@ -292,8 +135,15 @@ class _Outcome:
     fetches: tuple[_Fetch, ...] = ()
 
 
-def _fetch(client: YahooChartClient, symbol: str, ticker: str, start: date, end: date, now: datetime) -> _Fetch:
+RawCallback = Callable[[ChartBody], None]
+
+
+def _fetch(
+    client: YahooChartClient, symbol: str, ticker: str, start: date, end: date, now: datetime, on_raw: RawCallback
+) -> _Fetch:
     fetched: FetchedChart = client.fetch(ticker, start, end, now=now)
+    raw = ChartBody(symbol, ticker, start, end, fetched.raw)
+    on_raw(raw)  # bronze first: a parse or merge problem below must not lose what Yahoo said
     chart = fetched.chart
     bars = chart.bars
     on_calendar = xnys_session_mask(bars["session_date"])
@@ -305,7 +155,7 @@ def _fetch(client: YahooChartClient, symbol: str, ticker: str, start: date, end:
         null_dropped=chart.null_bars_dropped,
         live_dropped=chart.live_bars_dropped,
         off_calendar=int((~on_calendar).sum()),
-        raw=ChartBody(symbol, ticker, start, end, fetched.raw),
+        raw=raw,
         note=fetched.note,
     )
 
@@ -355,6 +205,7 @@ def _refresh_symbol(
     now: datetime,
     client: YahooChartClient,
     cache: CandleCache,
+    on_raw: RawCallback,
 ) -> _Outcome:
     cached = cache.read(symbol)
     meta = cache.read_meta(symbol)
@@ -373,7 +224,7 @@ def _refresh_symbol(
     before_missing = cached.loc[cached["session_date"] < missing[0], "session_date"]
     overlap = sorted(before_missing)[-OVERLAP_BARS:]
     request_start = overlap[0] if overlap else missing[0]
-    first = _fetch(client, symbol, ticker, request_start, end, now)
+    first = _fetch(client, symbol, ticker, request_start, end, now, on_raw)
     reason = _rescale_reason(cached, first)
     if reason is None:
         fetches = (first,)
@@ -387,7 +238,7 @@ def _refresh_symbol(
         full_start = min(window_start, cached["session_date"].min())
         full_end = max(end, cached["session_date"].max())
         try:
-            second = _fetch(client, symbol, ticker, full_start, full_end, now)
+            second = _fetch(client, symbol, ticker, full_start, full_end, now, on_raw)
         except ChartError as exc:
             message = f"{reason}; the refetch of the full history failed ({exc})"
             raise ChartError(message, symbol=ticker, status=exc.status, path=exc.path) from exc
@@ -414,8 +265,9 @@ def refresh_candles(
     now: datetime,
     client: YahooChartClient,
     cache: CandleCache,
-    lookback: int = 260,
+    lookback: int = LOOKBACK_SESSIONS,
     overrides: Mapping[str, str] | None = None,
+    on_raw: RawCallback | None = None,
     log: Callable[[str], None] = print,
     progress_every: int = 5,
 ) -> CandleRefresh:
@@ -423,8 +275,10 @@ def refresh_candles(
 
     Symbols go one after another through the client's rate limiter. Only sessions closed by
     ``now`` are expected. A symbol whose fetch fails keeps its cache and is reported ``stale``;
-    404 is ``unavailable``; nothing here raises for one bad symbol.
+    404 is ``unavailable``; nothing here raises for one bad symbol. ``on_raw`` receives every
+    response body as soon as it arrived (the bronze layer), before anything parses it.
     """
+    land = on_raw or (lambda raw: None)
     window_start = sessions_back(start, lookback + 1)[0]
     request_end = min(end, last_closed_session(now))
     expected = sessions_in_range(window_start, request_end)
@@ -437,7 +291,7 @@ def refresh_candles(
         ticker = yahoo_ticker(symbol, overrides)
         requests_before = stats.requests
         try:
-            outcome = _refresh_symbol(symbol, ticker, expected, window_start, request_end, now, client, cache)
+            outcome = _refresh_symbol(symbol, ticker, expected, window_start, request_end, now, client, cache, land)
         except SymbolUnavailable as exc:
             status = SymbolStatus(
                 symbol, ticker, "unavailable", 0, 0, exc.description, rebased=cache.rebase_pending(symbol)
@@ -463,7 +317,6 @@ def refresh_candles(
         null_bars_dropped=sum(f.null_dropped for f in fetches),
         live_bars_dropped=sum(f.live_dropped for f in fetches),
         off_calendar_bars_dropped=sum(f.off_calendar for f in fetches),
-        responses=tuple(f.raw for f in fetches),
     )
 
 
@@ -475,20 +328,3 @@ def _progress(done: int, total: int, statuses: list[SymbolStatus], spent: Reques
     )
 
 
-def concat_candles(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate candle frames; empty ones are skipped so column dtypes survive."""
-    non_empty = [f for f in frames if len(f)]
-    if not non_empty:
-        return empty_candles()
-    return pd.concat(non_empty, ignore_index=True)
-
-
-def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, sessions: int) -> pd.DataFrame:
-    """The last ``sessions`` cached bars up to ``end`` of each symbol (``CANDLE_COLUMNS``).
-
-    Realised volatility reads its window from here rather than from the lake, so HV252 for a
-    session needs no earlier partitions to have been materialised.
-    """
-    frame = concat_candles([cache.read(symbol) for symbol in symbols])
-    frame = frame.loc[frame["session_date"] <= end].sort_values(["symbol", "session_date"])
-    return frame.groupby("symbol", sort=False).tail(sessions).reset_index(drop=True)

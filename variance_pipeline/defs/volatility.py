@@ -5,20 +5,19 @@ from typing import Iterator
 import dagster as dg
 
 from variance_pipeline.calendar import sessions_back, sessions_in_range
-from variance_pipeline.candle_cache import CandleCache, read_lookback
-from variance_pipeline.defs.common import ASSET_COMMON, land_by_session, run_sessions
+from variance_pipeline.candles.store import CandleCache, read_lookback
+from variance_pipeline.defs.common import ASSET_COMMON, universe_symbols
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
+from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource
+from variance_pipeline.transforms.volatility import LOOKBACK_SESSIONS, compute_realized_volatility
 from variance_pipeline.validation.candles import CandlesSchema
 from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
 from variance_pipeline.validation.report import validate_frame
-from variance_pipeline.volatility import compute_realized_volatility
-
-HV_LOOKBACK = 253  # HV252 needs 253 closes
 
 
 @dg.asset(
-    deps=["candles"],
+    deps=["candles", "universe"],
     group_name="transform",
     kinds={"python", "duckdb", "parquet"},
     description="Realised volatility per underlying and session from the cached candles: close-to-close "
@@ -38,12 +37,14 @@ def realized_volatility(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     sessions = run_sessions(context)
     lake = pipeline.lake
-    # The symbols the candles step landed for these sessions: what it could not fetch has no bar,
-    # so it would have no volatility row either, and no second look at the universe is needed.
-    universe = lake.partition_symbols("candles", sessions)
-    window_start = sessions_back(sessions[0], HV_LOOKBACK + 1)[0]
+    # HV252 of the first session needs the 252 sessions before it: read that from the cache, so a
+    # session's volatility never depends on which earlier partitions were materialised.
+    window_start = sessions_back(sessions[0], LOOKBACK_SESSIONS + 1)[0]
     history = read_lookback(
-        CandleCache(lake.candle_cache_dir), universe, sessions[-1], len(sessions_in_range(window_start, sessions[-1]))
+        CandleCache(lake.candle_cache_dir),
+        universe_symbols(lake, sessions),
+        sessions[-1],
+        len(sessions_in_range(window_start, sessions[-1])),
     )
     # The cache keeps what Yahoo served; a bar that breaks CandlesSchema (high < close, say) is
     # treated as missing, so the gap rule NULLs its windows instead of a silently wrong number.
@@ -52,7 +53,7 @@ def realized_volatility(
         context.log.warning(f"realized_volatility: cached bars treated as missing\n{bars.summary()}")
     result = compute_realized_volatility(bars.valid, sessions)
     outcome = validate_frame(RealizedVolatilitySchema, result, "realized_volatility")
-    written = land_by_session(lake, "realized_volatility", outcome.valid)
+    written = len(lake.write_by_session("realized_volatility", outcome.valid))
     latest = outcome.valid[outcome.valid["session_date"] == outcome.valid["session_date"].max()] if written else outcome.valid
     yield dg.MaterializeResult(
         metadata={

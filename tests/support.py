@@ -1,0 +1,93 @@
+"""What the test modules share: the clock, the recorded fixtures, settings and real Dagster runs.
+
+Fixtures live in ``conftest.py``; plain helpers live here so that test modules import them from
+one place and never from each other.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+import dagster as dg
+
+from variance_pipeline.defs import pipeline_definitions
+from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
+from variance_pipeline.settings import Settings
+
+R = TypeVar("R", bound=dg.ConfigurableResource)
+RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
+# A fixed clock after the close of Tuesday 2025-11-25, so runs are reproducible.
+CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
+FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
+
+
+def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES") -> Settings:
+    return Settings(
+        source="simulator",
+        data_dir=data_dir,
+        tastytrade_api_url=url,
+        yahoo_chart_url=url,
+        watchlist_spec=watchlist,
+        now_override=now,
+    )
+
+
+def reconfigured(resource: R, **update: object) -> R:
+    """The resource rebuilt with ``update``: pydantic's ``model_copy`` would change attributes but
+    not the configuration Dagster resolved at construction, so a run would keep the old values.
+    ``EnvVar`` secrets stay references."""
+    values = {name: getattr(resource, name) for name in resource.__pydantic_fields_set__}
+    return type(resource)(**{**values, **update})
+
+
+def fast_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The production resources for ``settings`` with the polite Yahoo spacing and backoff off."""
+    resources = build_resources(settings)
+    resources["yahoo"] = YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=0, retry=FAST_RETRY)
+    resources["tastytrade"] = reconfigured(resources["tastytrade"], retry=FAST_RETRY)
+    return resources
+
+
+@lru_cache(maxsize=1)
+def _definitions() -> dg.Definitions:
+    return pipeline_definitions()
+
+
+def all_assets_and_checks() -> list:
+    """Every asset and asset check of the code location, as ``dg`` autoloads them."""
+    defs = _definitions()
+    return [*defs.assets, *(defs.asset_checks or [])]
+
+
+def materialize(
+    settings: Settings,
+    *,
+    partition_key: str | None = None,
+    partition_range: tuple[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    select: Sequence[str] | None = None,
+    resources: dict[str, dg.ConfigurableResource] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """A real Dagster run for one session or a range, checks included.
+
+    ``select`` names the assets a test needs (their checks run too); default: every asset.
+    """
+    tags = {}
+    if partition_range:
+        tags = {"dagster/asset_partition_range_start": partition_range[0], "dagster/asset_partition_range_end": partition_range[1]}
+    selection = None
+    if select is not None:
+        selection = dg.AssetSelection.assets(*select) | dg.AssetSelection.checks_for_assets(*select)
+    return dg.materialize(
+        all_assets_and_checks(),
+        resources=resources or fast_resources(settings),
+        partition_key=partition_key,
+        tags=tags,
+        instance=instance,
+        raise_on_error=raise_on_error,
+        selection=selection,
+    )

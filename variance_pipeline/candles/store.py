@@ -1,0 +1,194 @@
+"""The candle cache on disk: one Parquet per symbol plus a JSON sidecar, every write atomic.
+
+Layout under ``root`` (``Lake.candle_cache_dir``, i.e. ``<data_dir>/cache/candles/``), with the
+Tastytrade symbol percent-encoded so ``/``, ``^`` and ``=`` are safe (``/ES`` -> ``%2FES``):
+
+- ``<encoded>.parquet``: columns ``CANDLE_COLUMNS``, one row per XNYS session, final bars only;
+- ``<encoded>.json``: the sidecar: Yahoo ticker, last fetch time, splits and dividends seen, and
+  the sessions Yahoo was asked for and had no bar (halts, futures holidays, before the listing),
+  so that a gap in the provider's data does not cost a request on every run.
+
+The Parquet is written before the sidecar and both atomically; a crash between them leaves an
+older sidecar, which at worst costs one extra request. What to fetch is ``refresh.py``'s job; this
+module only knows files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import quote
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
+from variance_pipeline.sources.yahoo import Dividend, Split
+from variance_pipeline.validation.candles import CANDLE_COLUMNS
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("yahoo_ticker", pa.string()),
+        ("session_date", pa.date32()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("adj_close", pa.float64()),
+        ("volume", pa.int64()),
+    ]
+)
+
+def file_stem(symbol: str) -> str:
+    """``symbol`` percent-encoded into one file name (``/ES`` -> ``%2FES``, ``^SPX`` -> ``%5ESPX``).
+
+    Reversible, so two symbols never share a file, and free of ``/``, so no symbol adds a directory.
+    """
+    return quote(symbol, safe="")
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Dates as ``datetime.date``, volume as nullable ``Int64`` (a missing volume stays missing)."""
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def empty_candles() -> pd.DataFrame:
+    """A zero-row frame with the candle columns and dtypes."""
+    return _to_pandas(PARQUET_SCHEMA.empty_table())
+
+
+def _normalise(frame: pd.DataFrame, symbol: str) -> pa.Table:
+    """Columns, types and order of a cached symbol: sorted, one row per session."""
+    frame = frame.assign(symbol=symbol).loc[:, list(CANDLE_COLUMNS)]
+    frame = frame.sort_values("session_date").drop_duplicates("session_date", keep="last")
+    return pa.Table.from_pandas(frame, schema=PARQUET_SCHEMA, preserve_index=False)
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """The sidecar of one symbol."""
+
+    yahoo_ticker: str
+    fetched_at: datetime
+    splits: tuple[Split, ...] = ()
+    dividends: tuple[Dividend, ...] = ()
+    no_bar_sessions: frozenset[date] = frozenset()
+    # The cached history was replaced (new scale) and the lake has not been rewritten from it yet.
+    lake_rebase_pending: bool = False
+
+    def to_json(self, symbol: str) -> dict[str, Any]:
+        return {
+            "symbol": symbol,
+            "yahoo_ticker": self.yahoo_ticker,
+            "fetched_at": self.fetched_at.isoformat(),
+            "splits": [
+                {"date": s.date.isoformat(), "numerator": s.numerator, "denominator": s.denominator}
+                for s in self.splits
+            ],
+            "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
+            "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
+            "lake_rebase_pending": self.lake_rebase_pending,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> CacheMeta:
+        return cls(
+            yahoo_ticker=str(doc["yahoo_ticker"]),
+            fetched_at=datetime.fromisoformat(doc["fetched_at"]),
+            splits=tuple(
+                Split(date.fromisoformat(s["date"]), float(s["numerator"]), float(s["denominator"]))
+                for s in doc.get("splits", [])
+            ),
+            dividends=tuple(
+                Dividend(date.fromisoformat(d["date"]), float(d["amount"])) for d in doc.get("dividends", [])
+            ),
+            no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
+            lake_rebase_pending=bool(doc.get("lake_rebase_pending", False)),
+        )
+
+
+class CandleCache:
+    """Per-symbol candle files under ``root``; every write is atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _stem(self, symbol: str) -> str:
+        if not symbol.strip():
+            raise ValueError("an empty symbol has no cache file")
+        return file_stem(symbol)
+
+    def path(self, symbol: str) -> Path:
+        return self.root / f"{self._stem(symbol)}.parquet"
+
+    def meta_path(self, symbol: str) -> Path:
+        return self.root / f"{self._stem(symbol)}.json"
+
+    def read(self, symbol: str) -> pd.DataFrame:
+        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns."""
+        path = self.path(symbol)
+        if not path.exists():
+            return empty_candles()
+        return _to_pandas(pq.read_table(path, schema=PARQUET_SCHEMA))
+
+    def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Replace the symbol's bars (``frame`` needs ``CANDLE_COLUMNS`` except ``symbol``).
+
+        Returns the bars as stored, i.e. what ``read`` will give back.
+        """
+        table = _normalise(frame, symbol)
+        write_parquet_atomic(self.path(symbol), table)
+        return _to_pandas(table)
+
+    def sessions_present(self, symbol: str) -> set[date]:
+        path = self.path(symbol)
+        if not path.exists():
+            return set()
+        return set(pq.read_table(path, columns=["session_date"]).column("session_date").to_pylist())
+
+    def read_meta(self, symbol: str) -> CacheMeta | None:
+        path = self.meta_path(symbol)
+        if not path.exists():
+            return None
+        try:
+            return CacheMeta.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            return None  # an unreadable sidecar only costs a re-check of the symbol's gaps
+
+    def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
+        return write_json_atomic(self.meta_path(symbol), meta.to_json(symbol))
+
+    def rebase_pending(self, symbol: str) -> bool:
+        """True while the symbol's re-based history has not been copied into the lake."""
+        meta = self.read_meta(symbol)
+        return bool(meta and meta.lake_rebase_pending)
+
+    def mark_lake_synced(self, symbols: Sequence[str]) -> None:
+        """The lake now holds ``symbols`` on the cache's scale: clear their pending re-base."""
+        for symbol in symbols:
+            meta = self.read_meta(symbol)
+            if meta is not None and meta.lake_rebase_pending:
+                self.write_meta(symbol, replace(meta, lake_rebase_pending=False))
+
+def concat_candles(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate candle frames; empty ones are skipped so column dtypes survive."""
+    non_empty = [f for f in frames if len(f)]
+    if not non_empty:
+        return empty_candles()
+    return pd.concat(non_empty, ignore_index=True)
+
+
+def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, sessions: int) -> pd.DataFrame:
+    """The last ``sessions`` cached bars up to ``end`` of each symbol (``CANDLE_COLUMNS``).
+
+    Realised volatility reads its window from here rather than from the lake, so HV252 for a
+    session needs no earlier partitions to have been materialised.
+    """
+    frame = concat_candles([cache.read(symbol) for symbol in symbols])
+    frame = frame.loc[frame["session_date"] <= end].sort_values(["symbol", "session_date"])
+    return frame.groupby("symbol", sort=False).tail(sessions).reset_index(drop=True)

@@ -1,0 +1,202 @@
+"""Position risk without streaming: the public risk-free rate and model Greeks per position.
+
+DXLink streaming (and so streamed Greeks) is not available to our users, but the evening REST
+snapshot is enough: the position, the underlying's close, the IV of its expiration from the same
+snapshot's term structure, the dividend yield and Tastytrade's public risk-free rate. The maths
+lives in ``transforms/`` (vectorised BSM and Black-76); this module only reads the lake,
+lands the result and checks it.
+"""
+
+
+from datetime import date
+from typing import Iterator
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from variance_pipeline.calendar import session_close
+from variance_pipeline.defs.common import ASSET_COMMON, land_validated, raw_lander
+from variance_pipeline.defs.metadata import preview, skipped_check, validation_check
+from variance_pipeline.defs.partitions import run_sessions
+from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
+from variance_pipeline.defs.snapshots import snapshot_window
+from variance_pipeline.lake import Lake
+from variance_pipeline.sources.http import RequestStats, SourceError
+from variance_pipeline.sources.tastytrade_frames import TastytradeDataError
+from variance_pipeline.sources.tastytrade_reference import risk_free_rate_frame
+from variance_pipeline.transforms.position_greeks import position_greeks as price_positions
+from variance_pipeline.transforms.position_greeks import put_call_parity_gaps
+from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.validation.risk import PositionGreeksSchema, RiskFreeRateSchema
+
+PARITY_TOLERANCE = 1e-8  # relative to the strike: rounding, never a model error
+
+
+@dg.asset(
+    deps=["positions"],  # after the login: a rejected refresh token stops the run before anything else is asked
+    group_name="extract",
+    kinds={"python", "parquet"},
+    description="Tastytrade's public risk-free rate (GET /margin-requirements-public-configuration, no "
+    "auth; a fraction), the rate of the model Greeks. A snapshot: current session only.",
+    check_specs=[dg.AssetCheckSpec("risk_free_rate_schema", asset="risk_free_rate")],
+    **ASSET_COMMON,
+)
+def risk_free_rate(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    window = snapshot_window(context, pipeline, "risk_free_rate")
+    if window.session is None:
+        yield dg.MaterializeResult(metadata={"landed": False, "reason": window.reason})
+        yield skipped_check("risk_free_rate_schema", "risk_free_rate", window.reason)
+        return
+    stats = RequestStats()
+    lake = pipeline.lake
+    try:
+        with tastytrade.client(stats) as client:
+            data = client.margin_configuration(on_raw=raw_lander(lake, "risk_free_rate", window.session))
+        frame = risk_free_rate_frame(data, as_of_date=window.session, fetched_at=window.fetched_at)
+    except (SourceError, TastytradeDataError) as exc:
+        # Not fatal for the evening: candles, volatility and the warehouse still load; the options
+        # are listed as unpriced ("no risk_free_rate") and this check says until when to re-run.
+        message = str(window.failure("risk_free_rate", exc, stats).description)
+        context.log.error(message)
+        yield dg.MaterializeResult(metadata={"landed": False, "reason": message, **stats.as_metadata()})
+        yield dg.AssetCheckResult(
+            check_name="risk_free_rate_schema",
+            asset_key="risk_free_rate",
+            passed=False,
+            metadata={"error": dg.MetadataValue.text(message)},
+            description=message,
+        )
+        return
+    outcome = validate_frame(RiskFreeRateSchema, frame, "risk_free_rate")
+    yield dg.MaterializeResult(
+        metadata={
+            **land_validated(lake, "risk_free_rate", window.session, outcome),
+            "landed": True,
+            "risk_free_rate": float(frame["risk_free_rate"].iloc[0]),
+            **stats.as_metadata(),
+        }
+    )
+    yield validation_check("risk_free_rate_schema", outcome, "risk_free_rate")
+
+
+def _read(lake: Lake, dataset: str, day: date) -> pd.DataFrame | None:
+    return lake.read_partition(dataset, day) if lake.has_partition(dataset, day) else None
+
+
+def _price_session(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(priced, unpriced, notes) for one session with a landed positions snapshot."""
+    positions = lake.read_partition("positions", day)
+    notes: list[str] = []
+    term = _read(lake, "iv_term_structure", day)
+    metrics = _read(lake, "market_metrics", day)
+    candles = _read(lake, "candles", day)
+    rate_frame = _read(lake, "risk_free_rate", day)
+    if term is None:
+        notes.append(f"no iv_term_structure for {day}: options are unpriced")
+        term = pd.DataFrame(columns=["as_of_date", "symbol", "expiration_date", "settlement_type", "implied_volatility"])
+    if metrics is None:
+        notes.append(f"no market_metrics for {day}: no betas or dividend yields")
+        metrics = pd.DataFrame(columns=["as_of_date", "symbol", "beta", "dividend_yield"])
+    closes = pd.Series(dtype=float) if candles is None else candles.set_index("symbol")["close"]
+    if candles is None:
+        notes.append(f"no candles for {day}: no underlying prices")
+    rate = float("nan") if rate_frame is None else float(rate_frame["risk_free_rate"].iloc[0])
+    if rate_frame is None:
+        notes.append(f"no risk_free_rate for {day}: options are unpriced")
+    spy = float(closes["SPY"]) if "SPY" in closes.index else None
+    if spy is None:
+        notes.append("SPY has no close this session: beta_weighted_delta is NULL (add SPY to the watchlist)")
+    priced, unpriced = price_positions(positions, closes, term, metrics, rate, spy, day, session_close(day))
+    return priced, unpriced, notes
+
+
+@dg.asset(
+    deps=["positions", "iv_term_structure", "market_metrics", "candles", "risk_free_rate"],
+    group_name="transform",
+    kinds={"python", "parquet"},
+    description="Model price and Greeks of every position of each landed positions snapshot: Black-Scholes-"
+    "Merton with the dividend yield (equity, ETF, index options), Black-76 (future options), European "
+    "(early exercise ignored), IV of the option's expiration from the same evening's term structure "
+    "(linear in total variance between expirations, flagged when extrapolated), Tastytrade's public "
+    "risk-free rate. Per share and per position (times quantity and multiplier), plus beta-weighted "
+    "delta in SPY shares. Positions that cannot be priced honestly are listed with the reason.",
+    check_specs=[
+        dg.AssetCheckSpec("position_greeks_schema", asset="position_greeks", description="no NaN Greek, sane ranges"),
+        dg.AssetCheckSpec(
+            "options_priced_or_explained",
+            asset="position_greeks",
+            description="every option position is priced, or listed as unpriced with the reason (warns)",
+        ),
+        dg.AssetCheckSpec(
+            "put_call_parity", asset="position_greeks", description="the model's call and put satisfy parity"
+        ),
+    ],
+    **ASSET_COMMON,
+)
+def position_greeks(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    lake = pipeline.lake
+    days = [day for day in run_sessions(context) if lake.has_partition("positions", day)]
+    if not days:
+        reason = "no positions snapshot landed for this run's sessions (snapshots cannot look back)"
+        yield dg.MaterializeResult(metadata={"landed": False, "reason": reason})
+        for check in ("position_greeks_schema", "options_priced_or_explained", "put_call_parity"):
+            yield skipped_check(check, "position_greeks", reason)
+        return
+    priced_all, unpriced_all, outcomes, metadata = [], [], [], {}
+    for day in days:
+        priced, unpriced, notes = _price_session(lake, day)
+        for note in notes:
+            context.log.warning(f"position_greeks: {note}")
+        outcome = validate_frame(PositionGreeksSchema, priced, "position_greeks")
+        metadata = land_validated(lake, "position_greeks", day, outcome)
+        priced_all.append(outcome.valid)
+        unpriced_all.append(unpriced)
+        outcomes.append(outcome)
+    priced = pd.concat(priced_all, ignore_index=True)
+    unpriced = pd.concat(unpriced_all, ignore_index=True)
+    options = priced["option_type"].notna()
+    yield dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "landed": True,
+            "sessions": dg.MetadataValue.text(", ".join(str(d) for d in days)),
+            "options_priced": int(options.sum()),
+            "positions_unpriced": len(unpriced),
+            "net_position_delta": float(priced["position_delta"].sum()),
+            "net_beta_weighted_delta": float(priced["beta_weighted_delta"].sum()),
+            "net_theta_per_day": float(priced["position_theta"].sum()),
+            "net_vega_per_point": float(priced["position_vega"].sum()),
+            "unpriced": preview(unpriced[["account_number", "symbol", "reason"]], rows=50),
+        }
+    )
+    worst = max(outcomes, key=lambda o: len(o.quarantined))
+    yield validation_check("position_greeks_schema", worst, "position_greeks")
+    yield dg.AssetCheckResult(
+        check_name="options_priced_or_explained",
+        asset_key="position_greeks",
+        passed=unpriced.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "unpriced_count": len(unpriced),
+            "unpriced": preview(unpriced[["account_number", "symbol", "reason"]], rows=50),
+            "every_position_accounted_for": bool(
+                sum(len(lake.read_partition("positions", d)) for d in days) == len(priced) + len(unpriced)
+                + sum(len(o.quarantined) for o in outcomes)
+            ),
+        },
+    )
+    gaps = put_call_parity_gaps(priced)
+    scale = np.maximum(priced.loc[priced["model"].notna(), "strike"].to_numpy(dtype=float), 1.0)
+    worst_gap = float(np.max(np.abs(gaps["parity_gap"].to_numpy()) / scale)) if len(gaps) else 0.0
+    worst_price = float(np.max(np.abs(gaps["price_gap"].to_numpy()) / scale)) if len(gaps) else 0.0
+    yield dg.AssetCheckResult(
+        check_name="put_call_parity",
+        asset_key="position_greeks",
+        passed=max(worst_gap, worst_price) <= PARITY_TOLERANCE,
+        metadata={"options_checked": len(gaps), "max_relative_parity_gap": worst_gap, "max_relative_price_gap": worst_price},
+    )

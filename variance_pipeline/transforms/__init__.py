@@ -1,0 +1,1 @@
+"""Pure transforms on landed data: realised volatility, option models, term-structure interpolation."""
