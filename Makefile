@@ -11,7 +11,7 @@ export VARIANCE_SOURCE ?= simulator
 export VARIANCE_SIMULATOR_URL ?= http://127.0.0.1:$(SIM_PORT)
 export DAGSTER_HOME ?= $(abspath data/$(VARIANCE_SOURCE)/dagster_home)
 
-.PHONY: install demo test test-fast dev rebuild clean
+.PHONY: install demo test test-fast dev doctor rebuild clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: $(STAMP)
 
 dev: $(STAMP)
 	$(PY) -m variance_pipeline.dev --port $(SIM_PORT)
+
+# Prove the set-up (credentials, accounts, positions, metrics, one chart, the rate): read-only, writes nothing.
+doctor: $(STAMP)
+	$(PY) -m variance_pipeline.doctor
 
 rebuild: $(STAMP)
 	$(VENV)/bin/variance-warehouse rebuild

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from support import CLOCK, RECORDED  # noqa: F401  (RECORDED: still imported from here by two modules)
+from support import CLOCK, RECORDED
 from variance_pipeline.simulator import SimulatorServer
 
 
@@ -31,11 +31,14 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_pipeline": ("slow",),
     "test_extraction_pipeline": ("slow",),
     "test_candles_pipeline": ("slow",),
+    "test_history_pipeline": ("slow",),
     "test_charts": ("slow",),
     "test_defs": ("slow",),
     "test_demo": ("slow", "e2e"),
     "test_ui_browser": ("slow", "e2e", "browser"),
     "test_faults": ("slow", "faults"),
+    "test_scale": ("slow",),
+    "test_risk_pipeline": ("slow",),
 }
 
 

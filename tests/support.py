@@ -6,12 +6,14 @@ one place and never from each other.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence, TypeVar
 
 import dagster as dg
+import pytest
 
 from variance_pipeline.defs import pipeline_definitions
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
@@ -91,3 +93,16 @@ def materialize(
         raise_on_error=raise_on_error,
         selection=selection,
     )
+
+
+def recorded_bytes(relative: str) -> bytes:
+    """A recorded real response from ``shared/fixtures/recorded/`` (e.g. ``tastytrade/positions.json``)."""
+    path = RECORDED / relative
+    if not path.exists():
+        pytest.fail(f"recorded fixture {path} not found (shared/ must sit beside the checkout)")
+    return path.read_bytes()
+
+
+def recorded_items(relative: str) -> list:
+    """``data.items`` of a recorded Tastytrade response."""
+    return json.loads(recorded_bytes(relative))["data"]["items"]

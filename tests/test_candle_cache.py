@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import pytest
-from test_yahoo import FAST, ChartServer, Fault, ny_midnight, recorded, result_of
+from chart_server import FAST, ChartServer, Fault, ny_midnight, recorded, result_of
 
 from variance_pipeline.calendar import session_close, sessions_back, sessions_in_range
 from variance_pipeline.candles.refresh import CandleRefresh, refresh_candles

@@ -11,7 +11,8 @@ import pandas as pd
 
 from support import materialize, pipeline_settings
 from variance_pipeline.calendar import sessions_back
-from variance_pipeline.defs.charts import chart_symbols, render_vol_chart
+import variance_pipeline.defs.charts as charts
+from variance_pipeline.defs.charts import chart_symbols, render_vol_chart, render_vrp_chart
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.connection import warehouse_connection
 from variance_pipeline.warehouse.load import load_sessions
@@ -113,3 +114,99 @@ def test_warehouse_asset_attaches_the_chart(tmp_path: Path, simulator) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 1024
     assert "](data:image/png;base64," in metadata["vol_chart"].value
+    vrp_path = Path(metadata["vrp_chart_path"].value)
+    assert vrp_path == tmp_path / "reports" / "vrp_chart_2025-11-25.png"
+    assert vrp_path.read_bytes().startswith(PNG_MAGIC)
+    assert "](data:image/png;base64," in metadata["vrp_chart"].value
+
+
+class _Recorded:
+    """Keeps every Figure the chart module builds, so a test can read the lines it drew."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.figures = []
+        real = charts.Figure
+
+        def build(*args, **kwargs):
+            figure = real(*args, **kwargs)
+            self.figures.append(figure)
+            return figure
+
+        monkeypatch.setattr(charts, "Figure", build)
+
+    def lines(self, label: str, title: str) -> list:
+        [figure] = self.figures
+        [ax] = [a for a in figure.axes if a.get_title().startswith(title)]
+        return [line for line in ax.get_lines() if line.get_label() == label]
+
+
+def write_iv_history(lake: Lake, days: list[date]) -> None:
+    """An IV snapshot on each of ``days`` (a rising line), replacing fill_year's two."""
+    for i, day in enumerate(days):
+        lake.write_partition(
+            "market_metrics", day,
+            pd.DataFrame({"as_of_date": [day] * 3, "symbol": SYMBOLS, "implied_volatility": [0.15 + i * 0.002] * 3,
+                          "iv_rank": [0.3] * 3, "earnings_date": [None] * 3, "fetched_at": [FETCHED] * 3}),
+        )
+
+
+def test_vol_chart_draws_the_iv_history_as_a_line(tmp_path: Path, monkeypatch) -> None:
+    lake = Lake(tmp_path)
+    days = fill_year(lake)
+    write_iv_history(lake, days[-30:])
+    with warehouse_connection(lake.warehouse_path) as con:
+        load_sessions(con, lake, days)
+        recorded = _Recorded(monkeypatch)
+        render_vol_chart(con, tmp_path / "reports", LAST)
+    [iv] = recorded.lines("IV", "QQQ")
+    assert len(iv.get_xdata()) == 30 and iv.get_linestyle() == "-" and iv.get_marker() in (None, "None", "")
+    assert np.allclose(iv.get_ydata(), [(0.15 + i * 0.002) * 100 for i in range(30)])
+
+
+def test_vol_chart_shows_a_few_snapshots_as_dots(tmp_path: Path, monkeypatch) -> None:
+    lake = Lake(tmp_path)
+    days = fill_year(lake)  # two IV snapshots
+    with warehouse_connection(lake.warehouse_path) as con:
+        load_sessions(con, lake, days)
+        recorded = _Recorded(monkeypatch)
+        render_vol_chart(con, tmp_path / "reports", LAST)
+    [iv] = recorded.lines("IV", "QQQ")
+    assert len(iv.get_xdata()) == 2 and iv.get_marker() == "o"
+
+
+def test_vrp_chart_draws_iv30_against_forward_realised(tmp_path: Path, monkeypatch) -> None:
+    lake = Lake(tmp_path)
+    days = fill_year(lake)
+    with warehouse_connection(lake.warehouse_path) as con:
+        load_sessions(con, lake, days)
+        # vrp rows as the history refresh writes them: the last 21 evenings still pending.
+        evenings = days[-40:]
+        for i, day in enumerate(evenings):
+            done = i < len(evenings) - 21
+            hv = 0.14 + 0.001 * i if done else None
+            con.execute(
+                "INSERT OR REPLACE INTO vrp VALUES (?, ?, ?, 'constant_maturity', ?, ?, ?, NULL)",
+                ["QQQ", day, 0.2, hv, (0.2 - hv) if done else None, 21 if done else len(evenings) - 1 - i],
+            )
+        recorded = _Recorded(monkeypatch)
+        chart = render_vrp_chart(con, tmp_path / "reports", LAST)
+    assert chart.path == tmp_path / "reports" / f"vrp_chart_{LAST}.png"
+    assert chart.path.read_bytes() == chart.png and chart.png.startswith(PNG_MAGIC)
+    assert chart.symbols == ["QQQ", "/ES"] and chart.complete_rows == 19
+    [iv30] = recorded.lines("iv30", "QQQ")
+    [hv] = recorded.lines("HV next 21", "QQQ")
+    assert len(iv30.get_xdata()) == 40 and np.allclose(iv30.get_ydata(), 20.0)
+    realised = np.asarray(hv.get_ydata(), dtype=float)
+    assert np.allclose(realised[:19], [(0.14 + 0.001 * i) * 100 for i in range(19)]) and np.isnan(realised[19:]).all()
+    metadata = chart.metadata()
+    assert metadata["vrp_chart_path"].value == str(chart.path)
+    encoded = metadata["vrp_chart"].value.split("base64,", 1)[1].rstrip(")")
+    assert base64.b64decode(encoded) == chart.png
+
+
+def test_vrp_chart_on_an_empty_warehouse(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    with warehouse_connection(lake.warehouse_path) as con:
+        load_sessions(con, lake, [LAST])
+        chart = render_vrp_chart(con, tmp_path / "reports", LAST)
+    assert chart.symbols == [] and chart.complete_rows == 0 and chart.path.read_bytes().startswith(PNG_MAGIC)

@@ -26,7 +26,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_every_stage_is_collected_without_a_hand_kept_list() -> None:
     defs = pipeline_definitions()
     keys = {key.to_user_string() for assets in defs.assets for key in assets.keys}
-    assert keys == {"positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility", "warehouse"}
+    assert keys == {
+        "positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
+        "risk_free_rate", "earnings_reports", "position_greeks", "warehouse",
+    }
     checks = {key.name for check in defs.asset_checks for key in check.check_keys}
     assert {"candles_cover_universe", "warehouse_is_fresh", "hv30_reconciles_with_tastytrade"} <= checks
     assert [s.name for s in defs.schedules] == ["eod_schedule"]

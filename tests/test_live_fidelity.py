@@ -46,7 +46,7 @@ from variance_pipeline.sources.yahoo import (
 from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
 from variance_pipeline.validation.positions import PositionsSchema
 
-from conftest import RECORDED  # noqa: E402
+from support import RECORDED  # noqa: E402
 
 NY = ZoneInfo("America/New_York")
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)

@@ -1,13 +1,30 @@
-"""``make demo``: the whole EOD pipeline on the embedded simulator, ending with a SQL result.
+"""``make demo``: the whole EOD pipeline on the embedded simulator, ending with IV history.
 
-It does what a user would do by hand: start the simulator, backfill enough sessions for HV252
-through the real ``dagster`` CLI (one run for the range, then one for the latest session), and
-query the warehouse read-only. Nothing here is special-cased for the demo.
+It does what the scheduled job would have done over the last ``--evenings`` sessions (default 35):
+
+1. start the simulator with its clock (``--now``) at 22:00 UTC of the first of those evenings;
+2. backfill enough sessions for HV252 through the real ``dagster asset materialize`` CLI, one
+   ranged run ending at that first evening (so its snapshots land), ``VARIANCE_NOW`` = that clock;
+3. replay every later evening, one run each, stepping the pipeline's clock and the simulator's
+   (``POST /_sim/clock``) together to 22:00 UTC of that session (the last one: at most the real
+   ``VARIANCE_NOW``). Snapshots cannot look back, so this replay is the only way to get a history
+   of implied volatility: each evening lands exactly what the APIs say on that evening.
+
+Honest shortcuts, for time only: the evening runs are ``dg.materialize`` calls in this one
+process (same assets, checks and production resources from ``defs.build_resources``, the same
+``DAGSTER_HOME`` instance, so they show in the UI), because one ``dagster`` CLI process per evening
+costs several seconds of start-up each; and they ask the local simulator's chart endpoint at 20
+requests per second instead of the polite ~1/s for Yahoo (unless ``VARIANCE_YAHOO_RATE`` is set).
+
+With 35 evenings the first 14 have their 21 later sessions, so ``vrp`` has complete rows (the
+rest stay NULL until their window closes) and ``iv_rank_own`` has values (it needs 20 sessions).
+It ends by printing ``vol_dashboard`` (with ``iv_rank_own``) and ``vrp_summary``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import shutil
@@ -15,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -27,11 +45,62 @@ from variance_pipeline.warehouse.connection import warehouse_connection
 DASHBOARD_SQL = """
 SELECT symbol, session_date, round(price, 2) AS price,
        round(implied_volatility, 4) AS iv, round(iv_rank, 3) AS iv_rank,
+       round(iv_rank_own, 3) AS iv_rank_own,
        round(hv20, 4) AS hv20, round(hv252, 4) AS hv252,
        round(iv_hv20_spread, 4) AS iv_hv20_spread, days_to_earnings
 FROM vol_dashboard
 ORDER BY iv_hv20_spread DESC NULLS LAST
 """
+
+VRP_SQL = """
+SELECT symbol, dates, dates_pending, round(mean_iv30, 4) AS mean_iv30,
+       round(mean_hv_forward_21, 4) AS mean_hv_fwd21, round(mean_vrp, 4) AS mean_vrp,
+       round(positive_share, 2) AS positive_share, first_date, last_date
+FROM vrp_summary
+ORDER BY mean_vrp DESC NULLS LAST
+"""
+DEMO_YAHOO_RATE = 20.0  # the local simulator, not Yahoo: see the module docstring
+
+
+def evening_clock(day: date, now: datetime) -> datetime:
+    """22:00 UTC of ``day`` (after the close, DST or not), never later than ``now``."""
+    return min(datetime(day.year, day.month, day.day, 22, tzinfo=timezone.utc), now)
+
+
+def set_simulator_clock(url: str, clock: datetime) -> None:
+    reply = httpx.post(f"{url}/_sim/clock", json={"now": clock.isoformat()}, timeout=10)
+    reply.raise_for_status()
+
+
+def replay_evenings(settings: Settings, evenings: list[date], now: datetime, home: Path) -> None:
+    """One run per evening in this process, the pipeline's clock and the simulator's stepped together."""
+    import dagster as dg
+
+    from variance_pipeline.defs import pipeline_definitions
+    from variance_pipeline.defs.resources import build_resources
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    definitions = pipeline_definitions()
+    nodes = [*definitions.assets, *(definitions.asset_checks or [])]
+    rate = settings.yahoo_rate if os.environ.get("VARIANCE_YAHOO_RATE") else DEMO_YAHOO_RATE
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the event log stays in the instance
+    started = time.monotonic()
+    with dg.DagsterInstance.get() as instance:
+        for i, day in enumerate(evenings, start=1):
+            clock = evening_clock(day, now)
+            set_simulator_clock(settings.tastytrade_api_url, clock)
+            evening = dataclasses.replace(settings, now_override=clock, yahoo_rate=rate)
+            t = time.monotonic()
+            result = dg.materialize(
+                nodes, resources=build_resources(evening), partition_key=str(day),
+                instance=instance, raise_on_error=False, run_config=quiet,
+            )
+            if not result.success:
+                failure = result.get_run_failure_event()
+                raise SystemExit(f"the run of evening {day} failed: {failure.message if failure else 'see the UI'}")
+            print(f"  evening {i}/{len(evenings)} {day} (clock {clock.isoformat()}): "
+                  f"run succeeded in {time.monotonic() - t:.1f} s", flush=True)
+    print(f"  {len(evenings)} evenings replayed in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def free_port() -> int:
@@ -93,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="simulator port (0: a free one)")
     parser.add_argument("--sessions", type=int, default=300, help="sessions to backfill (HV252 needs 253)")
+    parser.add_argument(
+        "--evenings", type=int, default=35,
+        help="the last N sessions replayed evening by evening (snapshot history; VRP needs 21 later sessions)",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.evenings <= args.sessions:
+        parser.error("--evenings must be between 1 and --sessions")
 
     env = {**os.environ, "VARIANCE_SOURCE": os.environ.get("VARIANCE_SOURCE", "simulator")}
     if env["VARIANCE_SOURCE"] != "simulator":
@@ -110,15 +185,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
 
-    sessions = sessions_back(last_closed_session(settings.now()), args.sessions)
-    simulator_args = ["--now", settings.now_override.isoformat()] if settings.now_override else []
-    simulator = start_simulator(port, simulator_args)
+    now = settings.now()
+    sessions = sessions_back(last_closed_session(now), args.sessions)
+    evenings = sessions[-args.evenings:]
+    first_clock = evening_clock(evenings[0], now)
+    env["VARIANCE_NOW"] = first_clock.isoformat()
+    started = time.monotonic()
+    simulator = start_simulator(port, ["--now", first_clock.isoformat()])
     try:
         print(f"simulator on {env['VARIANCE_SIMULATOR_URL']}; data in {settings.data_dir}", flush=True)
         log = settings.data_dir / "demo-run.log"
         log.unlink(missing_ok=True)
-        materialize(["--partition-range", f"{sessions[0]}...{sessions[-2]}"], env, log)
-        materialize(["--partition", str(sessions[-1])], env, log)
+        print(f"backfill up to the first evening, clock VARIANCE_NOW={first_clock.isoformat()}", flush=True)
+        materialize(["--partition-range", f"{sessions[0]}...{evenings[0]}"], env, log)
+        if evenings[1:]:
+            print(f"replaying {len(evenings) - 1} more evenings, {evenings[1]} .. {evenings[-1]}, one run each", flush=True)
+            replay_evenings(settings, evenings[1:], now, Path(env["DAGSTER_HOME"]))
     finally:
         simulator.terminate()
         simulator.wait(timeout=10)
@@ -127,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nvol_dashboard in {warehouse} (richest implied volatility over HV20 first):", flush=True)
     with warehouse_connection(warehouse, read_only=True) as con:
         con.sql(DASHBOARD_SQL).show(max_width=200)
+        print("vrp_summary: implied (iv30) minus the next 21 sessions' realised volatility, complete windows only:")
+        con.sql(VRP_SQL).show(max_width=200)
+    print(f"demo finished in {time.monotonic() - started:.0f} s")
     print(f"Query it yourself: .venv/bin/duckdb -readonly {warehouse}")
     return 0
 

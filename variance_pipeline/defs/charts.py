@@ -2,7 +2,9 @@
 
 One small panel per underlying over the last year: HV20 and HV252 from ``realized_volatility``
 (one value per session) and the implied volatility from ``market_metrics`` (a snapshot series:
-one point per session it was fetched on, often a single point). Rendered with matplotlib's Agg
+one point per evening it was fetched on; dots while there are few snapshots, a line once the
+history has grown). ``render_vrp_chart`` draws the second picture: the variance risk premium
+history from the ``vrp`` table (iv30 against the realised volatility of the next 21 sessions). Rendered with matplotlib's Agg
 canvas (no display, no pyplot global state), saved atomically under ``<data_dir>/reports/`` and
 shown in the Dagster UI as a path plus an inline markdown image.
 """
@@ -31,6 +33,7 @@ WINDOW_DAYS = 365
 DPI = 80
 PANEL_INCHES = (4.0, 2.4)
 COLUMNS = 3
+IV_DOTS_BELOW = 10  # fewer IV snapshots than this: each drawn as a dot on the line
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,10 @@ def render_png(
         dots = "o" if len(h) < 30 else None  # a few sessions loaded: show the points, not just lines
         ax.plot(x, h["hv20"] * 100, lw=1.0, color="tab:blue", marker=dots, ms=3, label="HV20")
         ax.plot(x, h["hv252"] * 100, lw=1.0, color="tab:green", marker=dots, ms=3, label="HV252")
+        # The IV history: a line over the snapshot evenings; dots only while there are a few.
         ax.plot(
             pd.to_datetime(i["session_date"]), i["implied_volatility"] * 100,
-            color="tab:red", marker="o", ms=4, lw=1.0, label="IV",
+            color="tab:red", marker="o" if len(i) < IV_DOTS_BELOW else None, ms=4, lw=1.2, label="IV",
         )
         ax.set_title(symbol, fontsize=9)
         ax.tick_params(labelsize=7)
@@ -172,6 +176,113 @@ def render_vol_chart(
     png = render_png(hv, iv, symbols, f"IV vs realised volatility, {start} .. {end} ({basis})", (start, end), dpi=dpi)
     path = write_bytes_atomic(Path(reports_dir) / f"vol_chart_{end.isoformat()}.png", png)
     return VolChart(path=path, png=png, symbols=symbols, basis=basis, session=end)
+
+
+@dataclass(frozen=True)
+class VrpChart:
+    path: Path
+    png: bytes
+    symbols: list[str]
+    basis: str
+    session: date | None
+    complete_rows: int  # vrp rows of the drawn symbols with a complete 21-session window
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        encoded = base64.b64encode(self.png).decode("ascii")
+        caption = ", ".join(self.symbols) or "no data yet"
+        return {
+            "vrp_chart_path": dg.MetadataValue.path(str(self.path)),
+            "vrp_chart": dg.MetadataValue.md(
+                f"VRP history: iv30 vs the next 21 sessions' realised volatility, {self.basis}: {caption} "
+                f"({self.complete_rows} complete windows)\n\n![vrp](data:image/png;base64,{encoded})"
+            ),
+        }
+
+
+def _vrp_series(con: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: date, end: date) -> pd.DataFrame:
+    return con.execute(
+        """
+        SELECT symbol, as_of_date, iv30, hv_forward_21, vrp FROM vrp
+        WHERE symbol IN (SELECT unnest(?)) AND as_of_date BETWEEN ? AND ?
+        ORDER BY symbol, as_of_date
+        """,
+        [list(symbols), start, end],
+    ).df()
+
+
+def render_vrp_png(
+    vrp: pd.DataFrame, symbols: Sequence[str], title: str, window: tuple[date, date], dpi: int = DPI
+) -> bytes:
+    """One panel per symbol: iv30 (every snapshot) and hv_forward_21 (once its window is complete)
+    as lines, the premium iv30 - hv_forward_21 shaded between them (green: sellers won)."""
+    panels = max(len(symbols), 1)
+    columns = min(COLUMNS, panels)
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.5), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(symbols):]:
+        ax.set_visible(False)
+    if not symbols:
+        axes[0].set_visible(True)
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no VRP history in the warehouse yet", ha="center", va="center")
+    for ax, symbol in zip(axes, symbols):
+        v = vrp[vrp["symbol"] == symbol]
+        x = pd.to_datetime(v["as_of_date"])
+        iv30 = v["iv30"].astype(float) * 100
+        hv = v["hv_forward_21"].astype(float) * 100
+        dots = "o" if len(v) < IV_DOTS_BELOW else None
+        ax.plot(x, iv30, color="tab:red", lw=1.2, marker=dots, ms=3, label="iv30")
+        ax.plot(x, hv, color="tab:blue", lw=1.2, marker=dots, ms=3, label="HV next 21")
+        complete = v["vrp"].notna().to_numpy()
+        if complete.any():
+            ax.fill_between(x, iv30, hv, where=complete & (iv30 >= hv).to_numpy(), color="tab:green", alpha=0.25,
+                            interpolate=True, label="VRP > 0")
+            ax.fill_between(x, iv30, hv, where=complete & (iv30 < hv).to_numpy(), color="tab:orange", alpha=0.25,
+                            interpolate=True, label="VRP < 0")
+        pending = int((~complete).sum())
+        ax.set_title(f"{symbol}" + (f" ({pending} pending)" if pending else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_ylabel("%", fontsize=7)
+        ax.grid(alpha=0.3)
+        if v.empty:
+            ax.text(0.5, 0.5, "no snapshots", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xlim(pd.Timestamp(window[0]), pd.Timestamp(window[1]) + pd.Timedelta(days=3))
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    if symbols:
+        axes[0].legend(fontsize=6, loc="upper left")
+    figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def render_vrp_chart(
+    con: duckdb.DuckDBPyConnection,
+    reports_dir: Path,
+    session: date | None = None,
+    *,
+    top_n: int = TOP_N,
+    fallback_symbols: Iterable[str] = (),
+    window_days: int = WINDOW_DAYS,
+    dpi: int = DPI,
+) -> VrpChart:
+    """The VRP history of the most-held underlyings (else the watchlist), saved as
+    ``reports_dir/vrp_chart_<session>.png``. The window ends at ``session`` (default: the newest
+    ``vrp`` date) and spans ``window_days``."""
+    newest = con.execute("SELECT max(as_of_date) FROM vrp").fetchone()[0]
+    end = session or newest or _latest_session(con) or date.today()
+    start = end - timedelta(days=window_days)
+    symbols, basis = chart_symbols(con, top_n, fallback_symbols)
+    vrp = _vrp_series(con, symbols, start, end)
+    title = f"Variance risk premium: iv30 vs realised next 21 sessions, {start} .. {end} ({basis})"
+    png = render_vrp_png(vrp, symbols, title, (start, end), dpi=dpi)
+    path = write_bytes_atomic(Path(reports_dir) / f"vrp_chart_{end.isoformat()}.png", png)
+    return VrpChart(path=path, png=png, symbols=symbols, basis=basis, session=end,
+                    complete_rows=int(vrp["vrp"].notna().sum()) if not vrp.empty else 0)
 
 
 def render_risk_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: int = DPI) -> tuple[Path, bytes] | None:

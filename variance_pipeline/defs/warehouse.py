@@ -4,7 +4,7 @@ import base64
 
 import dagster as dg
 
-from variance_pipeline.defs.charts import render_risk_chart, render_vol_chart
+from variance_pipeline.defs.charts import render_risk_chart, render_vol_chart, render_vrp_chart
 from variance_pipeline.defs.common import ASSET_COMMON, run_universe
 from variance_pipeline.defs.metadata import path_value, preview
 from variance_pipeline.defs.partitions import run_sessions
@@ -50,7 +50,13 @@ def warehouse(
                 sessions[-1],
                 fallback_symbols=watched.loc[watched["source"] != "held", "symbol"].tolist(),
             )
-        chart_metadata: dict[str, dg.MetadataValue] = chart.metadata()
+            vrp_chart = render_vrp_chart(
+                con,
+                pipeline.lake.reports_dir,
+                sessions[-1],
+                fallback_symbols=watched.loc[watched["source"] != "held", "symbol"].tolist(),
+            )
+        chart_metadata: dict[str, dg.MetadataValue] = {**chart.metadata(), **vrp_chart.metadata()}
         with warehouse_db.connect(read_only=True) as con:
             drawn = render_risk_chart(con, pipeline.lake.reports_dir)
         if drawn is not None:

@@ -184,6 +184,21 @@ class SimulatorApp:
             elif method == "DELETE":
                 self.faults.clear()
             return Reply(200, self.faults.describe())
+        if name == "clock" and method in ("GET", "POST", "DELETE"):
+            # Replays of past evenings step the market clock: POST {"now": ISO-8601 with offset};
+            # DELETE goes back to the real time.
+            if method == "POST":
+                try:
+                    doc = json.loads(body or b"null")
+                    value = datetime.fromisoformat(str(doc["now"]).replace("Z", "+00:00"))
+                except (ValueError, TypeError, KeyError) as exc:
+                    return Reply(400, {"error": f"expected {{\"now\": \"2025-11-24T22:00:00+00:00\"}}: {exc}"})
+                if value.tzinfo is None:
+                    return Reply(400, {"error": "now needs a UTC offset, e.g. +00:00"})
+                self.now = value
+            elif method == "DELETE":
+                self.now = None
+            return Reply(200, {"now": self.now.isoformat() if self.now else None})
         if name == "delisted" and method in ("GET", "POST", "DELETE"):
             if not isinstance(self.backend, SyntheticBackend):
                 return Reply(400, {"error": "delisted applies to the synthetic market, not to a replay"})

@@ -31,9 +31,10 @@ Conventions (the contract's ``position_greeks`` table):
   ``as_of_date`` are ignored; IVs are matched on the position's root symbol exactly.
 
 Every position lands in exactly one of the two frames. A row that cannot be priced honestly
-(expired at or before the session, no positive IV in the term structure, no underlying close, an
-unparseable symbol, an unsupported instrument type, a missing quantity or multiplier) goes to the
-unpriced frame with a human-readable ``reason``; the priced frame never holds a NaN Greek.
+(expired at or before the session, no positive IV in the term structure, no underlying close, no
+risk-free rate, an unparseable symbol, an unsupported instrument type, a missing quantity or
+multiplier) goes to the unpriced frame with a human-readable ``reason``; the priced frame never
+holds a NaN Greek.
 European models: American early exercise is ignored (see ``option_models``).
 """
 
@@ -222,6 +223,10 @@ def position_greeks(
     beta = root_series.map(pd.to_numeric(mx["beta"], errors="coerce")).to_numpy(dtype=float) if "beta" in mx else np.full(n, np.nan)
     beta = np.where(~np.isfinite(beta) & (root == "SPY"), 1.0, beta)
     r = np.full(n, float(risk_free_rate) if risk_free_rate is not None else np.nan)
+    _first_missing(
+        reason, is_option & ~np.isfinite(r),
+        f"no risk_free_rate for {as_of_date}: the rate snapshot was not taken (re-run the partition to price)",
+    )
 
     # Price the options that survived, all at once.
     strike = parsed["strike"].to_numpy(dtype=float)

@@ -1,4 +1,4 @@
-"""The Tastytrade client over real HTTP on loopback, and the normalisers on recorded responses.
+"""The Tastytrade client over real HTTP on loopback: endpoints, tokens, retries.
 
 The fake server below is deliberately tiny: it serves the recorded responses, checks auth the
 way the API does, and lets a test script statuses per path. The client under test is the real
@@ -11,52 +11,33 @@ import email.utils
 import json
 import threading
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pytest
 
+from support import recorded_bytes as _recorded
+from support import recorded_items as _recorded_items
 from variance_pipeline.sources.http import RequestStats, RetryPolicy, SourceError
 from variance_pipeline.sources.tastytrade import (
     TastytradeAuthError,
     TastytradeClient,
     TastytradeCredentials,
 )
-from variance_pipeline.sources.tastytrade_frames import (
-    TastytradeDataError,
-    held_underlyings,
-    market_metrics_frames,
-    positions_frame,
-)
-from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
-from variance_pipeline.validation.positions import PositionsSchema
-from variance_pipeline.validation.report import validate_frame
 
-# The shared recorded responses sit beside the checkout (the same rule as tests/conftest.py).
-from conftest import RECORDED as RECORDED_ROOT  # noqa: E402
-
-RECORDED = RECORDED_ROOT / "tastytrade"
-AS_OF = date(2023, 6, 8)
-FETCHED_AT = datetime(2023, 6, 8, 21, 5, tzinfo=timezone.utc)
 SECRET = "client-secret-3f9a"
 REFRESH = "refresh-token-77c1"
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=30.0, max_total_wait=60.0, timeout=5.0)
 
 
 def recorded_bytes(name: str) -> bytes:
-    path = RECORDED / name
-    if not path.exists():
-        pytest.fail(f"recorded fixture {path} not found (shared/ must sit beside the checkout)")
-    return path.read_bytes()
+    return _recorded(f"tastytrade/{name}")
 
 
 def recorded_items(name: str) -> list[dict[str, Any]]:
-    return json.loads(recorded_bytes(name))["data"]["items"]
+    return _recorded_items(f"tastytrade/{name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,217 +481,3 @@ def test_unexpected_envelope_names_the_path(fake: FakeTastytrade) -> None:
     client, _ = client_for(fake)
     with client, pytest.raises(SourceError, match=r"GET /market-metrics: response has no data.items"):
         client.market_metrics(["AAPL"])
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation: positions
-# --------------------------------------------------------------------------------------------
-
-
-def test_recorded_short_put_is_normalised() -> None:
-    frame = positions_frame(recorded_items("positions.json"), as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    row = frame.iloc[0]
-    assert row["quantity"] == -40.0
-    assert row["multiplier"] == 100
-    assert row["root_symbol"] == "RIVN"
-    assert row["underlying_symbol"] == "RIVN"
-    assert row["expires_at"] == pd.Timestamp("2023-06-09 20:00", tz="UTC")
-    assert (row["average_open_price"], row["close_price"]) == (0.79, 0.41)
-    assert row["as_of_date"] == AS_OF and row["fetched_at"] == pd.Timestamp(FETCHED_AT)
-    assert pd.isna(row["mark"]) and pd.isna(row["streamer_symbol"])
-    assert validate_frame(PositionsSchema, frame, "positions").ok
-    schema = pa.Table.from_pandas(frame, preserve_index=False).schema
-    assert schema.field("as_of_date").type == pa.date32()
-    assert schema.field("expires_at").type == pa.timestamp("us", tz="UTC")
-    assert schema.field("multiplier").type == pa.int64()
-
-
-def future_option(**overrides: Any) -> dict[str, Any]:
-    """The shape of a live future-option position (tastytrade-api-research.md), strings and all."""
-    item = {
-        "account-number": "5WZ12558",
-        "instrument-type": "Future Option",
-        "symbol": "./ZNH6 OZNG6 260123P111",
-        "underlying-symbol": "/ZNH6",
-        "quantity": "1",
-        "quantity-direction": "Short",
-        "average-open-price": 0.125,
-        "close-price": "0.046875",
-        "cost-effect": "Debit",
-        "multiplier": "1000",
-        "streamer-symbol": "./OZNG26P111:XCBT",
-        "expires-at": "2026-01-23T19:00:00Z",
-        "brand-new-field": {"ignored": True},
-    }
-    return {**item, **overrides}
-
-
-def test_strings_ints_and_floats_are_parsed_exactly() -> None:
-    items = [
-        future_option(),
-        future_option(**{"symbol": "/MESZ5", "instrument-type": "Future", "quantity": 2, "quantity-direction": "Long", "multiplier": 5}),
-        future_option(**{"symbol": "AAPL", "instrument-type": "Equity", "quantity": "0", "quantity-direction": "Zero", "multiplier": 1}),
-    ]
-    frame = positions_frame(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    assert frame["quantity"].tolist() == [-1.0, 2.0, 0.0]
-    assert frame["multiplier"].tolist() == [1000, 5, 1]
-    assert frame["root_symbol"].tolist() == ["/ZN", "/MES", "AAPL"]
-    assert frame["average_open_price"].iloc[0] == 0.125 and frame["close_price"].iloc[0] == 0.046875
-    assert frame["expires_at"].iloc[0] == pd.Timestamp("2026-01-23 19:00", tz="UTC")
-    assert "brand-new-field" not in frame.columns
-    assert validate_frame(PositionsSchema, frame, "positions").ok
-    assert held_underlyings(frame) == ["/MES", "/ZN", "AAPL"]
-
-
-@pytest.mark.parametrize("missing", ["symbol", "quantity", "quantity-direction", "instrument-type", "account-number", "multiplier"])
-def test_missing_required_position_field_is_named(missing: str) -> None:
-    item = future_option()
-    del item[missing]
-    with pytest.raises(TastytradeDataError, match=f"missing required field '{missing}'") as info:
-        positions_frame([future_option(), item], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    assert "positions item 1" in str(info.value)
-    if missing != "symbol":
-        assert "./ZNH6 OZNG6 260123P111" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"quantity-direction": "Sideways"}, "quantity-direction 'Sideways'"),
-        ({"quantity": "lots"}, "'quantity' = 'lots' is not a number"),
-        ({"multiplier": "2.5"}, "'multiplier' = '2.5' is not an integer"),
-        ({"expires-at": "tomorrow"}, "'expires-at' = 'tomorrow' is not an ISO-8601 time"),
-        ({"symbol": "ZN", "underlying-symbol": None}, "cannot find the futures root"),
-    ],
-)
-def test_unreadable_position_values_are_named(overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(TastytradeDataError, match=message):
-        positions_frame([future_option(**overrides)], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-
-
-def test_snapshot_stamp_must_be_unambiguous() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        positions_frame([], as_of_date=AS_OF, fetched_at=datetime(2023, 6, 8, 21))
-    with pytest.raises(TypeError, match="datetime.date"):
-        positions_frame([], as_of_date=FETCHED_AT, fetched_at=FETCHED_AT)
-
-
-def test_no_positions_is_an_empty_valid_frame() -> None:
-    frame = positions_frame([], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    assert frame.empty and "quantity" in frame.columns
-    assert validate_frame(PositionsSchema, frame, "positions").ok
-    assert held_underlyings(frame) == []
-
-
-# --------------------------------------------------------------------------------------------
-# Normalisation: market metrics
-# --------------------------------------------------------------------------------------------
-
-
-def test_recorded_metrics_units_by_field() -> None:
-    metrics, term = market_metrics_frames(recorded_items("market_metrics.json"), as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    aapl = metrics.set_index("symbol").loc["AAPL"]
-    assert aapl["implied_volatility"] == 0.224186663
-    assert aapl["hv_30_day"] == 0.2002
-    assert aapl["iv_30_day"] == 0.2187
-    assert aapl["iv_rank"] == 0.02231313
-    assert aapl["tw_iv_rank"] == 0.037374278
-    assert aapl["iv_percentile"] == 0.031249801
-    assert (aapl["hv_60_day"], aapl["hv_90_day"], aapl["iv_hv_30_day_difference"]) == (0.1955, 0.2024, 0.0185)
-    assert aapl["liquidity_rating"] == 4
-    assert aapl["earnings_date"] == date(2023, 7, 27)
-    assert not aapl["earnings_estimated"]
-    assert aapl["market_cap"] == 2846108626900
-    assert aapl["implied_volatility_updated_at"] == pd.Timestamp("2023-06-07 19:55:22.110", tz="UTC")
-    assert str(metrics["liquidity_rating"].dtype) == "Int64"
-    assert len(term) == 6
-    first = term.iloc[0]
-    assert (first["symbol"], first["expiration_date"], first["settlement_type"], first["option_chain_type"]) == (
-        "AAPL",
-        date(2023, 6, 9),
-        "PM",
-        "Standard",
-    )
-    assert first["implied_volatility"] == 0.288187496
-    assert validate_frame(MarketMetricsSchema, metrics, "market_metrics").ok
-    assert validate_frame(TermStructureSchema, term, "iv_term_structure").ok
-
-
-def test_missing_optional_metrics_are_null_and_missing_symbol_is_named() -> None:
-    metrics, term = market_metrics_frames(
-        [{"symbol": "/ES", "implied-volatility-index": "0.15", "unknown-field": 1}], as_of_date=AS_OF, fetched_at=FETCHED_AT
-    )
-    row = metrics.iloc[0]
-    assert row["implied_volatility"] == 0.15
-    assert pd.isna(row["hv_30_day"]) and pd.isna(row["earnings_date"]) and pd.isna(row["liquidity_rating"])
-    assert term.empty and list(term.columns)[:3] == ["as_of_date", "symbol", "expiration_date"]
-    assert validate_frame(MarketMetricsSchema, metrics, "market_metrics").ok
-    with pytest.raises(TastytradeDataError, match=r"market-metrics item 1: missing required field 'symbol'"):
-        market_metrics_frames([{"symbol": "SPY"}, {"implied-volatility-index": "0.2"}], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    with pytest.raises(TastytradeDataError, match=r"'SPY'\) expiration 0: missing required field 'expiration-date'"):
-        market_metrics_frames(
-            [{"symbol": "SPY", "option-expiration-implied-volatilities": [{"implied-volatility": "0.2"}]}],
-            as_of_date=AS_OF,
-            fetched_at=FETCHED_AT,
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Schemas
-# --------------------------------------------------------------------------------------------
-
-
-def failed_checks(outcome: Any) -> set[str]:
-    return set(outcome.failure_cases["check"].astype(str))
-
-
-def test_positions_schema_rejects_bad_rows() -> None:
-    items = [future_option(**{"symbol": f"./ZNH6 OZNG6 260123P11{i}"}) for i in range(5)]
-    frame = positions_frame(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    frame.loc[0, "quantity"] = np.nan
-    frame.loc[1, "quantity"] = 1.0  # a Short with a positive quantity
-    frame.loc[2, "multiplier"] = 0
-    frame.loc[3, "instrument_type"] = "Unknown"
-    outcome = validate_frame(PositionsSchema, frame, "positions")
-    assert not outcome.ok
-    assert {"not_nullable", "quantity_sign_matches_direction", "greater_than(0)"} <= failed_checks(outcome)
-    assert any(check.startswith("isin") for check in failed_checks(outcome))
-    assert len(outcome.quarantined) == 4 and len(outcome.valid) == 1
-    assert "quantity_sign_matches_direction" in outcome.summary(limit=50)
-
-
-def test_positions_schema_rejects_duplicates_and_missing_columns() -> None:
-    frame = positions_frame([future_option(), future_option()], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    outcome = validate_frame(PositionsSchema, frame, "positions")
-    assert "multiple_fields_uniqueness" in failed_checks(outcome) and outcome.valid.empty
-    outcome = validate_frame(PositionsSchema, frame.iloc[:1].drop(columns=["multiplier"]), "positions")
-    assert "column_in_dataframe" in failed_checks(outcome) and outcome.valid.empty
-
-
-def test_metrics_schema_rejects_percent_leaks_nan_rank_and_duplicates() -> None:
-    items = recorded_items("market_metrics.json")
-    metrics, term = market_metrics_frames(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    metrics.loc[0, "hv_30_day"] = 20.02  # a percent where a fraction belongs
-    metrics.loc[1, "liquidity_rating"] = 7
-    outcome = validate_frame(MarketMetricsSchema, metrics, "market_metrics")
-    assert {"in_range(0.0, 5.0)", "in_range(0, 5)"} <= failed_checks(outcome)
-    assert set(outcome.failure_cases["column"]) == {"hv_30_day", "liquidity_rating"}
-
-    doubled, _ = market_metrics_frames(items + items[:1], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(MarketMetricsSchema, doubled, "market_metrics"))
-
-    metrics, _ = market_metrics_frames(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    metrics.loc[0, "beta"] = np.inf
-    assert "finite" in failed_checks(validate_frame(MarketMetricsSchema, metrics, "market_metrics"))
-
-
-def test_term_structure_schema_rejects_out_of_range_and_duplicates() -> None:
-    _, term = market_metrics_frames(recorded_items("market_metrics.json"), as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    bad = term.copy()
-    bad.loc[0, "implied_volatility"] = 28.8
-    bad.loc[1, "settlement_type"] = np.nan
-    outcome = validate_frame(TermStructureSchema, bad, "iv_term_structure")
-    assert {"in_range(0.0, 5.0)", "not_nullable"} <= failed_checks(outcome)
-    assert len(outcome.quarantined) == 2
-    doubled = pd.concat([term, term.iloc[:1]], ignore_index=True)
-    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(TermStructureSchema, doubled, "iv_term_structure"))

@@ -1,0 +1,337 @@
+"""Volatility history built the way production builds it: the real pipeline, evening after evening.
+
+One module-scoped history: a private simulator and the pipeline share one clock, advanced to 22:00
+UTC of each of the 30 XNYS sessions ending 2025-11-25. The first evening is a ranged backfill
+(candles and realised volatility from 2025-06-30, the snapshots of that evening), every later one a
+single-partition run, as the schedule runs them. Nothing is written to the lake by hand. The tests
+then recompute iv_constant_maturity, iv_rank_own, vrp and earnings_moves with numpy from the landed
+tables (iv_term_structure, market_metrics, candles, earnings_reports) and compare.
+
+The watchlist adds three synthetic equities whose simulator report dates exercise the awkward
+calendar cases: ADR reports 2025-07-03 (the Thursday before Independence Day: the move runs to
+Monday 07-07) and Friday 2025-10-03; ABD reports on Labor Day 2025-09-01, i.e. on 09-02 (its
+session before is Friday 08-29); ABT reports Friday 2025-11-14, inside the evenings, so the implied
+move comes from a real snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import exchange_calendars as xcals
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from support import materialize, pipeline_settings
+from variance_pipeline.simulator import SimulatorServer
+
+LAST = date(2025, 11, 25)
+EVENINGS = 30
+BACKFILL_START = date(2025, 6, 30)
+WATCHLIST = "SPY,QQQ,/ES,ABT,ABD,ADR"
+EARNINGS_PREFIX = "/market-metrics/historic-corporate-events/earnings-reports/"
+MIN_RANK = 20
+
+XNYS = xcals.get_calendar("XNYS", start="2024-01-01", end="2026-12-31")
+
+
+def _sessions(start: date, end: date) -> list[date]:
+    return [d.date() for d in XNYS.sessions_in_range(pd.Timestamp(start), pd.Timestamp(end))]
+
+
+ALL_SESSIONS = _sessions(date(2024, 1, 2), date(2026, 12, 31))
+EVENING_DAYS = [d for d in ALL_SESSIONS if d <= LAST][-EVENINGS:]
+
+
+def evening(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, 22, tzinfo=timezone.utc)
+
+
+def _frame(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    return con.execute(sql).df()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    data_dir = tmp_path_factory.mktemp("history")
+    per_evening: dict[date, dict] = {}
+    earnings_asked: dict[date, list[tuple[str, str]]] = {}
+    first = EVENING_DAYS[0]
+    with SimulatorServer(port=0, now=evening(first)) as sim:
+        for i, day in enumerate(EVENING_DAYS):
+            sim.now = evening(day)
+            settings = pipeline_settings(data_dir, sim.url, now=evening(day), watchlist=WATCHLIST)
+            if i == 0:
+                result = materialize(settings, partition_range=(str(BACKFILL_START), str(day)))
+            else:
+                result = materialize(settings, partition_key=str(day))
+            assert result.success, day
+            asked = [e for e in sim.requests.entries() if e["path"].startswith(EARNINGS_PREFIX)]
+            earnings_asked[day] = [(e["path"].removeprefix(EARNINGS_PREFIX), e["query"].get("start-date")) for e in asked]
+            sim.requests.clear()
+            with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+                per_evening[day] = {
+                    "rank": _frame(con, "SELECT * FROM iv_rank_own ORDER BY symbol"),
+                    "vrp": _frame(con, "SELECT * FROM vrp ORDER BY symbol, as_of_date"),
+                    "metrics": _frame(con, "SELECT symbol, as_of_date, implied_volatility FROM market_metrics"),
+                }
+    return {"data_dir": data_dir, "per_evening": per_evening, "earnings_asked": earnings_asked}
+
+
+@pytest.fixture(scope="module")
+def con(history: dict):
+    with duckdb.connect(str(history["data_dir"] / "warehouse.duckdb"), read_only=True) as connection:
+        yield connection
+
+
+def test_every_evening_landed_one_snapshot(con) -> None:
+    days = [r[0] for r in con.execute("SELECT DISTINCT as_of_date FROM market_metrics ORDER BY 1").fetchall()]
+    assert days == EVENING_DAYS
+    candle_days = {r[0] for r in con.execute("SELECT DISTINCT session_date FROM candles").fetchall()}
+    assert set(_sessions(BACKFILL_START, LAST)) <= candle_days
+
+
+# --- constant maturity ------------------------------------------------------------------------
+
+
+def _numpy_constant_maturity(ts: pd.DataFrame) -> dict[tuple[str, date, int], float | None]:
+    out: dict[tuple[str, date, int], float | None] = {}
+    ts = ts[ts["implied_volatility"].notna() & (ts["implied_volatility"] > 0)]
+    ts = ts[ts["expiration_date"] > ts["as_of_date"]]
+    for (symbol, day), group in ts.groupby(["symbol", "as_of_date"]):
+        per_exp = {}
+        for exp, rows in group.groupby("expiration_date"):
+            pm = rows[rows["settlement_type"].str.upper() == "PM"]
+            per_exp[(exp - day).days] = float((pm if len(pm) else rows)["implied_volatility"].mean())
+        days = np.array(sorted(per_exp))
+        ivs = np.array([per_exp[d] for d in days])
+        for target in (30, 60, 90):
+            below, above = days[days <= target], days[days >= target]
+            if not len(below) or not len(above):
+                out[(symbol, day, target)] = None
+                continue
+            d1, d2 = below.max(), above.min()
+            v1, v2 = per_exp[d1], per_exp[d2]
+            if d1 == d2:
+                out[(symbol, day, target)] = v1
+                continue
+            w1, w2 = v1 * v1 * d1 / 365, v2 * v2 * d2 / 365
+            w = w1 + (w2 - w1) * (target - d1) / (d2 - d1)
+            out[(symbol, day, target)] = math.sqrt(w / (target / 365))
+        del ivs
+    return out
+
+
+def test_constant_maturity_equals_numpy_on_the_landed_term_structure(con) -> None:
+    ts = _frame(con, "SELECT symbol, as_of_date, expiration_date, settlement_type, implied_volatility FROM iv_term_structure")
+    ts["as_of_date"] = pd.to_datetime(ts["as_of_date"]).dt.date
+    ts["expiration_date"] = pd.to_datetime(ts["expiration_date"]).dt.date
+    expected = _numpy_constant_maturity(ts)
+    got = _frame(con, "SELECT symbol, as_of_date, iv30, iv60, iv90, term_slope FROM iv_constant_maturity")
+    assert len(got) == len({(s, d) for s, d, _ in expected}) == len(EVENING_DAYS) * con.execute(
+        "SELECT count(DISTINCT symbol) FROM market_metrics").fetchone()[0]
+    nulls = 0
+    for row in got.itertuples(index=False):
+        day = pd.Timestamp(row.as_of_date).date()
+        for target, value in ((30, row.iv30), (60, row.iv60), (90, row.iv90)):
+            want = expected[(row.symbol, day, target)]
+            if want is None:
+                nulls += 1
+                assert value is None or np.isnan(value), (row.symbol, day, target)
+            else:
+                assert value == pytest.approx(want, rel=1e-12), (row.symbol, day, target)
+        if not (np.isnan(row.iv30) or np.isnan(row.iv90)):
+            assert row.term_slope == pytest.approx(row.iv90 - row.iv30, abs=1e-12)
+    # The simulator lists every underlying out past 90 days and only PM settlements, so the
+    # "not bracketed" and "PM over AM" rules are proven on a copy below.
+    assert nulls == 0
+
+
+def test_constant_maturity_rules_on_a_copy_of_the_warehouse(history: dict, tmp_path: Path) -> None:
+    """PM over AM and NULL-when-not-bracketed, on the landed warehouse with two edits in SQL."""
+    from variance_pipeline.warehouse.vol_history import refresh_vol_history
+
+    copy = tmp_path / "warehouse.duckdb"
+    copy.write_bytes((history["data_dir"] / "warehouse.duckdb").read_bytes())
+    with duckdb.connect(str(copy)) as con:
+        before = con.execute("SELECT iv30, iv60, iv90 FROM iv_constant_maturity WHERE symbol = 'SPY' AND as_of_date = ?",
+                             [LAST]).fetchone()
+        # An AM listing beside every PM expiration of SPY with an absurd IV: must be ignored.
+        con.execute("INSERT INTO iv_term_structure SELECT * REPLACE ('AM' AS settlement_type, 3.0 AS implied_volatility)"
+                    " FROM iv_term_structure WHERE symbol = 'SPY' AND as_of_date = ?", [LAST])
+        # QQQ loses every expiration beyond 45 days: iv60 and iv90 are not bracketed any more.
+        con.execute("DELETE FROM iv_term_structure WHERE symbol = 'QQQ' AND as_of_date = ? AND expiration_date > ?",
+                    [LAST, LAST + timedelta(days=45)])
+        refresh_vol_history(con, [LAST])
+        after = con.execute("SELECT iv30, iv60, iv90 FROM iv_constant_maturity WHERE symbol = 'SPY' AND as_of_date = ?",
+                            [LAST]).fetchone()
+        qqq = con.execute("SELECT iv30, iv60, iv90 FROM iv_constant_maturity WHERE symbol = 'QQQ' AND as_of_date = ?",
+                          [LAST]).fetchone()
+    assert after == pytest.approx(before, rel=1e-12)
+    assert qqq[0] is not None and qqq[1] is None and qqq[2] is None
+
+
+# --- own IV rank ------------------------------------------------------------------------------
+
+
+def test_own_iv_rank_is_null_with_a_reason_until_20_sessions_then_numpy(history: dict) -> None:
+    checked = 0
+    for k, day in enumerate(EVENING_DAYS, start=1):
+        state = history["per_evening"][day]
+        rank, metrics = state["rank"], state["metrics"]
+        assert len(rank) > 0
+        for row in rank.itertuples(index=False):
+            assert row.sessions_of_history == k, (day, row.symbol)
+            if k < MIN_RANK:
+                assert np.isnan(row.iv_rank_own) and np.isnan(row.iv_percentile_own)
+                assert row.iv_rank_own_reason == f"only {k} sessions of history (need {MIN_RANK})"
+                continue
+            ivs = metrics.loc[metrics["symbol"] == row.symbol, "implied_volatility"].to_numpy(dtype=float)
+            today = metrics.loc[(metrics["symbol"] == row.symbol)
+                                & (pd.to_datetime(metrics["as_of_date"]).dt.date == day), "implied_volatility"].iloc[0]
+            assert row.iv_rank_own == pytest.approx((today - ivs.min()) / (ivs.max() - ivs.min()), abs=1e-12)
+            assert row.iv_percentile_own == pytest.approx(np.mean(ivs < today), abs=1e-12)
+            assert row.iv_rank_own_reason is None
+            checked += 1
+    assert checked >= (EVENINGS - MIN_RANK + 1) * 5
+
+
+def test_vol_dashboard_carries_the_own_rank(con) -> None:
+    rows = con.execute("SELECT symbol, iv_rank_own, iv_percentile_own FROM vol_dashboard WHERE symbol = 'SPY'").fetchall()
+    assert rows and rows[0][1] is not None and 0 <= rows[0][1] <= 1
+
+
+# --- VRP --------------------------------------------------------------------------------------
+
+
+def _next_sessions(day: date, n: int) -> list[date]:
+    i = ALL_SESSIONS.index(day)
+    return ALL_SESSIONS[i + 1 : i + 1 + n]
+
+
+def test_vrp_equals_numpy_and_fills_in_21_sessions_later(history: dict, con) -> None:
+    candles = _frame(con, "SELECT symbol, session_date, close FROM candles")
+    closes = {(s, pd.Timestamp(d).date()): c for s, d, c in candles.itertuples(index=False)}
+    cm = _frame(con, "SELECT symbol, as_of_date, iv30 FROM iv_constant_maturity")
+    iv30 = {(s, pd.Timestamp(d).date()): v for s, d, v in cm.itertuples(index=False)}
+    vrp = _frame(con, "SELECT * FROM vrp")
+    assert len(vrp) == len(iv30)
+    complete = 0
+    for row in vrp.itertuples(index=False):
+        day = pd.Timestamp(row.as_of_date).date()
+        ahead = _next_sessions(day, 21)
+        assert row.iv30 == pytest.approx(iv30[(row.symbol, day)], rel=1e-12)
+        assert row.forward_sessions == sum(1 for d in ahead if d <= LAST)
+        if ahead[-1] > LAST:
+            assert np.isnan(row.hv_forward_21) and np.isnan(row.vrp), (row.symbol, day)
+            continue
+        path = np.array([closes[(row.symbol, d)] for d in [day, *ahead]])
+        hv = math.sqrt(252) * np.std(np.diff(np.log(path)), ddof=1)
+        assert row.hv_forward_21 == pytest.approx(hv, rel=1e-10), (row.symbol, day)
+        assert row.vrp == pytest.approx(row.iv30 - hv, rel=1e-9, abs=1e-12)
+        assert pd.Timestamp(row.forward_end_date).date() == ahead[-1]
+        complete += 1
+    # 30 evenings: the first 9 have their 21 later sessions.
+    assert complete == 9 * vrp["symbol"].nunique()
+
+    # The first evening's row, as every later evening saw it: NULL until the 21st session after.
+    first = EVENING_DAYS[0]
+    for k, day in enumerate(EVENING_DAYS):
+        seen = history["per_evening"][day]["vrp"]
+        row = seen[(seen["symbol"] == "SPY") & (pd.to_datetime(seen["as_of_date"]).dt.date == first)].iloc[0]
+        assert row["forward_sessions"] == min(k, 21)
+        if k < 21:
+            assert np.isnan(row["vrp"]), day
+        else:
+            final = vrp[(vrp["symbol"] == "SPY") & (pd.to_datetime(vrp["as_of_date"]).dt.date == first)].iloc[0]
+            assert row["vrp"] == pytest.approx(final["vrp"], rel=1e-12), day
+
+
+def test_vrp_summary_counts_only_complete_windows(con) -> None:
+    rows = dict(con.execute("SELECT symbol, dates FROM vrp_summary").fetchall())
+    assert rows and set(rows.values()) == {9}
+
+
+# --- earnings ---------------------------------------------------------------------------------
+
+
+def test_earnings_moves_span_the_sessions_around_real_report_dates(con) -> None:
+    candles = _frame(con, "SELECT symbol, session_date, close FROM candles")
+    closes = {(s, pd.Timestamp(d).date()): c for s, d, c in candles.itertuples(index=False)}
+    reports = _frame(con, "SELECT symbol, occurred_date FROM earnings_reports")
+    moves = _frame(con, "SELECT * FROM earnings_moves").set_index(["symbol", "occurred_date"])
+    assert len(moves) == len(reports)
+    measured = {}
+    for symbol, occurred in reports.itertuples(index=False):
+        occurred = pd.Timestamp(occurred).date()
+        row = moves.loc[(symbol, pd.Timestamp(occurred))] if (symbol, pd.Timestamp(occurred)) in moves.index else moves.loc[(symbol, occurred)]
+        before = max(d for d in ALL_SESSIONS if d < occurred) if occurred > ALL_SESSIONS[0] else None
+        after = min(d for d in ALL_SESSIONS if d > occurred)
+        if before is None:
+            continue
+        assert pd.Timestamp(row["session_before"]).date() == before
+        assert pd.Timestamp(row["session_after"]).date() == after
+        if (symbol, before) in closes and (symbol, after) in closes:
+            want = math.log(closes[(symbol, after)] / closes[(symbol, before)])
+            assert row["move"] == pytest.approx(want, rel=1e-12), (symbol, occurred)
+            assert row["abs_move"] == pytest.approx(abs(want), rel=1e-12)
+            measured[(symbol, occurred)] = (before, after)
+        else:
+            assert np.isnan(row["move"]), (symbol, occurred)
+    # The awkward calendar cases of the simulator's report dates, all measured.
+    assert measured[("ADR", date(2025, 7, 3))] == (date(2025, 7, 2), date(2025, 7, 7))      # before July 4th
+    assert measured[("ADR", date(2025, 10, 3))] == (date(2025, 10, 2), date(2025, 10, 6))   # a Friday
+    assert measured[("ABD", date(2025, 9, 2))] == (date(2025, 8, 29), date(2025, 9, 3))     # after Labor Day
+    assert measured[("ABT", date(2025, 11, 14))] == (date(2025, 11, 13), date(2025, 11, 17))  # a Friday
+    for key in (("TSLA", date(2025, 10, 22)), ("MSFT", date(2025, 10, 28)), ("AAPL", date(2025, 10, 28))):
+        assert key in measured
+    # A report inside the evenings has its implied move from the last snapshot before it.
+    abt = moves.loc[("ABT", pd.Timestamp(date(2025, 11, 14)))] if ("ABT", pd.Timestamp(date(2025, 11, 14))) in moves.index \
+        else moves.loc[("ABT", date(2025, 11, 14))]
+    assert pd.Timestamp(abt["snapshot_date"]).date() == date(2025, 11, 13)
+    assert abt["implied_move"] > 0 and abt["implied_source"] == "term_structure"
+
+
+def test_earnings_reports_are_fetched_incrementally(history: dict, con) -> None:
+    asked = history["earnings_asked"]
+    per_symbol = Counter(symbol for calls in asked.values() for symbol, _ in calls)
+    symbols = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM earnings_reports").fetchall()}
+    assert set(per_symbol) == symbols == {"AAPL", "MSFT", "NVDA", "TSLA", "ABT", "ABD", "ADR"}
+    # Everyone once on the first evening (three years back), then only after an expected report passed.
+    assert sorted(s for s, _ in asked[EVENING_DAYS[0]]) == sorted(symbols)
+    reports_in_window = Counter(
+        s for s, d in con.execute("SELECT symbol, occurred_date FROM earnings_reports").fetchall()
+        if EVENING_DAYS[0] < d < LAST
+    )
+    for symbol in symbols:
+        assert per_symbol[symbol] == 1 + reports_in_window[symbol], symbol
+    total = sum(per_symbol.values())
+    assert total <= 2 * len(symbols) < EVENINGS  # not one per evening
+    # A re-ask happens on the first evening after the report and starts 120 days before the last fetch.
+    for day, calls in asked.items():
+        for symbol, start in calls:
+            if day == EVENING_DAYS[0]:
+                assert start == str(EVENING_DAYS[0] - timedelta(days=3 * 366))
+            else:
+                assert start == str(EVENING_DAYS[0] - timedelta(days=120)), (day, symbol)
+
+
+# --- the simulator's clock route (the demo steps it) ------------------------------------------
+
+
+def test_simulator_clock_admin_route() -> None:
+    with SimulatorServer(port=0, now=evening(LAST)) as sim:
+        got = httpx.post(f"{sim.url}/_sim/clock", json={"now": "2025-10-14T22:00:00+00:00"})
+        assert got.status_code == 200 and got.json() == {"now": "2025-10-14T22:00:00+00:00"}
+        assert sim.now == evening(date(2025, 10, 14))
+        assert httpx.get(f"{sim.url}/_sim/clock").json()["now"].startswith("2025-10-14T22:00")
+        assert httpx.post(f"{sim.url}/_sim/clock", json={"now": "2025-10-14T22:00:00"}).status_code == 400
+        assert httpx.post(f"{sim.url}/_sim/clock", content=b"nope").status_code == 400
+        assert httpx.delete(f"{sim.url}/_sim/clock").json() == {"now": None}
+        assert sim.now is None
