@@ -109,22 +109,51 @@ def _latest_session(con: duckdb.DuckDBPyConnection) -> date | None:
     return row[0] if row else None
 
 
-def render_png(
-    hv: pd.DataFrame, iv: pd.DataFrame, symbols: Sequence[str], title: str, window: tuple[date, date], dpi: int = DPI
-) -> bytes:
-    """One panel per symbol over the same ``window``; volatilities (fractions) drawn as percentages."""
-    panels = max(len(symbols), 1)
+def _panel_grid(count: int, dpi: int, empty_text: str) -> tuple[Figure, list]:
+    """A figure with one panel per symbol (``COLUMNS`` wide), or one saying ``empty_text``."""
+    panels = max(count, 1)
     columns = min(COLUMNS, panels)
     rows = math.ceil(panels / columns)
     figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.5), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes[len(symbols):]:
+    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
+    for ax in axes[count:]:
         ax.set_visible(False)
-    if not symbols:
+    if not count:
         axes[0].set_visible(True)
         axes[0].axis("off")
-        axes[0].text(0.5, 0.5, "no volatility data in the warehouse yet", ha="center", va="center")
+        axes[0].text(0.5, 0.5, empty_text, ha="center", va="center")
+    return figure, axes
+
+
+def _date_panel(ax, window: tuple[date, date], empty_text: str | None) -> None:  # noqa: ANN001 - an Axes
+    """The look every time-series panel shares: percent axis, grid, the window's dates."""
+    ax.tick_params(labelsize=7)
+    ax.set_ylabel("%", fontsize=7)
+    ax.grid(alpha=0.3)
+    if empty_text:
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    ax.set_xlim(pd.Timestamp(window[0]), pd.Timestamp(window[1]) + pd.Timedelta(days=3))
+    locator = mdates.AutoDateLocator(maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def _finish(figure: Figure, legend_axes: Sequence, title: str, dpi: int) -> bytes:
+    """Title, legend on the first panel (if any) and the PNG bytes."""
+    if len(legend_axes):
+        legend_axes[0].legend(fontsize=6, loc="upper left")
+    figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def render_png(
+    hv: pd.DataFrame, iv: pd.DataFrame, symbols: Sequence[str], title: str, window: tuple[date, date], dpi: int = DPI
+) -> bytes:
+    """One panel per symbol over the same ``window``; volatilities (fractions) drawn as percentages."""
+    figure, axes = _panel_grid(len(symbols), dpi, "no volatility data in the warehouse yet")
     for ax, symbol in zip(axes, symbols):
         h = hv[hv["symbol"] == symbol]
         i = iv[iv["symbol"] == symbol]
@@ -138,21 +167,8 @@ def render_png(
             color="tab:red", marker="o" if len(i) < IV_DOTS_BELOW else None, ms=4, lw=1.2, label="IV",
         )
         ax.set_title(symbol, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_ylabel("%", fontsize=7)
-        ax.grid(alpha=0.3)
-        if h.empty and i.empty:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-        ax.set_xlim(pd.Timestamp(window[0]), pd.Timestamp(window[1]) + pd.Timedelta(days=3))
-        locator = mdates.AutoDateLocator(maxticks=6)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    if symbols:
-        axes[0].legend(fontsize=6, loc="upper left")
-    figure.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+        _date_panel(ax, window, "no data" if h.empty and i.empty else None)
+    return _finish(figure, axes if symbols else [], title, dpi)
 
 
 def render_vol_chart(
@@ -215,18 +231,7 @@ def render_vrp_png(
 ) -> bytes:
     """One panel per symbol: iv30 (every snapshot) and hv_forward_21 (once its window is complete)
     as lines, the premium iv30 - hv_forward_21 shaded between them (green: sellers won)."""
-    panels = max(len(symbols), 1)
-    columns = min(COLUMNS, panels)
-    rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.5), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax in axes[len(symbols):]:
-        ax.set_visible(False)
-    if not symbols:
-        axes[0].set_visible(True)
-        axes[0].axis("off")
-        axes[0].text(0.5, 0.5, "no VRP history in the warehouse yet", ha="center", va="center")
+    figure, axes = _panel_grid(len(symbols), dpi, "no VRP history in the warehouse yet")
     for ax, symbol in zip(axes, symbols):
         v = vrp[vrp["symbol"] == symbol]
         x = pd.to_datetime(v["as_of_date"])
@@ -243,21 +248,8 @@ def render_vrp_png(
                             interpolate=True, label="VRP < 0")
         pending = int((~complete).sum())
         ax.set_title(f"{symbol}" + (f" ({pending} pending)" if pending else ""), fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_ylabel("%", fontsize=7)
-        ax.grid(alpha=0.3)
-        if v.empty:
-            ax.text(0.5, 0.5, "no snapshots", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-        ax.set_xlim(pd.Timestamp(window[0]), pd.Timestamp(window[1]) + pd.Timedelta(days=3))
-        locator = mdates.AutoDateLocator(maxticks=6)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    if symbols:
-        axes[0].legend(fontsize=6, loc="upper left")
-    figure.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+        _date_panel(ax, window, "no snapshots" if v.empty else None)
+    return _finish(figure, axes if symbols else [], title, dpi)
 
 
 def render_vrp_chart(
@@ -313,8 +305,5 @@ def render_risk_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: in
         ax.set_title(f"{title} ({unit})", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    figure.suptitle(f"Risk per underlying, all accounts, {session}", fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    png = buffer.getvalue()
+    png = _finish(figure, [], f"Risk per underlying, all accounts, {session}", dpi)
     return write_bytes_atomic(Path(reports_dir) / f"risk_chart_{pd.Timestamp(session).date().isoformat()}.png", png), png
