@@ -29,7 +29,6 @@ from variance_pipeline.warehouse.vol_history import (
     TABLE_NAMES,
     VIEW_NAMES,
     apply_vol_history_schema,
-    load_earnings_reports,
     refresh_vol_history,
 )
 
@@ -581,28 +580,3 @@ def test_the_pip_duckdb_cli_reads_the_vol_history_views(inputs, tmp_path) -> Non
     assert expected == 1 and done.stdout.strip().endswith("1")
     for view in VIEW_NAMES:
         assert f"{view}," in done.stdout
-
-
-def test_load_earnings_reports_upserts_and_drops_corrected_dates(tmp_path) -> None:
-    con = open_db(tmp_path / "w.duckdb")
-    fetched = datetime(2025, 12, 1, 22, tzinfo=timezone.utc)
-    first = pd.DataFrame({"symbol": ["AAA", "AAA", "BBB"],
-                          "occurred_date": [date(2025, 7, 24), date(2025, 10, 30), date(2025, 8, 2)],
-                          "eps": [1.0, 1.1, None], "fetched_at": [fetched] * 3,
-                          "start_date": [date(2025, 1, 1)] * 3})
-    path = tmp_path / "part-0.parquet"
-    first.to_parquet(path)
-    assert load_earnings_reports(con, path) == 3
-    assert load_earnings_reports(con, path) == 3  # idempotent
-    refresh_vol_history(con, [date(2025, 12, 1)])
-    assert con.execute("SELECT count(*) FROM earnings_moves").fetchone()[0] == 3
-    # The next fetch corrects AAA's October date: the old report and its move row go.
-    second = first.assign(fetched_at=fetched + timedelta(days=1))
-    second.loc[1, "occurred_date"] = date(2025, 10, 31)
-    second.to_parquet(path)
-    load_earnings_reports(con, path)
-    refresh_vol_history(con, [date(2025, 12, 2)])
-    got = con.execute("SELECT symbol, occurred_date FROM earnings_moves ORDER BY ALL").fetchall()
-    assert got == [("AAA", date(2025, 7, 24)), ("AAA", date(2025, 10, 31)), ("BBB", date(2025, 8, 2))]
-    assert con.execute("SELECT count(*) FROM earnings_reports").fetchone()[0] == 3
-    con.close()

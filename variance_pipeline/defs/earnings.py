@@ -17,7 +17,7 @@ import pandas as pd
 from variance_pipeline.calendar import last_closed_session
 from variance_pipeline.candles.store import file_stem
 from variance_pipeline.defs.common import ASSET_COMMON, land_validated, raw_lander, universe_symbols
-from variance_pipeline.defs.metadata import skipped_check, validation_check
+from variance_pipeline.defs.metadata import nothing_landed, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.lake import Lake, write_json_atomic
@@ -82,8 +82,9 @@ def earnings_reports(
     asked = [symbol for symbol in sorted(expected) if due(_read_state(lake, symbol), today)]
     if not asked:
         reason = f"no symbol is due (histories of {len(expected)} symbols are current)"
-        yield dg.MaterializeResult(metadata={"landed": False, "reason": reason, "symbols_with_earnings": len(expected)})
-        yield skipped_check("earnings_reports_schema", "earnings_reports", reason)
+        yield from nothing_landed(
+            reason, [("earnings_reports_schema", "earnings_reports")], symbols_with_earnings=len(expected)
+        )
         return
     stats = RequestStats()
     frames = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -54,3 +54,14 @@ def skipped_check(check_name: str, asset_key: str, reason: str) -> dg.AssetCheck
         passed=True,
         metadata={"skipped": dg.MetadataValue.text(reason)},
     )
+
+
+def nothing_landed(
+    reason: str, checks: Sequence[tuple[str, str]], assets: Sequence[str | None] = (None,), **extra: Any
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """A step that rightly wrote nothing (an old partition of a snapshot, nothing due): each asset
+    says so and why, and each of its checks (``(check, asset)`` pairs) passes as skipped."""
+    for key in assets:
+        yield dg.MaterializeResult(asset_key=key, metadata={"landed": False, "reason": reason, **extra})
+    for check, key in checks:
+        yield skipped_check(check, key, reason)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from variance_pipeline.calendar import session_close
 from variance_pipeline.defs.common import ASSET_COMMON, land_validated, raw_lander
-from variance_pipeline.defs.metadata import preview, skipped_check, validation_check
+from variance_pipeline.defs.metadata import nothing_landed, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.defs.snapshots import snapshot_window
@@ -47,8 +47,7 @@ def risk_free_rate(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = snapshot_window(context, pipeline, "risk_free_rate")
     if window.session is None:
-        yield dg.MaterializeResult(metadata={"landed": False, "reason": window.reason})
-        yield skipped_check("risk_free_rate_schema", "risk_free_rate", window.reason)
+        yield from nothing_landed(window.reason, [("risk_free_rate_schema", "risk_free_rate")])
         return
     stats = RequestStats()
     lake = pipeline.lake
@@ -143,9 +142,8 @@ def position_greeks(
     days = [day for day in run_sessions(context) if lake.has_partition("positions", day)]
     if not days:
         reason = "no positions snapshot landed for this run's sessions (snapshots cannot look back)"
-        yield dg.MaterializeResult(metadata={"landed": False, "reason": reason})
-        for check in ("position_greeks_schema", "options_priced_or_explained", "put_call_parity"):
-            yield skipped_check(check, "position_greeks", reason)
+        checks = ("position_greeks_schema", "options_priced_or_explained", "put_call_parity")
+        yield from nothing_landed(reason, [(check, "position_greeks") for check in checks])
         return
     priced_all, unpriced_all, outcomes, metadata = [], [], [], {}
     for day in days:

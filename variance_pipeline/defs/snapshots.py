@@ -13,7 +13,7 @@ import dagster as dg
 
 from variance_pipeline.calendar import last_closed_session, session_close, sessions_in_range
 from variance_pipeline.defs.common import ASSET_COMMON, OWNERS, land_validated, raw_lander, universe_symbols
-from variance_pipeline.defs.metadata import path_value, skipped_check, validation_check
+from variance_pipeline.defs.metadata import nothing_landed, path_value, validation_check
 from variance_pipeline.defs.partitions import run_sessions, sessions_partitions, single_run_backfill
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.sources.http import RequestStats, SourceError
@@ -120,8 +120,7 @@ def positions(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = snapshot_window(context, pipeline, "positions")
     if window.session is None:
-        yield dg.MaterializeResult(metadata={"landed": False, "reason": window.reason})
-        yield skipped_check("positions_schema", "positions", window.reason)
+        yield from nothing_landed(window.reason, [("positions_schema", "positions")])
         return
     stats = RequestStats()
     lake = pipeline.lake
@@ -247,14 +246,15 @@ def market_metrics(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = snapshot_window(context, pipeline, "market_metrics")
     if window.session is None:
-        for key in ("market_metrics", "iv_term_structure"):
-            yield dg.MaterializeResult(asset_key=key, metadata={"landed": False, "reason": window.reason})
-        for check, key in (
-            ("market_metrics_schema", "market_metrics"),
-            ("iv_term_structure_schema", "iv_term_structure"),
-            ("metrics_symbols_present", "market_metrics"),
-        ):
-            yield skipped_check(check, key, window.reason)
+        yield from nothing_landed(
+            window.reason,
+            [
+                ("market_metrics_schema", "market_metrics"),
+                ("iv_term_structure_schema", "iv_term_structure"),
+                ("metrics_symbols_present", "market_metrics"),
+            ],
+            assets=("market_metrics", "iv_term_structure"),
+        )
         return
     stats = RequestStats()
     lake = pipeline.lake

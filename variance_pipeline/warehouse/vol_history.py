@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from importlib import resources
-from pathlib import Path
 from typing import Sequence
 
 import duckdb
@@ -68,46 +67,6 @@ def apply_vol_history_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def create_vol_history_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_read(VIEWS_FILE))
-
-
-def load_earnings_reports(con: duckdb.DuckDBPyConnection, parquet: Path) -> int:
-    """Upsert one lake partition of ``earnings_reports`` (the historic-earnings answers of a run).
-
-    The partition holds one row per (symbol, occurred_date) the endpoint listed: ``symbol``,
-    ``occurred_date`` (DATE), ``eps`` (DOUBLE, nullable), ``fetched_at`` (TIMESTAMPTZ, UTC) and,
-    optionally, ``start_date`` (DATE: the request's ``start-date``). Rows are upserted by key (the
-    endpoint repeats every past report on every fetch, so a per-session delete would be wrong);
-    with ``start_date``, a symbol's reports on or after it that the answer no longer lists (a
-    corrected date) are deleted, and ``refresh_vol_history`` drops their moves. Returns the rows
-    in the partition. Run it before ``refresh_vol_history`` in the same transaction.
-    """
-    columns = {r[0] for r in con.execute("SELECT name FROM parquet_schema(?)", [str(parquet)]).fetchall()}
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _vh_earnings AS SELECT CAST(symbol AS VARCHAR) AS symbol,"
-        " CAST(occurred_date AS DATE) AS occurred_date, CAST(eps AS DOUBLE) AS eps,"
-        " CAST(fetched_at AS TIMESTAMPTZ) AS fetched_at,"
-        + (" CAST(start_date AS DATE)" if "start_date" in columns else " CAST(NULL AS DATE)")
-        + " AS start_date FROM read_parquet(?) WHERE symbol IS NOT NULL AND occurred_date IS NOT NULL",
-        [str(parquet)],
-    )
-    con.execute(
-        "DELETE FROM earnings_reports AS r USING (SELECT symbol, min(start_date) AS start_date FROM _vh_earnings"
-        " WHERE start_date IS NOT NULL GROUP BY symbol) AS f"
-        " WHERE r.symbol = f.symbol AND r.occurred_date >= f.start_date"
-        " AND NOT EXISTS (SELECT 1 FROM _vh_earnings AS e"
-        "                 WHERE e.symbol = r.symbol AND e.occurred_date = r.occurred_date)"
-    )
-    con.execute(
-        "INSERT OR REPLACE INTO earnings_reports (symbol, occurred_date, eps, fetched_at)"
-        " SELECT symbol, occurred_date, arg_max(eps, fetched_at), max(fetched_at)"
-        " FROM _vh_earnings GROUP BY symbol, occurred_date"
-    )
-    count = con.execute("SELECT count(*) FROM _vh_earnings").fetchone()[0]
-    con.execute("DROP TABLE _vh_earnings")
-    return int(count)
-
-
-# --- sessions -------------------------------------------------------------------------------
 
 
 def _sessions_after(day: date, count: int) -> list[date]:
