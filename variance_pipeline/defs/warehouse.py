@@ -1,15 +1,45 @@
 """The ``warehouse`` asset: the run's sessions from the lake into DuckDB, plus the vol chart."""
 
 import base64
+from datetime import date
 
 import dagster as dg
+import duckdb
+from pydantic import Field
 
 from variance_pipeline.defs.charts import render_risk_chart, render_vol_chart, render_vrp_chart
 from variance_pipeline.defs.common import ASSET_COMMON, run_universe
 from variance_pipeline.defs.metadata import path_value, preview
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
+from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.load import load_sessions
+
+
+class WarehouseConfig(dg.Config):
+    charts: bool = Field(
+        default=True,
+        description="draw the vol, VRP and risk charts (a bulk replay of many evenings may skip the "
+        "pictures of all but its last run; the data is the same)",
+    )
+
+
+def _draw_charts(con: duckdb.DuckDBPyConnection, lake: Lake, sessions: list[date]) -> dict[str, dg.MetadataValue]:
+    """The vol, VRP and risk charts of the most-held underlyings (else the watchlist), as metadata."""
+    watched = run_universe(lake, sessions)
+    fallback = watched.loc[watched["source"] != "held", "symbol"].tolist()
+    vol = render_vol_chart(con, lake.reports_dir, sessions[-1], fallback_symbols=fallback)
+    vrp = render_vrp_chart(con, lake.reports_dir, sessions[-1], fallback_symbols=fallback)
+    metadata: dict[str, dg.MetadataValue] = {**vol.metadata(), **vrp.metadata()}
+    drawn = render_risk_chart(con, lake.reports_dir)
+    if drawn is not None:
+        path, png = drawn
+        metadata["risk_chart_path"] = path_value(path)
+        metadata["risk_chart"] = dg.MetadataValue.md(
+            "Beta-weighted delta and theta per underlying (all accounts)\n\n"
+            f"![risk](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+        )
+    return metadata
 
 
 @dg.asset(
@@ -25,7 +55,10 @@ from variance_pipeline.warehouse.load import load_sessions
     **ASSET_COMMON,
 )
 def warehouse(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, warehouse_db: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: WarehouseConfig,
+    pipeline: PipelineResource,
+    warehouse_db: WarehouseResource,
 ) -> dg.MaterializeResult:
     sessions = run_sessions(context)
     with warehouse_db.connect() as con:
@@ -39,36 +72,16 @@ def warehouse(
         counts = {
             table: con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in report.rows_by_table
         }
-    # The picture is a view of data already committed, drawn after the write lock is released
+    # The pictures are a view of data already committed, drawn after the write lock is released
     # (a reader does not block other readers); a drawing error is reported, not fatal.
-    try:
-        with warehouse_db.connect(read_only=True) as con:
-            watched = run_universe(pipeline.lake, sessions)
-            chart = render_vol_chart(
-                con,
-                pipeline.lake.reports_dir,
-                sessions[-1],
-                fallback_symbols=watched.loc[watched["source"] != "held", "symbol"].tolist(),
-            )
-            vrp_chart = render_vrp_chart(
-                con,
-                pipeline.lake.reports_dir,
-                sessions[-1],
-                fallback_symbols=watched.loc[watched["source"] != "held", "symbol"].tolist(),
-            )
-        chart_metadata: dict[str, dg.MetadataValue] = {**chart.metadata(), **vrp_chart.metadata()}
-        with warehouse_db.connect(read_only=True) as con:
-            drawn = render_risk_chart(con, pipeline.lake.reports_dir)
-        if drawn is not None:
-            path, png = drawn
-            chart_metadata["risk_chart_path"] = path_value(path)
-            chart_metadata["risk_chart"] = dg.MetadataValue.md(
-                "Beta-weighted delta and theta per underlying (all accounts)\n\n"
-                f"![risk](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-            )
-    except Exception as exc:  # noqa: BLE001
-        context.log.warning(f"vol chart not drawn: {exc!r}")
-        chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
+    chart_metadata: dict[str, dg.MetadataValue] = {}
+    if config.charts:
+        try:
+            with warehouse_db.connect(read_only=True) as con:
+                chart_metadata = _draw_charts(con, pipeline.lake, sessions)
+        except Exception as exc:  # noqa: BLE001
+            context.log.warning(f"vol chart not drawn: {exc!r}")
+            chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
     return dg.MaterializeResult(
         metadata={
             "rows_loaded": report.total_rows,

@@ -489,8 +489,13 @@ class Bars:
         return len(self.close) - int(self.live)
 
 
+@lru_cache(maxsize=1024)
 def bars_as_of(seed: int, symbol: str, clock: datetime, extra_splits: tuple[Split, ...] = ()) -> Bars:
-    """The instrument's bars as of ``clock``; ``extra_splits`` are splits injected by faults."""
+    """The instrument's bars as of ``clock``; ``extra_splits`` are splits injected by faults.
+
+    Cached: one evening asks for the same symbol's bars from the positions, metrics and chart
+    endpoints alike. The arrays are shared between callers, who only read them.
+    """
     base = series(seed, symbol)
     inst = base.instrument
     cal = sessions()
