@@ -51,6 +51,9 @@ ADJUST_TOLERANCE = 1e-6
 # A session without a bar counts as "Yahoo has none" only this long after its close (or when a
 # later bar exists); before that the bar may simply not be published yet.
 NO_BAR_SETTLE = timedelta(hours=12)
+# A ticker Yahoo answered 404 for is asked again only after this long (YahooResource config):
+# delisted names and wrong mappings would otherwise cost a request on every run.
+DEFAULT_NOT_FOUND_RETRY = timedelta(days=7)
 
 Status = Literal["fetched", "cached", "stale", "unavailable"]
 Event = TypeVar("Event", Split, Dividend)
@@ -67,6 +70,8 @@ class SymbolStatus:
     # The cached history was replaced on a new scale (split, dividend, another ticker) and the
     # lake's earlier partitions still need rewriting from it (see ``rebase_lake_candles``).
     rebased: bool = False
+    # Unavailable without a request: Yahoo's 404 of ``message`` is remembered until then.
+    not_found_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ def _refresh_symbol(
     client: YahooChartClient,
     cache: CandleCache,
     on_raw: RawCallback,
+    not_found_retry: timedelta,
 ) -> _Outcome:
     cached = cache.read(symbol)
     meta = cache.read_meta(symbol)
@@ -219,6 +225,14 @@ def _refresh_symbol(
     missing = sorted(set(expected) - present - known_gaps)
     if not missing:
         status = SymbolStatus(symbol, ticker, "cached", 0, 0, f"{len(cached)} cached bars", rebased=pending)
+        return _Outcome(status, cached)
+    if meta is not None and meta.not_found_at is not None and now < meta.not_found_at + not_found_retry:
+        until = meta.not_found_at + not_found_retry
+        message = (
+            f"Yahoo answered 404 for {ticker} at {meta.not_found_at.isoformat()}; remembered, asked again "
+            f"after {until.isoformat()}; keeping {len(cached)} cached bars"
+        )
+        status = SymbolStatus(symbol, ticker, "unavailable", 0, 0, message, pending, not_found_until=until)
         return _Outcome(status, cached)
 
     before_missing = cached.loc[cached["session_date"] < missing[0], "session_date"]
@@ -270,12 +284,14 @@ def refresh_candles(
     on_raw: RawCallback | None = None,
     log: Callable[[str], None] = print,
     progress_every: int = 5,
+    not_found_retry: timedelta = DEFAULT_NOT_FOUND_RETRY,
 ) -> CandleRefresh:
     """Bring every symbol's cache up to ``end`` (plus ``lookback`` sessions before ``start``).
 
     Symbols go one after another through the client's rate limiter. Only sessions closed by
     ``now`` are expected. A symbol whose fetch fails keeps its cache and is reported ``stale``;
-    404 is ``unavailable``; nothing here raises for one bad symbol. ``on_raw`` receives every
+    404 is ``unavailable`` and remembered in the sidecar: the ticker is asked again only after
+    ``not_found_retry``; nothing here raises for one bad symbol. ``on_raw`` receives every
     response body as soon as it arrived (the bronze layer), before anything parses it.
     """
     land = on_raw or (lambda raw: None)
@@ -291,8 +307,11 @@ def refresh_candles(
         ticker = yahoo_ticker(symbol, overrides)
         requests_before = stats.requests
         try:
-            outcome = _refresh_symbol(symbol, ticker, expected, window_start, request_end, now, client, cache, land)
+            outcome = _refresh_symbol(
+                symbol, ticker, expected, window_start, request_end, now, client, cache, land, not_found_retry
+            )
         except SymbolUnavailable as exc:
+            _remember_not_found(cache, symbol, ticker, now)
             status = SymbolStatus(
                 symbol, ticker, "unavailable", 0, 0, exc.description, rebased=cache.rebase_pending(symbol)
             )
@@ -318,6 +337,14 @@ def refresh_candles(
         live_bars_dropped=sum(f.live_dropped for f in fetches),
         off_calendar_bars_dropped=sum(f.off_calendar for f in fetches),
     )
+
+
+def _remember_not_found(cache: CandleCache, symbol: str, ticker: str, now: datetime) -> None:
+    """Note Yahoo's 404 in the sidecar (keeping what it knew), so the next runs skip the ticker."""
+    meta = cache.read_meta(symbol)
+    if meta is None or meta.yahoo_ticker != ticker:
+        meta = CacheMeta(ticker, now)
+    cache.write_meta(symbol, replace(meta, not_found_at=now))
 
 
 def _progress(done: int, total: int, statuses: list[SymbolStatus], spent: RequestStats) -> str:

@@ -80,6 +80,9 @@ class CacheMeta:
     no_bar_sessions: frozenset[date] = frozenset()
     # The cached history was replaced (new scale) and the lake has not been rewritten from it yet.
     lake_rebase_pending: bool = False
+    # When Yahoo last answered 404 for the ticker: it is asked again only after an interval
+    # (``refresh_candles``'s ``not_found_retry``), so an unknown symbol costs no request a day.
+    not_found_at: datetime | None = None
 
     def to_json(self, symbol: str) -> dict[str, Any]:
         return {
@@ -93,6 +96,7 @@ class CacheMeta:
             "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
             "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
             "lake_rebase_pending": self.lake_rebase_pending,
+            "not_found_at": self.not_found_at.isoformat() if self.not_found_at else None,
         }
 
     @classmethod
@@ -109,6 +113,7 @@ class CacheMeta:
             ),
             no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
             lake_rebase_pending=bool(doc.get("lake_rebase_pending", False)),
+            not_found_at=datetime.fromisoformat(doc["not_found_at"]) if doc.get("not_found_at") else None,
         )
 
 
@@ -174,6 +179,47 @@ class CandleCache:
             meta = self.read_meta(symbol)
             if meta is not None and meta.lake_rebase_pending:
                 self.write_meta(symbol, replace(meta, lake_rebase_pending=False))
+
+class RunCandleCache(CandleCache):
+    """One run's view of the cache: each file is read from disk at most once per run.
+
+    The candles step reads every symbol's bars to see what is missing and the volatility step
+    needs the same bars for its lookback; reading the files twice was half of a warm run's I/O.
+    The pipeline resource keeps one of these per run (steps of the in-process executor share it),
+    writes go through to disk and to the memo, so a later step sees exactly what is on disk.
+    Frames handed out are shared: callers must not modify them in place.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._bars: dict[str, pd.DataFrame] = {}
+        self._meta: dict[str, CacheMeta | None] = {}
+        self.files_read = 0  # Parquet and sidecar reads from disk, for the run's metadata
+
+    def read(self, symbol: str) -> pd.DataFrame:
+        if symbol not in self._bars:
+            self._bars[symbol] = super().read(symbol)
+            self.files_read += 1
+        return self._bars[symbol]
+
+    def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
+        self._bars[symbol] = super().write(symbol, frame)
+        return self._bars[symbol]
+
+    def sessions_present(self, symbol: str) -> set[date]:
+        return set(self.read(symbol)["session_date"])
+
+    def read_meta(self, symbol: str) -> CacheMeta | None:
+        if symbol not in self._meta:
+            self._meta[symbol] = super().read_meta(symbol)
+            self.files_read += 1
+        return self._meta[symbol]
+
+    def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
+        path = super().write_meta(symbol, meta)
+        self._meta[symbol] = meta
+        return path
+
 
 def concat_candles(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate candle frames; empty ones are skipped so column dtypes survive."""

@@ -1,11 +1,11 @@
 """The ``candles`` asset: cache-first Yahoo OHLCV for the universe, one request per symbol at most."""
 
+from datetime import timedelta
 from typing import Iterator
 
 import dagster as dg
 
 from variance_pipeline.candles.refresh import refresh_candles
-from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.candles.sync import sync_lake
 from variance_pipeline.defs.common import ASSET_COMMON, raw_lander, universe_symbols
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
@@ -33,7 +33,7 @@ def candles(
     lake = pipeline.lake
     stats = RequestStats()
     symbols = universe_symbols(lake, sessions)
-    cache = CandleCache(lake.candle_cache_dir)
+    cache = pipeline.candle_cache()
     with yahoo.client(stats) as client:
         context.log.info(
             f"candles: {len(symbols)} symbols, at most one request each: {client.pace_message(len(symbols))} "
@@ -48,6 +48,7 @@ def candles(
             cache=cache,
             log=context.log.info,
             on_raw=raw_lander(lake, "candles", sessions[-1]),
+            not_found_retry=timedelta(days=yahoo.not_found_retry_days),
         )
     synced = sync_lake(lake, cache, refresh, sessions)
     rebase, rebased = synced.rebase, refresh.rebased_symbols
@@ -61,6 +62,7 @@ def candles(
     for status in refresh.statuses:
         by_status.setdefault(status.status, []).append(status.symbol)
     stale = by_status.get("stale", []) + by_status.get("unavailable", [])
+    remembered = [f"{s.symbol} (until {s.not_found_until:%Y-%m-%d})" for s in refresh.statuses if s.not_found_until]
     valid = synced.outcome.valid
     yield dg.MaterializeResult(
         metadata={
@@ -70,6 +72,8 @@ def candles(
             "symbols_fetched": len(by_status.get("fetched", [])),
             "cache_hits": len(by_status.get("cached", [])),
             "stale_symbols": dg.MetadataValue.text(", ".join(stale) or "none"),
+            "not_found_remembered": dg.MetadataValue.text(", ".join(remembered) or "none"),
+            "cache_files_read": cache.files_read,
             "null_bars_dropped": refresh.null_bars_dropped,
             "live_bars_dropped": refresh.live_bars_dropped,
             "rebased_symbols": dg.MetadataValue.text(", ".join(rebased) or "none"),

@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
+from variance_pipeline.candles.store import RunCandleCache
 from variance_pipeline.lake import DataDirConflict, Lake
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings, parse_now
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.sources.symbology import parse_watchlist
-from variance_pipeline.sources.tastytrade import TastytradeClient, TastytradeCredentials
+from variance_pipeline.sources.tastytrade import OAuthSession, TastytradeClient, TastytradeCredentials
 from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SECOND, YahooChartClient
 from variance_pipeline.warehouse.connection import warehouse_connection
 
@@ -32,6 +33,7 @@ class PipelineResource(dg.ConfigurableResource):
     data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb")
     watchlist: str | None = Field(default=None, description="comma list or file of extra underlyings")
     now: str | None = Field(default=None, description="ISO-8601 clock override (VARIANCE_NOW)")
+    _candle_cache: RunCandleCache | None = PrivateAttr(default=None)
 
     @property
     def lake(self) -> Lake:
@@ -48,6 +50,16 @@ class PipelineResource(dg.ConfigurableResource):
             default = PROJECT_ROOT / "data" / "watchlist.example.txt"
         return parse_watchlist(self.watchlist, default)
 
+    def candle_cache(self) -> RunCandleCache:
+        """This run's candle cache: each file read once per run, by whichever step needs it first.
+
+        The resource is set up once per run by the in-process executor, so the candles and the
+        volatility steps share it; under a process-per-step executor each process has its own.
+        """
+        if self._candle_cache is None:
+            self._candle_cache = RunCandleCache(self.lake.candle_cache_dir)
+        return self._candle_cache
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the user's inputs when a run starts, before any asset sends a request or writes.
 
@@ -55,6 +67,7 @@ class PipelineResource(dg.ConfigurableResource):
         would otherwise surface only after the positions snapshot had already been fetched and
         landed; here it fails the run at once with the offending value named (and shortened).
         """
+        self._candle_cache = None  # a run reads the cache afresh
         if self.source not in ("simulator", "live"):
             raise dg.Failure(f"VARIANCE_SOURCE must be 'simulator' or 'live', got {self.source!r}")
         try:
@@ -114,6 +127,9 @@ class TastytradeResource(dg.ConfigurableResource):
         description="request paginated lists with this page size (per-page); None lets the API choose",
     )
     retry: RetryConfig = RetryConfig()
+    # One access token per run: the in-process executor sets this resource up once per run, so
+    # every step's client shares the session (a process-per-step executor gets one per process).
+    _session: OAuthSession | None = PrivateAttr(default=None)
 
     def _missing_credentials(self) -> list[str]:
         return [
@@ -137,17 +153,22 @@ class TastytradeResource(dg.ConfigurableResource):
         missing = self._missing_credentials()
         if missing:
             raise self._credentials_failure(missing)
+        self._session = None  # a fresh run logs in afresh
 
     def client(self, stats: RequestStats) -> TastytradeClient:
+        """A client on this run's OAuth session (logged in at its first request, shared after)."""
         missing = self._missing_credentials()
         if missing:
             raise self._credentials_failure(missing)
         credentials = TastytradeCredentials(
             client_secret=self.client_secret, refresh_token=self.refresh_token, client_id=self.client_id
         )
+        if self._session is None:
+            self._session = OAuthSession(credentials)
         return TastytradeClient(
             self.base_url,
             credentials,
+            session=self._session,
             policy=self.retry.policy(),
             stats=stats,
             accept_version=self.accept_version,
@@ -164,6 +185,9 @@ class YahooResource(dg.ConfigurableResource):
     )
     jitter: float = Field(
         default=DEFAULT_JITTER, ge=0.0, description="each gap is 1/rate scaled by uniform(1, 1 + jitter)"
+    )
+    not_found_retry_days: float = Field(
+        default=7.0, ge=0.0, description="a ticker Yahoo answered 404 for is asked again only after this many days"
     )
     # Yahoo's 429s ask for tens of seconds to minutes: the wait budget must be able to honour a
     # Retry-After in full (up to max_retry_after), so it is far larger than Tastytrade's.

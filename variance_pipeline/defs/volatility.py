@@ -5,7 +5,7 @@ from typing import Iterator
 import dagster as dg
 
 from variance_pipeline.calendar import sessions_back, sessions_in_range
-from variance_pipeline.candles.store import CandleCache, read_lookback
+from variance_pipeline.candles.store import read_lookback
 from variance_pipeline.defs.common import ASSET_COMMON, universe_symbols
 from variance_pipeline.defs.metadata import path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
@@ -40,8 +40,11 @@ def realized_volatility(
     # HV252 of the first session needs the 252 sessions before it: read that from the cache, so a
     # session's volatility never depends on which earlier partitions were materialised.
     window_start = sessions_back(sessions[0], LOOKBACK_SESSIONS + 1)[0]
+    # The run's cache view: bars the candles step just read or wrote cost no second read.
+    cache = pipeline.candle_cache()
+    files_read_before = cache.files_read
     history = read_lookback(
-        CandleCache(lake.candle_cache_dir),
+        cache,
         universe_symbols(lake, sessions),
         sessions[-1],
         len(sessions_in_range(window_start, sessions[-1])),
@@ -62,6 +65,7 @@ def realized_volatility(
             "symbols": int(outcome.valid["symbol"].nunique()) if written else 0,
             "hv252_non_null": int(outcome.valid["hv252"].notna().sum()) if written else 0,
             "cached_bars_rejected": len(bars.quarantined),
+            "cache_files_read": cache.files_read - files_read_before,
             "last_parquet_path": path_value(lake.partition_path("realized_volatility", sessions[-1])),
             "preview": preview(latest),
         }

@@ -60,6 +60,14 @@ class RequestLog:
         with self._lock:
             return list(self._entries)
 
+    def by_endpoint(self) -> dict[str, int]:
+        """Requests served per endpoint name (``oauth``, ``accounts``, ``positions``, ``chart``, ...)."""
+        counts: dict[str, int] = {}
+        for entry in self.entries():
+            name = entry.get("endpoint") or "unrouted"
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
     def clear(self) -> int:
         with self._lock:
             count = len(self._entries)
@@ -98,9 +106,11 @@ class SimulatorApp:
             reply = self._api(method, segments, query, headers, body, fired)
         except Exception as exc:  # a simulator bug must still answer, and show up in the log
             reply = Reply(500, tt_error("simulator_error", f"{type(exc).__name__}: {exc}"))
+        route = _route(method, segments, query)
         self.requests.add(
             {
                 "method": method,
+                "endpoint": route[0] if route else None,  # oauth, accounts, positions, chart, ...
                 "path": unquote(parts.path),
                 "query": query,
                 "status": reply.status,

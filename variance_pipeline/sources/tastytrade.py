@@ -45,6 +45,7 @@ __all__ = [  # RawResponse moved to sources.http; re-exported so existing import
     "TastytradeAuthError",
     "TastytradeClient",
     "TastytradeCredentials",
+    "OAuthSession",
 ]
 
 
@@ -66,6 +67,26 @@ class TastytradeCredentials:
             if secret:
                 text = text.replace(secret, "<hidden>")
         return text
+
+
+class OAuthSession:
+    """The access token of one pipeline run, shared by every client (step) of that run.
+
+    Each snapshot step used to open its own client and log in again: three or four token
+    requests a run where one is the floor. A run's resource hands every client the same session,
+    so a token is refreshed only when it expires or the API refuses it. It lives in memory only
+    (never written to disk); the refresh token in ``credentials`` is replaced when the server
+    rotates it, for every client of the run.
+    """
+
+    def __init__(self, credentials: TastytradeCredentials) -> None:
+        self.credentials = credentials
+        self.token: str | None = None
+        self.deadline = 0.0
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OAuthSession(token={'<set>' if self.token else None})"
 
 
 class TastytradeAuthError(SourceError):
@@ -160,6 +181,7 @@ class TastytradeClient:
         stats: RequestStats | None = None,
         accept_version: str | None = None,
         per_page: int | None = None,
+        session: OAuthSession | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -168,14 +190,11 @@ class TastytradeClient:
         headers = {"Accept-Version": accept_version} if accept_version else None
         self._per_page = per_page
         self._http = make_client(base_url, policy, headers)
-        self._credentials = credentials  # the refresh token in it is replaced when the server rotates it
+        self._session = session if session is not None else OAuthSession(credentials)
         self._policy = policy
         self.stats = stats if stats is not None else RequestStats()
         self._clock = clock
         self._sleep = sleep
-        self._token: str | None = None
-        self._token_deadline = 0.0
-        self._token_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -197,22 +216,24 @@ class TastytradeClient:
 
     def _access_token(self, rejected: str | None = None) -> str:
         """A live access token; ``rejected`` is one the API just refused, so never reuse it."""
-        with self._token_lock:
-            if rejected is not None and self._token == rejected:
-                self._token = None
-            if self._token is None or self._clock() >= self._token_deadline:
+        session = self._session
+        with session.lock:
+            if rejected is not None and session.token == rejected:
+                session.token = None
+            if session.token is None or self._clock() >= session.deadline:
                 self._refresh_access_token()
-            assert self._token is not None
-            return self._token
+            assert session.token is not None
+            return session.token
 
     def _refresh_access_token(self) -> None:
+        credentials = self._session.credentials
         body = {
             "grant_type": "refresh_token",
-            "refresh_token": self._credentials.refresh_token,
-            "client_secret": self._credentials.client_secret,
+            "refresh_token": credentials.refresh_token,
+            "client_secret": credentials.client_secret,
         }
-        if self._credentials.client_id:
-            body["client_id"] = self._credentials.client_id
+        if credentials.client_id:
+            body["client_id"] = credentials.client_id
         started = self._clock()
         # 400/401/403 are not retryable in send_with_retry, so a rejected login is sent once.
         response = send_with_retry(
@@ -220,7 +241,7 @@ class TastytradeClient:
         )
         if not response.is_success:
             # The token endpoint may echo what it was sent: blank the credentials before quoting it.
-            detail = _error_detail(response, self._credentials.redact)
+            detail = _error_detail(response, credentials.redact)
             if response.status_code in (400, 401, 403):
                 raise TastytradeAuthError(
                     f"Tastytrade rejected the OAuth refresh (HTTP {response.status_code}{detail}). "
@@ -244,12 +265,12 @@ class TastytradeClient:
             raise SourceError(f"POST {TOKEN_PATH}: expires_in is not a number", path=TOKEN_PATH) from exc
         # Refresh a little early so that a token never expires between our check and the server's.
         margin = min(60.0, 0.1 * expires_in)
-        self._token = token
-        self._token_deadline = started + expires_in - margin
+        self._session.token = token
+        self._session.deadline = started + expires_in - margin
         rotated = payload.get("refresh_token")
         if isinstance(rotated, str) and rotated:
             # OAuth 2 (RFC 6749 6): a newly issued one replaces the old, for sending and redacting.
-            self._credentials = replace(self._credentials, refresh_token=rotated)
+            self._session.credentials = replace(credentials, refresh_token=rotated)
 
     # -- requests ----------------------------------------------------------------------------
 
