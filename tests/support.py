@@ -24,6 +24,11 @@ RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "record
 # A fixed clock after the close of Tuesday 2025-11-25, so runs are reproducible.
 CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
 FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
+# Common ``materialize(select=...)`` lists. Each asset reads its inputs from the lake, so a
+# selection names its upstream assets too (unless an earlier run landed them).
+# market_metrics and iv_term_structure are one multi-asset: Dagster only runs them together.
+EXTRACT = ("positions", "universe", "market_metrics", "iv_term_structure")
+CANDLES = ("positions", "universe", "candles")
 
 
 def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES") -> Settings:

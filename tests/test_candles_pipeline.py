@@ -1,8 +1,9 @@
 """Candles at pipeline level: real Dagster runs against a simulator, counted by ``/_sim/requests``.
 
-The unit tests (test_candle_cache.py) count requests of ``refresh_candles`` alone; here every
-asset runs with real Dagster (``conftest.materialize``) against a private ``SimulatorServer`` (its
-own request log and faults, so the shared session fixture is never disturbed), and the asserts
+The unit tests (test_candle_cache.py) count requests of ``refresh_candles`` alone; here the
+candle side of the graph (``JOURNEY``: positions, universe, candles, realised volatility and the
+warehouse) runs with real Dagster (``support.materialize``) against a private ``SimulatorServer``
+(its own request log and faults, so the shared session fixture is never disturbed), and the asserts
 read what users see: the request log, the candles metadata and checks, the lake and the warehouse.
 
 One journey over consecutive sessions shares a data dir and a simulator (module fixture), each
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import RECORDED, materialize, pipeline_settings
+from support import CANDLES, RECORDED, materialize, pipeline_settings
 from variance_pipeline.calendar import session_close, sessions_back
 from variance_pipeline.candles.rebase import rebase_lake_candles
 from variance_pipeline.candles.refresh import refresh_candles
@@ -58,6 +59,8 @@ SPLIT_DAY = date(2025, 11, 24)  # after NEXT's clock: the split is news to a war
 STORM_DAY = date(2025, 11, 25)
 SPLIT_SYMBOL, SPLIT_RATIO = "NVDA", 4
 SEED = 42  # SimulatorServer's default
+# What the journey's asserts read: the candles and realized_volatility tables of the warehouse.
+JOURNEY = [*CANDLES, "realized_volatility", "warehouse"]
 PROGRESS = re.compile(r"candles: (\d+)/(\d+) symbols, (\d+) requests, (\d+) cache hits, (\d+) retries")
 
 
@@ -92,7 +95,7 @@ def ny_day(epoch: int | str) -> date:
 
 @dataclass
 class Step:
-    """One Dagster run of every asset and the chart requests it cost."""
+    """One Dagster run of the ``JOURNEY`` assets and the chart requests it cost."""
 
     result: dg.ExecuteInProcessResult
     requests: list[dict[str, Any]]
@@ -127,9 +130,9 @@ def run_step(sim: SimulatorServer, data_dir: Path, sessions: tuple[str, str] | s
     instance = dg.DagsterInstance.ephemeral()
     settings = pipeline_settings(data_dir, sim.url, now=clock, watchlist=WATCHLIST)
     if isinstance(sessions, tuple):
-        result = materialize(settings, partition_range=sessions, instance=instance)
+        result = materialize(settings, partition_range=sessions, instance=instance, select=JOURNEY)
     else:
-        result = materialize(settings, partition_key=sessions, instance=instance)
+        result = materialize(settings, partition_key=sessions, instance=instance, select=JOURNEY)
     assert result.success
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
     return Step(result, chart_requests(sim), logs, warehouse_tables(data_dir))
@@ -333,7 +336,8 @@ def test_recorded_charts_load_bar_for_bar(
     clock = after_close(last)
     with SimulatorServer(port=0, now=clock, replay_dir=recorded_dir) as sim:
         settings = pipeline_settings(tmp_path, sim.url, now=clock, watchlist="AAPL,MSFT,NVDA,TSLA")
-        result = materialize(settings, partition_range=(first.isoformat(), last.isoformat()))
+        sessions = (first.isoformat(), last.isoformat())
+        result = materialize(settings, partition_range=sessions, select=[*CANDLES, "warehouse"])
         requests = chart_requests(sim)
     assert result.success
     materialization = result.asset_materializations_for_node("candles")[-1]

@@ -104,6 +104,8 @@ def test_empty_warehouse_still_draws(tmp_path: Path) -> None:
 
 
 def test_warehouse_asset_attaches_the_chart(tmp_path: Path, simulator) -> None:
+    # The whole graph: the warehouse draws the vol, VRP and risk charts from what every upstream
+    # asset landed, and "vol_chart_error" would report a failure in any of them.
     result = materialize(pipeline_settings(tmp_path, simulator.url), partition_key="2025-11-25")
     assert result.success
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["warehouse"]]

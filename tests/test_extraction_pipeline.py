@@ -25,7 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from support import CLOCK, RECORDED, all_assets_and_checks, fast_resources, materialize, pipeline_settings, reconfigured
+from support import CLOCK, EXTRACT, RECORDED, fast_resources, materialize, pipeline_settings, reconfigured
 from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake import Lake
 from variance_pipeline.settings import Settings
@@ -50,11 +50,6 @@ def api_requests(sim: SimulatorServer) -> list[dict[str, Any]]:
 
 def token_posts(sim: SimulatorServer) -> list[dict[str, Any]]:
     return [r for r in api_requests(sim) if (r["method"], r["path"]) == ("POST", "/oauth/token")]
-
-
-def run(resources: dict[str, dg.ConfigurableResource], *, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
-    """A real Dagster run of every asset for SESSION with hand-tuned resources."""
-    return dg.materialize(all_assets_and_checks(), resources=resources, partition_key=SESSION, raise_on_error=raise_on_error)
 
 
 def with_tastytrade(settings: Settings, **update: Any) -> dict[str, dg.ConfigurableResource]:
@@ -162,7 +157,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     data_dir = tmp_path_factory.mktemp("replay")
     with SimulatorServer(port=0, now=REPLAY_CLOCK, replay_dir=RECORDED) as sim:
         settings = pipeline_settings(data_dir, sim.url, now=REPLAY_CLOCK, watchlist="AAPL,TSLA")
-        result = materialize(settings, partition_key=REPLAY_DAY.isoformat())
+        result = materialize(settings, partition_key=REPLAY_DAY.isoformat(), select=[*EXTRACT, "warehouse"])
         yield data_dir, result
 
 
@@ -245,7 +240,9 @@ def test_token_expiring_mid_run_is_refreshed_once_and_the_run_succeeds(tmp_path:
     # Tokens live 2 s; the first positions request takes 2.5 s, so its token expires in flight.
     slow = FaultRule(endpoint="positions", kind="slow", delay=2.5, count=1)
     with SimulatorServer(port=0, now=CLOCK, token_ttl=2, faults=[slow]) as sim:
-        result = materialize(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), partition_key=SESSION)
+        # Every asset that calls Tastytrade (the asserts read the non-Yahoo request log).
+        result = materialize(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), partition_key=SESSION,
+                             select=[*EXTRACT, "risk_free_rate", "earnings_reports"])
         log = api_requests(sim)
     assert result.success
     assert lake_partition(tmp_path, "positions").exists()
@@ -266,6 +263,7 @@ def test_rejected_refresh_token_fails_fast_with_one_request(tmp_path: Path, clea
     clean_credentials.setenv("TASTYTRADE_REFRESH_TOKEN", wrong_token)
     with SimulatorServer(port=0, now=CLOCK, client_secret="right-secret", refresh_token="right-token") as sim:
         started = time.monotonic()
+        # The whole graph: no asset at all may send a request after the rejected login.
         result = materialize(live_settings(tmp_path, sim.url), partition_key=SESSION, raise_on_error=False)
         elapsed = time.monotonic() - started
         log = api_requests(sim)
@@ -312,7 +310,8 @@ def test_429_without_retry_after_is_retried_and_batches_are_configurable(tmp_pat
     storm = FaultRule(endpoint="market-metrics", kind="429", count=2)
     with SimulatorServer(port=0, now=CLOCK, faults=[storm]) as sim:
         settings = pipeline_settings(tmp_path, sim.url, watchlist="SPY,QQQ")
-        result = run(with_tastytrade(settings, batch_size=4))
+        resources = with_tastytrade(settings, batch_size=4)
+        result = materialize(settings, partition_key=SESSION, resources=resources, select=EXTRACT)
         log = [r for r in api_requests(sim) if r["path"] == "/market-metrics"]
     assert result.success
     meta = metadata(result, "market_metrics")
@@ -331,7 +330,8 @@ def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
     with SimulatorServer(port=0, now=CLOCK, faults=[limited]) as sim:
         settings = pipeline_settings(tmp_path, sim.url, watchlist="SPY")
         patient = RetryConfig(base_delay=0.01, max_delay=5.0, max_total_wait=10.0, timeout=5.0)
-        result = run(with_tastytrade(settings, retry=patient))
+        result = materialize(settings, partition_key=SESSION, resources=with_tastytrade(settings, retry=patient),
+                             select=EXTRACT)
         log = [r for r in api_requests(sim) if r["path"] == "/market-metrics"]
     assert result.success
     meta = metadata(result, "market_metrics")
@@ -346,7 +346,7 @@ def test_429_storm_fails_the_run_and_lands_no_partial_snapshot(tmp_path: Path) -
     storm = FaultRule(endpoint="market-metrics", kind="429", retry_after=0)
     with SimulatorServer(port=0, now=CLOCK, faults=[storm]) as sim:
         result = materialize(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), partition_key=SESSION,
-                             raise_on_error=False)
+                             raise_on_error=False, select=[*EXTRACT, "warehouse"])
         log = [r for r in api_requests(sim) if r["path"] == "/market-metrics"]
     assert not result.success
     assert [r["status"] for r in log] == [429] * 5  # RetryConfig.max_attempts, then it gives up
@@ -397,7 +397,9 @@ def test_hostile_watchlist_is_refused_before_any_request(tmp_path: Path, watchli
 def test_pagination_is_followed_and_unknown_fields_stay_in_raw_only(tmp_path: Path) -> None:
     extra = FaultRule(endpoint="positions", kind="extra_field", field="x-new-field")
     with SimulatorServer(port=0, now=CLOCK, faults=[extra]) as sim:
-        result = run(with_tastytrade(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), per_page=2))
+        settings = pipeline_settings(tmp_path, sim.url, watchlist="SPY")
+        resources = with_tastytrade(settings, per_page=2)
+        result = materialize(settings, partition_key=SESSION, resources=resources, select=["positions"])
         log = [r for r in api_requests(sim) if r["path"].endswith("/positions")]
     assert result.success
     pages = [(r["path"].split("/")[2], r["query"].get("page-offset", "0"), r["query"]["per-page"]) for r in log]
@@ -417,6 +419,7 @@ def test_pagination_is_followed_and_unknown_fields_stay_in_raw_only(tmp_path: Pa
 def test_missing_quantity_fails_naming_field_and_symbol_and_keeps_the_raw_body(tmp_path: Path) -> None:
     missing = FaultRule(endpoint="positions", kind="missing_field", field="quantity")
     with SimulatorServer(port=0, now=CLOCK, faults=[missing]) as sim:
+        # The whole graph (all downstream of positions, so skipped): nothing at all may land.
         result = materialize(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), partition_key=SESSION,
                              raise_on_error=False)
     assert not result.success

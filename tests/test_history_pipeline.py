@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from support import materialize, pipeline_settings
+from support import EXTRACT, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 
 LAST = date(2025, 11, 25)
@@ -37,6 +37,9 @@ BACKFILL_START = date(2025, 6, 30)
 WATCHLIST = "SPY,QQQ,/ES,ABT,ABD,ADR"
 EARNINGS_PREFIX = "/market-metrics/historic-corporate-events/earnings-reports/"
 MIN_RANK = 20
+# What the vol-history tables and views read (realized_volatility: vol_dashboard); the risk assets
+# (risk_free_rate, position_greeks) feed nothing the tests read.
+HISTORY = [*EXTRACT, "candles", "realized_volatility", "earnings_reports", "warehouse"]
 
 XNYS = xcals.get_calendar("XNYS", start="2024-01-01", end="2026-12-31")
 
@@ -68,9 +71,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict:
             sim.now = evening(day)
             settings = pipeline_settings(data_dir, sim.url, now=evening(day), watchlist=WATCHLIST)
             if i == 0:
-                result = materialize(settings, partition_range=(str(BACKFILL_START), str(day)))
+                result = materialize(settings, partition_range=(str(BACKFILL_START), str(day)), select=HISTORY)
             else:
-                result = materialize(settings, partition_key=str(day))
+                result = materialize(settings, partition_key=str(day), select=HISTORY)
             assert result.success, day
             asked = [e for e in sim.requests.entries() if e["path"].startswith(EARNINGS_PREFIX)]
             earnings_asked[day] = [(e["path"].removeprefix(EARNINGS_PREFIX), e["query"].get("start-date")) for e in asked]

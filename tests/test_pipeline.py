@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from support import materialize, pipeline_settings
+from support import CANDLES, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
@@ -83,7 +83,8 @@ def test_hv20_and_hv252_equal_numpy_on_the_cached_closes(backfilled: Path) -> No
 
 
 def test_old_partition_writes_no_snapshot(tmp_path: Path, simulator) -> None:
-    result = materialize(pipeline_settings(tmp_path, simulator.url), partition_key="2025-11-20")
+    settings = pipeline_settings(tmp_path, simulator.url)
+    result = materialize(settings, partition_key="2025-11-20", select=[*EXTRACT, "candles"])
     assert result.success
     lake = Lake(tmp_path)
     assert not lake.has_partition("positions", date(2025, 11, 20))
@@ -96,6 +97,7 @@ def test_old_partition_writes_no_snapshot(tmp_path: Path, simulator) -> None:
 
 def test_rerunning_a_session_changes_nothing(tmp_path: Path, simulator) -> None:
     settings = pipeline_settings(tmp_path, simulator.url)
+    # The whole graph: the snapshot compares every warehouse table, so every asset must land.
     assert materialize(settings, partition_key="2025-11-25").success
     path = tmp_path / "warehouse.duckdb"
 
@@ -114,7 +116,8 @@ def test_rerunning_a_session_changes_nothing(tmp_path: Path, simulator) -> None:
 
 
 def test_checks_run_with_the_assets_and_pass_on_clean_data(backfilled: Path, simulator) -> None:
-    # Re-run the current session on the warm lake so the evaluations are this test's own.
+    # Re-run the current session on the warm lake so the evaluations are this test's own; the
+    # whole graph, so that every check of the code location runs and none fails on clean data.
     result = materialize(pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25")
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     expected = {
@@ -162,7 +165,11 @@ def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(scratc
     hv_before = before.execute("SELECT * FROM realized_volatility ORDER BY ALL").fetchall()
     before.close()
 
-    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key="2025-11-25", raise_on_error=False)
+    # The other upstream assets of the warehouse are in the copied lake already.
+    result = materialize(
+        pipeline_settings(data_dir, simulator.url), partition_key="2025-11-25", raise_on_error=False,
+        select=["candles", "realized_volatility", "warehouse"],
+    )
     assert not result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     check = evaluations["realized_volatility_schema"]
@@ -173,7 +180,10 @@ def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(scratc
 
 
 def test_every_materialization_reports_what_a_trader_reads(backfilled: Path, simulator) -> None:
-    result = materialize(pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25")
+    result = materialize(
+        pipeline_settings(backfilled, simulator.url), partition_key="2025-11-25",
+        select=[*EXTRACT, "candles", "realized_volatility", "warehouse"],
+    )
     expected = {
         "positions": {"rows", "parquet_path", "preview", "requests", "retries", "underlyings", "raw_path"},
         "market_metrics": {"rows", "parquet_path", "preview", "symbols_requested", "symbols_missing", "requests"},
@@ -195,9 +205,11 @@ def test_simulated_and_live_data_never_share_a_data_dir(
 ) -> None:
     monkeypatch.setenv("TASTYTRADE_CLIENT_SECRET", "any-secret")
     monkeypatch.setenv("TASTYTRADE_REFRESH_TOKEN", "any-token")
-    assert materialize(pipeline_settings(tmp_path, simulator.url), partition_key="2025-11-24").success
-    live = dataclasses.replace(pipeline_settings(tmp_path, simulator.url), source="live")
-    result = materialize(live, partition_key="2025-11-24", raise_on_error=False)
+    simulated = pipeline_settings(tmp_path, simulator.url)
+    # 2025-11-24 is before the clock's session: candles land (and stamp the data dir), snapshots not.
+    assert materialize(simulated, partition_key="2025-11-24", select=CANDLES).success
+    live = dataclasses.replace(simulated, source="live")
+    result = materialize(live, partition_key="2025-11-24", raise_on_error=False, select=CANDLES)
     assert not result.success
     failure = result.get_run_failure_event() or next(e for e in result.all_events if e.is_failure)
     assert "holds 'simulator' data; refusing to write 'live' data" in str(failure.event_specific_data)
@@ -211,7 +223,8 @@ def test_a_cached_bar_breaking_the_candle_schema_is_treated_as_missing(scratch: 
     broken = bars["session_date"] == date(2025, 11, 20)
     bars.loc[broken, "high"] = bars.loc[broken, "low"] * 0.5  # high below low: not a real bar
     cache.write("QQQ", bars)
-    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key="2025-11-25")
+    settings = pipeline_settings(data_dir, simulator.url)
+    result = materialize(settings, partition_key="2025-11-25", select=["candles", "realized_volatility"])
     assert result.success
     meta = result.asset_materializations_for_node("realized_volatility")[0].metadata
     assert meta["cached_bars_rejected"].value == 1

@@ -23,7 +23,7 @@ import vollib.black.greeks.analytical as v_black_greeks
 import vollib.black_scholes_merton as v_bsm
 import vollib.black_scholes_merton.greeks.analytical as v_bsm_greeks
 
-from support import CLOCK, materialize, pipeline_settings
+from support import CLOCK, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
 
@@ -36,6 +36,8 @@ YEAR_SECONDS = 365.0 * 86400.0
 GREEK_COLUMNS = ("price", "delta", "gamma", "theta", "vega")
 POSITION_COLUMNS = ("position_delta", "position_gamma", "position_theta", "position_vega")
 FAULTED_SYMBOL = "AAPL"  # held as stock and as an option
+# position_greeks, its inputs and the warehouse (realized_volatility and earnings_reports feed none of it).
+RISK = [*EXTRACT, "candles", "risk_free_rate", "position_greeks", "warehouse"]
 
 
 class Run:
@@ -65,7 +67,7 @@ class Run:
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorServer) -> Run:
     data_dir = tmp_path_factory.mktemp("risk")
-    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key=PARTITION)
+    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key=PARTITION, select=RISK)
     assert result.success
     return Run(data_dir, result)
 
@@ -81,7 +83,8 @@ def faulted(tmp_path_factory: pytest.TempPathFactory) -> Run:
     ]
     data_dir = tmp_path_factory.mktemp("risk_faulted")
     with SimulatorServer(port=0, now=CLOCK, faults=rules) as server:
-        result = materialize(pipeline_settings(data_dir, server.url), partition_key=PARTITION, raise_on_error=False)
+        result = materialize(pipeline_settings(data_dir, server.url), partition_key=PARTITION, raise_on_error=False,
+                             select=RISK)
     return Run(data_dir, result)
 
 

@@ -40,6 +40,7 @@ def test_500_symbol_watchlist_runs_end_to_end_within_the_request_budget(tmp_path
     with SimulatorServer(port=0, now=CLOCK) as sim:
         settings = pipeline_settings(tmp_path / "data", sim.url, watchlist=",".join(symbols))
         started = time.monotonic()
+        # The whole graph: the time budget and the request budget are those of a full evening run.
         result = materialize(settings, partition_key=SESSION.isoformat())
         elapsed = time.monotonic() - started
         entries = sim.requests.entries()
