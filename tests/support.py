@@ -29,6 +29,8 @@ FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, ti
 # market_metrics and iv_term_structure are one multi-asset: Dagster only runs them together.
 EXTRACT = ("positions", "universe", "market_metrics", "iv_term_structure")
 CANDLES = ("positions", "universe", "candles")
+# Run config for a warehouse load without its pictures (many runs in a row: only the last draws).
+NO_CHARTS = {"ops": {"warehouse": {"config": {"charts": False}}}}
 
 
 def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES") -> Settings:
@@ -78,6 +80,7 @@ def materialize(
     raise_on_error: bool = True,
     select: Sequence[str] | None = None,
     resources: dict[str, dg.ConfigurableResource] | None = None,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """A real Dagster run for one session or a range, checks included.
 
@@ -97,6 +100,7 @@ def materialize(
         instance=instance,
         raise_on_error=raise_on_error,
         selection=selection,
+        run_config=run_config,
     )
 
 
