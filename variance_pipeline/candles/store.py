@@ -16,6 +16,8 @@ module only knows files.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -117,6 +119,23 @@ class CacheMeta:
         )
 
 
+CORRUPT_SUFFIX = ".corrupt"
+log = logging.getLogger(__name__)
+
+
+def _set_aside(path: Path, problem: str, consequence: str) -> None:
+    """Move an unreadable cache file to ``<file>.corrupt`` (replacing an older one) and warn."""
+    aside = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        os.replace(path, aside)
+        where = f"moved to {aside}"
+    except FileNotFoundError:  # another run set it aside first
+        where = f"already moved to {aside}"
+    except OSError as exc:
+        where = f"left in place ({exc})"
+    log.warning("%s: %s, %s; %s", path, problem, where, consequence)
+
+
 class CandleCache:
     """Per-symbol candle files under ``root``; every write is atomic (temp file + rename)."""
 
@@ -135,11 +154,23 @@ class CandleCache:
         return self.root / f"{self._stem(symbol)}.json"
 
     def read(self, symbol: str) -> pd.DataFrame:
-        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns."""
+        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns.
+
+        A file that cannot be read (truncated, not Parquet, another schema) is moved aside to
+        ``<file>.corrupt`` with a warning naming it and treated as missing, so the refresh
+        refetches the symbol's window and the cache heals; the lake keeps what it landed.
+        """
         path = self.path(symbol)
         if not path.exists():
             return empty_candles()
-        return _to_pandas(pq.read_table(path, schema=PARQUET_SCHEMA))
+        try:
+            return _to_pandas(pq.read_table(path, schema=PARQUET_SCHEMA))
+        except PermissionError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            _set_aside(path, f"candle cache of {symbol!r} is unreadable ({type(exc).__name__}: {exc})",
+                       "treated as missing: its bars are fetched again")
+            return empty_candles()
 
     def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Replace the symbol's bars (``frame`` needs ``CANDLE_COLUMNS`` except ``symbol``).
@@ -162,8 +193,13 @@ class CandleCache:
             return None
         try:
             return CacheMeta.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            return None  # an unreadable sidecar only costs a re-check of the symbol's gaps
+        except PermissionError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            # An unreadable sidecar only costs a re-check of the symbol's gaps; kept for inspection.
+            _set_aside(path, f"candle cache sidecar of {symbol!r} is unreadable ({type(exc).__name__}: {exc})",
+                       "treated as missing: the symbol's provider gaps are checked again")
+            return None
 
     def write_meta(self, symbol: str, meta: CacheMeta) -> Path:
         return write_json_atomic(self.meta_path(symbol), meta.to_json(symbol))

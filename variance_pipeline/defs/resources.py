@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from variance_pipeline.candles.store import RunCandleCache
-from variance_pipeline.lake import DataDirConflict, Lake
+from variance_pipeline.calendar import sessions_in_range
+from variance_pipeline.lake import DataDirConflict, Lake, format_mb
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings, parse_now
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.sources.symbology import parse_watchlist
@@ -24,6 +25,8 @@ from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SEC
 from variance_pipeline.warehouse.connection import warehouse_connection
 
 SECRET_VARIABLES = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN")
+MIN_FREE_VARIABLE = "VARIANCE_MIN_FREE_MB"
+DEFAULT_MIN_FREE_MB = 200.0
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -33,6 +36,12 @@ class PipelineResource(dg.ConfigurableResource):
     data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb")
     watchlist: str | None = Field(default=None, description="comma list or file of extra underlyings")
     now: str | None = Field(default=None, description="ISO-8601 clock override (VARIANCE_NOW)")
+    min_free_mb: float | None = Field(
+        default=None,
+        ge=0,
+        description="refuse to start a run when the data dir's disk has less free space than this, in MB "
+        f"(2**20 bytes); None reads {MIN_FREE_VARIABLE}, else {DEFAULT_MIN_FREE_MB:g}; 0 turns the check off",
+    )
     _candle_cache: RunCandleCache | None = PrivateAttr(default=None)
 
     @property
@@ -66,6 +75,8 @@ class PipelineResource(dg.ConfigurableResource):
         A hostile or mistyped watchlist (``../x``, quotes, 10,000 characters, ``,,``) or clock
         would otherwise surface only after the positions snapshot had already been fetched and
         landed; here it fails the run at once with the offending value named (and shortened).
+        So does a disk with less free space than the floor (``free_space_floor_mb``), once the
+        temporary files an interrupted run (``kill -9``) left in this run's folders are removed.
         """
         self._candle_cache = None  # a run reads the cache afresh
         if self.source not in ("simulator", "live"):
@@ -81,6 +92,60 @@ class PipelineResource(dg.ConfigurableResource):
             self.lake.check_source()
         except DataDirConflict as exc:
             raise dg.Failure(str(exc)) from None
+        swept = self.lake.sweep_run_temp_files(_run_sessions(context))  # first: they may be what fills the disk
+        if swept:
+            context.log.warning(
+                f"removed {len(swept)} temporary file(s) an interrupted run left behind: "
+                + ", ".join(str(path) for path in swept[:10])
+            )
+        self._check_free_space()
+
+    def free_space_floor_mb(self) -> float:
+        """The preflight floor: ``min_free_mb``, else ``VARIANCE_MIN_FREE_MB``, else the default."""
+        if self.min_free_mb is not None:
+            return float(self.min_free_mb)
+        text = os.environ.get(MIN_FREE_VARIABLE, "").strip()
+        if not text:
+            return DEFAULT_MIN_FREE_MB
+        try:
+            floor = float(text)
+        except ValueError:
+            floor = float("nan")
+        if not floor >= 0 or floor == float("inf"):
+            raise dg.Failure(
+                f"{MIN_FREE_VARIABLE}={text!r} must be a number of MB >= 0 (0 turns the free-space check "
+                f"off; default {DEFAULT_MIN_FREE_MB:g}); nothing was fetched or written"
+            )
+        return floor
+
+    def _check_free_space(self) -> None:
+        """Refuse to start on a nearly full disk: a run that fills it fails halfway (ENOSPC)."""
+        floor = self.free_space_floor_mb()
+        if floor <= 0:
+            return
+        free = self.lake.free_bytes()
+        if free < floor * 2**20:
+            required = format(floor, "f").rstrip("0").rstrip(".")
+            raise dg.Failure(
+                f"Not enough free disk space to start a run: {self.data_dir} has {format_mb(free)} free, "
+                f"below the floor of {required} MB ({MIN_FREE_VARIABLE}). Nothing was fetched or written. "
+                f"Free space on that disk (or point VARIANCE_DATA_DIR elsewhere, or lower {MIN_FREE_VARIABLE}) "
+                "and re-run."
+            )
+
+
+def _run_sessions(context: dg.InitResourceContext) -> list:
+    """The sessions of the run being set up (from its partition tags); [] outside a partitioned run."""
+    run = getattr(context, "dagster_run", None)
+    tags = dict(run.tags) if run is not None and run.tags else {}
+    start = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
+    end = tags.get("dagster/asset_partition_range_end") or start
+    if not start or not end:
+        return []
+    try:
+        return sessions_in_range(date.fromisoformat(start), date.fromisoformat(end))
+    except ValueError:
+        return []
 
 
 class RetryConfig(dg.Config):

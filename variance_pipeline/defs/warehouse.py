@@ -12,7 +12,7 @@ from variance_pipeline.defs.common import ASSET_COMMON, run_universe
 from variance_pipeline.defs.metadata import path_value, preview
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake import Lake, is_disk_full
 from variance_pipeline.warehouse.load import load_sessions
 
 
@@ -80,6 +80,8 @@ def warehouse(
             with warehouse_db.connect(read_only=True) as con:
                 chart_metadata = _draw_charts(con, pipeline.lake, sessions)
         except Exception as exc:  # noqa: BLE001
+            if is_disk_full(exc):  # a full disk is not a drawing problem: the run must not look green
+                raise
             context.log.warning(f"vol chart not drawn: {exc!r}")
             chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
     return dg.MaterializeResult(

@@ -2,7 +2,10 @@
 
 A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
 (``count``; null = every time). Error kinds (429/500/503/401) replace the answer; ``slow`` delays
-it; ``truncated``, ``missing_field``, ``extra_field`` and ``live_bar`` alter a successful body;
+it; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
+(schema drift: every value of ``field`` re-typed), ``bad_bar`` (one chart bar made ``null``,
+``zero``, ``negative``, ``high_below_low`` or ``duplicate`` as ``field`` says, on ``date`` or the
+last bar) and ``live_bar`` alter a successful body;
 ``split`` is not a per-request event but market state: while the rule is installed the symbol
 has split on that date (synthetic market only), so ``count`` does not apply to it.
 
@@ -10,6 +13,7 @@ JSON form (``POST /_sim/faults`` takes one rule, a list, or ``{"rules": [...]}``
 
     {"endpoint": "chart", "symbol": "SPY", "kind": "429", "count": 2, "retry_after": 3}
     {"endpoint": "chart", "symbol": "NVDA", "kind": "split", "split": {"date": "2025-06-02", "ratio": 4}}
+    {"endpoint": "chart", "symbol": "SPY", "kind": "bad_bar", "field": "zero", "date": "2025-11-21"}
 
 CLI form (``--fault``): the same JSON, or ``ENDPOINT:KIND[:key=value]...``, e.g.
 ``chart:429:count=2:retry_after=3`` or ``chart:split:symbol=NVDA:date=2025-06-02:ratio=4``.
@@ -20,8 +24,9 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Collection, Iterable, Mapping
+from zoneinfo import ZoneInfo
 
 from variance_pipeline.simulator.formats import Reply, tt_error
 from variance_pipeline.simulator.market import Split, spellings
@@ -30,10 +35,12 @@ ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oaut
 """``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
 earnings-reports endpoint (its symbol is the path's)."""
 ERROR_KINDS = frozenset({"429", "500", "503", "401"})
-REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field"})
+REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar"})
 """Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
 KINDS = ERROR_KINDS | REWRITE_KINDS | {"truncated", "slow", "split"}
 DEFAULT_EXTRA_FIELD = "x-simulator-extra"
+BAD_BARS = frozenset({"null", "zero", "negative", "high_below_low", "duplicate"})
+FIELD_KINDS = frozenset({"missing_field", "number_as_string", "string_as_number"})
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,14 @@ class FaultRule:
     delay: float = 0.0
     split: Split | None = None
     field: str | None = None
+    bar_date: date | None = None  # bad_bar: the bar to spoil (JSON "date"); None = the last one
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
         """Validate one rule; ValueError names the offending key."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"a fault rule must be an object, got {raw!r}")
-        unknown = set(raw) - {"endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field"}
+        unknown = set(raw) - {"endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date"}
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
         endpoint = str(raw.get("endpoint", "*"))
@@ -74,8 +82,16 @@ class FaultRule:
         split = _parse_split(raw.get("split")) if kind == "split" else None
         if kind == "split" and not symbol:
             raise ValueError("a split fault needs a symbol")
-        if kind == "missing_field" and not raw.get("field"):
-            raise ValueError("missing_field needs a field name")
+        if kind in FIELD_KINDS and not raw.get("field"):
+            raise ValueError(f"{kind} needs a field name")
+        if kind == "bad_bar" and raw.get("field") not in BAD_BARS:
+            raise ValueError(f"bad_bar needs field one of {sorted(BAD_BARS)}, got {raw.get('field')!r}")
+        bar_date = None
+        if kind == "bad_bar" and raw.get("date"):
+            try:
+                bar_date = date.fromisoformat(str(raw["date"]))
+            except ValueError as exc:
+                raise ValueError(f"bad_bar date must be YYYY-MM-DD: {exc}") from exc
         if kind == "slow" and not float(raw.get("delay") or 0) > 0:
             raise ValueError("slow needs a positive delay in seconds")
         return cls(
@@ -87,6 +103,7 @@ class FaultRule:
             delay=float(raw.get("delay", 0.0) or 0.0),
             split=split,
             field=str(raw["field"]) if raw.get("field") else None,
+            bar_date=bar_date,
         )
 
     def to_json(self, fired: int) -> dict[str, Any]:
@@ -102,6 +119,7 @@ class FaultRule:
             "delay": self.delay,
             "split": split,
             "field": self.field,
+            "date": self.bar_date.isoformat() if self.bar_date else None,
             "fired": fired,
         }
 
@@ -159,7 +177,9 @@ def parse_spec(spec: str) -> list[FaultRule]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"fault option {pair!r} is not key=value")
-        if key in ("date", "ratio"):
+        if key == "date" and kind == "bad_bar":
+            raw[key] = value
+        elif key in ("date", "ratio"):
             split[key] = value
         elif key == "count":
             raw[key] = int(value)
@@ -251,8 +271,71 @@ def alter_body(rule: FaultRule, body: Any, endpoint: str) -> None:
     elif rule.kind == "extra_field":
         for target in _targets(rule, body, endpoint, whole=False):
             target[rule.field or DEFAULT_EXTRA_FIELD] = "unexpected"
+    elif rule.kind in ("number_as_string", "string_as_number") and rule.field:
+        for target in _targets(rule, body, endpoint, whole=True):
+            _retype(target, rule.field, to_string=rule.kind == "number_as_string")
+    elif rule.kind == "bad_bar" and endpoint == "chart" and rule.field:
+        _spoil_bar(body, rule.field, rule.bar_date)
     elif rule.kind == "live_bar" and endpoint == "chart":
         _stamp_last_bar(body)
+
+
+def _retyped(value: Any, to_string: bool) -> Any:
+    if isinstance(value, list):
+        return [_retyped(v, to_string) for v in value]
+    if to_string:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value else number
+    return value
+
+
+def _retype(node: Any, key: str, *, to_string: bool) -> None:
+    """Every ``key`` below ``node``: numbers sent as strings (``1.5`` -> ``"1.5"``) or the reverse."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == key:
+                node[name] = _retyped(value, to_string)
+            else:
+                _retype(value, key, to_string=to_string)
+    elif isinstance(node, list):
+        for value in node:
+            _retype(value, key, to_string=to_string)
+
+
+def _spoil_bar(body: dict[str, Any], how: str, day: date | None) -> None:
+    """Make one bar of each chart result impossible, as Yahoo now and then serves one."""
+    for result in (body.get("chart") or {}).get("result") or []:
+        stamps = result.get("timestamp") or []
+        if not stamps:
+            continue
+        zone = ZoneInfo(str((result.get("meta") or {}).get("exchangeTimezoneName") or "America/New_York"))
+        index = len(stamps) - 1
+        if day is not None:
+            found = [i for i, ts in enumerate(stamps) if datetime.fromtimestamp(int(ts), zone).date() == day]
+            if not found:
+                continue
+            index = found[0]
+        quote = result["indicators"]["quote"][0]
+        adjclose = result["indicators"].get("adjclose", [{}])[0]
+        prices = [quote[name] for name in ("open", "high", "low", "close")] + [adjclose.get("adjclose", [])]
+        if how == "null":
+            for column in [*prices, quote["volume"]]:
+                column[index] = None
+        elif how in ("zero", "negative"):
+            for column in (quote["close"], adjclose.get("adjclose", [])):
+                column[index] = 0.0 if how == "zero" else -abs(column[index])
+        elif how == "high_below_low":
+            quote["high"][index] = quote["low"][index] * 0.5
+        elif how == "duplicate":  # a second bar with the same stamp and other prices
+            stamps.insert(index + 1, stamps[index])
+            for column in prices:
+                column.insert(index + 1, column[index] * 1.1 if column[index] is not None else None)
+            quote["volume"].insert(index + 1, quote["volume"][index])
 
 
 def _targets(rule: FaultRule, body: Any, endpoint: str, *, whole: bool) -> list[dict[str, Any]]:

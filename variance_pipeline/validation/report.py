@@ -42,6 +42,31 @@ class ValidationOutcome:
         return "\n".join(lines)
 
 
+REASON_COLUMN = "quarantine_reason"
+
+
+def _with_reasons(rows: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` plus ``quarantine_reason``: every check the row failed with the values it saw
+    (``high_covers_open_close (open=.., high=..)``), or the frame-wide failures for a row none
+    names, so a quarantined file says why on its own."""
+
+    def word(value: object) -> str:
+        return "-" if value is None or value is pd.NA or value != value else str(value)
+
+    def describe(group: pd.DataFrame) -> str:
+        parts = []
+        for check, failed in group.groupby("check", sort=False):
+            values = ", ".join(f"{word(c)}={word(v)}" for c, v in zip(failed["column"], failed["failure_case"]))
+            parts.append(f"{check} ({values})")
+        return "; ".join(parts)
+
+    named = cases["index"].notna()
+    by_row = {int(index): describe(group) for index, group in cases[named].groupby("index", sort=False)}
+    frame_wide = describe(cases[~named]) or "frame-wide failure"
+    reasons = [by_row.get(int(i), frame_wide) if isinstance(i, (int, float)) else frame_wide for i in rows.index]
+    return rows.assign(**{REASON_COLUMN: reasons})
+
+
 def validate_frame(
     schema: type[pa.DataFrameModel] | pa.DataFrameSchema, frame: pd.DataFrame, dataset: str
 ) -> ValidationOutcome:
@@ -59,15 +84,17 @@ def validate_frame(
         row_index = cases["index"].dropna().astype(int).unique()
         frame_level = cases["index"].isna().any()
         if frame_level:
-            return ValidationOutcome(dataset, empty, frame, cases.reset_index(drop=True))
+            return ValidationOutcome(dataset, empty, _with_reasons(frame, cases), cases.reset_index(drop=True))
         bad = frame.index.isin(row_index)
         good = frame.loc[~bad]
         try:
             good = schema.validate(good, lazy=True)
         except pandera.errors.SchemaErrors:
             # Removing rows can break a frame-wide check (e.g. uniqueness spans rows); be strict.
-            return ValidationOutcome(dataset, empty, frame, cases.reset_index(drop=True))
-        return ValidationOutcome(dataset, good, frame.loc[bad], cases.reset_index(drop=True))
+            return ValidationOutcome(dataset, empty, _with_reasons(frame, cases), cases.reset_index(drop=True))
+        return ValidationOutcome(dataset, good, _with_reasons(frame.loc[bad], cases), cases.reset_index(drop=True))
     except pandera.errors.SchemaError as exc:  # raised for frame-level problems even when lazy
-        return ValidationOutcome(dataset, empty, frame, pd.DataFrame(), schema_error=str(exc))
+        return ValidationOutcome(
+            dataset, empty, frame.assign(**{REASON_COLUMN: str(exc)}), pd.DataFrame(), schema_error=str(exc)
+        )
     return ValidationOutcome(dataset, validated, empty, pd.DataFrame())

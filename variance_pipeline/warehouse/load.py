@@ -181,6 +181,9 @@ def rebuild(lake: Lake, path: Path | None = None) -> LoadReport:
         report = load_sessions(con, lake, days, run_id="rebuild")
     finally:
         con.close()
+    # The old file's WAL belongs to the old file (a corrupt one, say): DuckDB would replay it onto
+    # the rebuilt one, so it goes first.
+    Path(str(target) + ".wal").unlink(missing_ok=True)
     tmp.replace(target)
     Path(str(tmp) + ".wal").unlink(missing_ok=True)
     return report
