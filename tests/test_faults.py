@@ -720,9 +720,22 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
         ).fetchall()
     days = [row[0] for row in bars]
     assert len(days) == len(set(days))  # one bar per session, never two
+    # Whatever was refused is quarantined with the reason, for the run's last session.
+    quarantined = pq.read_table(lake.quarantine_path("candles", date(2025, 11, 25))).to_pandas()
+    row = quarantined[(quarantined["symbol"] == symbol) & (quarantined["session_date"] == BAD_BAR_DAY.isoformat())]
+    assert len(row) == 1, quarantined
+    reason = row["quarantine_reason"].iloc[0]
+    expected = {
+        "null": "from the provider (dropped, never filled)",
+        "duplicate": "duplicate timestamp",
+        "zero": "greater_than(0)",
+        "negative": "greater_than(0)",
+        "high_below_low": "high_covers_open_close",
+    }
+    assert expected[how] in reason, reason
 
     if how == "duplicate":
-        # The session's own bar (the first of that stamp) is kept, the copy dropped: as clean.
+        # The session's own bar (the first of that stamp) is kept, the copy quarantined: as clean.
         assert bars == clean_bars and rv == clean_rv
         return
 
@@ -742,13 +755,7 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
         sidecar = json.loads((lake.candle_cache_dir / f"{symbol}.json").read_text())
         assert BAD_BAR_DAY.isoformat() in sidecar["no_bar_sessions"]
         return
-    # ... and the bar is quarantined with the reason, and the candle check names it.
-    quarantined = pq.read_table(lake.quarantine_path("candles", date(2025, 11, 25))).to_pandas()
-    row = quarantined[(quarantined["symbol"] == symbol) & (quarantined["session_date"] == BAD_BAR_DAY.isoformat())]
-    assert len(row) == 1, quarantined
-    reason = row["quarantine_reason"].iloc[0]
-    expected = {"zero": "greater_than(0)", "negative": "greater_than(0)", "high_below_low": "high_covers_open_close"}
-    assert expected[how] in reason, reason
+    # ... and the candle check names it.
     check = checks(result)["candles_schema"]
     assert not check.passed and symbol in check.metadata["failure_cases"].value
 

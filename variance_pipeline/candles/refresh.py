@@ -55,6 +55,7 @@ NO_BAR_SETTLE = timedelta(hours=12)
 # delisted names and wrong mappings would otherwise cost a request on every run.
 DEFAULT_NOT_FOUND_RETRY = timedelta(days=7)
 
+_EMPTY_REJECTED = pd.DataFrame(columns=[*CANDLE_COLUMNS, "quarantine_reason"])
 Status = Literal["fetched", "cached", "stale", "unavailable"]
 Event = TypeVar("Event", Split, Dividend)
 
@@ -106,6 +107,9 @@ class CandleRefresh:
     null_bars_dropped: int
     live_bars_dropped: int
     off_calendar_bars_dropped: int
+    # Bars Yahoo served and the parser refused (null prices, repeated timestamps), with
+    # ``quarantine_reason``: ``sync_lake`` quarantines them beside the bars validation refused.
+    rejected: pd.DataFrame
 
     @property
     def rebased_symbols(self) -> list[str]:
@@ -131,6 +135,7 @@ class _Fetch:
     off_calendar: int
     raw: ChartBody
     note: str
+    rejected: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,9 @@ def _fetch(
         off_calendar=int((~on_calendar).sum()),
         raw=raw,
         note=fetched.note,
+        rejected=chart.rejected.loc[xnys_session_mask(chart.rejected["session_date"])].assign(
+            symbol=symbol, yahoo_ticker=ticker
+        ),
     )
 
 
@@ -336,6 +344,9 @@ def refresh_candles(
         null_bars_dropped=sum(f.null_dropped for f in fetches),
         live_bars_dropped=sum(f.live_dropped for f in fetches),
         off_calendar_bars_dropped=sum(f.off_calendar for f in fetches),
+        rejected=pd.concat(
+            [f.rejected for f in fetches if len(f.rejected)] or [_EMPTY_REJECTED], ignore_index=True
+        ),
     )
 
 

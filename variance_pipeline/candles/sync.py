@@ -9,7 +9,8 @@ that keeps scales from mixing lives in one place:
 3. those sessions are listed in the lake's reload manifest for the warehouse;
 4. only then is the cache's ``lake_rebase_pending`` flag cleared, so a crash anywhere before
    redoes the rewrite on the next run;
-5. rows that failed validation go to ``quarantine/``, with the reason.
+5. rows that failed validation, and bars the parser refused (null prices, repeated timestamps),
+   go to ``quarantine/``, with the reason.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def sync_lake(lake: Lake, cache: CandleCache, refresh: CandleRefresh, sessions: 
     if not rebase.empty:
         lake.request_reload("candles", rebase.sessions, reason=f"re-based {', '.join(rebased)}")
     cache.mark_lake_synced(rebased)
+    refused = [frame.astype(str) for frame in (refresh.rejected, rebase.quarantined) if not frame.empty]
     quarantined = outcome.quarantined
-    if not rebase.quarantined.empty:
-        quarantined = pd.concat([quarantined.astype(str), rebase.quarantined.astype(str)], ignore_index=True)
+    if refused:
+        quarantined = pd.concat([quarantined.astype(str), *refused], ignore_index=True)
     if not quarantined.empty:
         lake.write_quarantine("candles", sessions[-1], quarantined)
     return LakeSync(outcome, tuple(written), rebase, quarantined)

@@ -114,6 +114,9 @@ class ParsedChart:
     meta: dict[str, Any] = field(default_factory=dict)
     null_bars_dropped: int = 0
     live_bars_dropped: int = 0
+    # Final bars left out, with ``quarantine_reason`` (null prices, a repeated timestamp): the
+    # candles sync quarantines them, so what Yahoo served and we refused stays inspectable.
+    rejected: pd.DataFrame = field(default_factory=lambda: _empty_rejected())
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,10 @@ def _ny_midnight_epoch(day: date) -> int:
 def _empty_bars() -> pd.DataFrame:
     prices = {name: pd.Series(dtype="float64") for name in PRICE_COLUMNS}
     return pd.DataFrame({"session_date": pd.Series(dtype="object"), **prices, "volume": pd.Series(dtype="Int64")})
+
+
+def _empty_rejected() -> pd.DataFrame:
+    return _empty_bars().assign(quarantine_reason=pd.Series(dtype="object"))
 
 
 def _load(payload: bytes | dict, symbol: str) -> dict:
@@ -203,11 +210,16 @@ def _close_times(days: pd.Series, tz: ZoneInfo) -> pd.Series:
     return pd.Series(closes, index=days.index).fillna(local_midnight)
 
 
-def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.DataFrame, int, int]:
+def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.DataFrame, int, int, pd.DataFrame]:
     timestamps = result.get("timestamp")
-    if not timestamps:  # Yahoo omits the arrays altogether for a window without bars.
-        return _empty_bars(), 0, 0
     indicators = result["indicators"]
+    if not timestamps:
+        # Yahoo answers a window without bars with no ``timestamp`` and empty indicator objects.
+        # Price arrays without their timestamps are schema drift: reading them as "no bars" would
+        # record every requested session as a permanent gap.
+        if any(block for block in indicators.get("quote") or [] if isinstance(block, dict)):
+            raise ChartError("response has price arrays but no 'timestamp' (schema drift)", symbol=symbol)
+        return _empty_bars(), 0, 0, _empty_rejected()
     quote_block = indicators["quote"][0]
     adjclose = indicators["adjclose"][0]["adjclose"]
     columns = ("open", "high", "low", "close", "volume")
@@ -254,7 +266,22 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
     bars = kept.loc[:, list(BAR_COLUMNS)].reset_index(drop=True)
     null_dropped = int((null & chosen).sum())
     live_dropped = int((((live & chosen) | next_session) & ~null).sum())
-    return bars, null_dropped, live_dropped
+    return bars, null_dropped, live_dropped, _rejected(raw, chosen & null & ~live, raw["ts"].duplicated() & ~live)
+
+
+def _rejected(raw: pd.DataFrame, null: pd.Series, duplicate: pd.Series) -> pd.DataFrame:
+    """The refused final bars with why: null prices (never filled) or a repeated timestamp."""
+    if not (null.any() or duplicate.any()):
+        return _empty_rejected()
+    missing = raw.loc[null, list(PRICE_COLUMNS)].isna()
+    null_reason = missing.apply(
+        lambda row: f"null {', '.join(c for c in PRICE_COLUMNS if row[c])} from the provider (dropped, never filled)",
+        axis=1,
+    )
+    duplicate_reason = raw.loc[duplicate, "ts"].map(lambda ts: f"duplicate timestamp {ts}: the first bar with it is kept")
+    reasons = pd.concat([null_reason, duplicate_reason])
+    rows = raw.loc[reasons.index, list(BAR_COLUMNS)]
+    return rows.assign(quarantine_reason=reasons.astype("object").to_numpy()).reset_index(drop=True)
 
 
 def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedChart:
@@ -275,12 +302,12 @@ def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedC
         meta = result["meta"]
         tz = ZoneInfo(meta["exchangeTimezoneName"])
         splits, dividends = _events(result, tz)
-        bars, null_dropped, live_dropped = _bars(result, symbol, tz, now)
+        bars, null_dropped, live_dropped, rejected = _bars(result, symbol, tz, now)
     except ChartError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ChartError(f"unexpected chart layout ({type(exc).__name__}: {exc})", symbol=symbol) from exc
-    return ParsedChart(symbol, bars, splits, dividends, dict(meta), null_dropped, live_dropped)
+    return ParsedChart(symbol, bars, splits, dividends, dict(meta), null_dropped, live_dropped, rejected)
 
 
 def _provider_description(body: bytes) -> str:
