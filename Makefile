@@ -11,7 +11,7 @@ export VARIANCE_SOURCE ?= simulator
 export VARIANCE_SIMULATOR_URL ?= http://127.0.0.1:$(SIM_PORT)
 export DAGSTER_HOME ?= $(abspath data/$(VARIANCE_SOURCE)/dagster_home)
 
-.PHONY: install demo test test-fast dev doctor rebuild clean
+.PHONY: install demo test test-fast dev doctor rebuild clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ dev: $(STAMP)
 # Prove the set-up (credentials, accounts, positions, metrics, one chart, the rate): read-only, writes nothing.
 doctor: $(STAMP)
 	$(PY) -m variance_pipeline.doctor
+
+# Every benchmarks/bench_*.py, one table, benchmarks/RESULTS.md; exits 1 when a case fails (~10 min on 2 cores).
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
 
 rebuild: $(STAMP)
 	$(VENV)/bin/variance-warehouse rebuild

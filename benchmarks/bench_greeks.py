@@ -38,12 +38,14 @@ import vollib.black.greeks.analytical as vblack_greeks
 import vollib.black_scholes_merton as vbsm
 import vollib.black_scholes_merton.greeks.analytical as vbsm_greeks
 
+from harness import Result, emit, peak_rss_mib
 from variance_pipeline.transforms import option_models as om
 from variance_pipeline.transforms.position_greeks import position_greeks
 
 AS_OF = date(2025, 11, 25)
 CLOSE = datetime(2025, 11, 25, 21, 0, tzinfo=timezone.utc)
 TARGET_SECONDS = 1.0
+TARGET_ACCURACY = 1e-8  # what the tests pin
 GREEKS = ("price", "delta", "gamma", "theta", "vega")
 
 
@@ -159,17 +161,25 @@ def main() -> None:
         f"{len(unpriced):,} unpriced); vollib baseline timed on {len(sample):,} options and scaled"
     )
     print(f"\n{'case':38} {'ours s':>9} {'baseline s':>11} {'ratio':>8} {'target s':>9}  result")
+    cases = []
     for name, ours, baseline, target in (
         (f"position_greeks, {len(positions):,} positions", ours_s, baseline_positions, TARGET_SECONDS * len(positions) / 10_000),
         (f"option_values kernel, {len(options):,} options", kernel_s, baseline_options, TARGET_SECONDS * len(options) / 10_000),
     ):
         verdict = "pass" if ours < target else "FAIL"
         print(f"{name:38} {ours:9.4f} {baseline:11.3f} {ours / baseline:8.4f} {target:9.2f}  {verdict}")
+        cases.append((name, ours, baseline, target))
 
     ours_values = sample[list(GREEKS)].to_numpy(dtype=float)
     scale = np.maximum(np.abs(reference), 1e-10 / 1e-8)  # relative, or absolute below 1e-2 * 1e-8
     worst = np.max(np.abs(ours_values - reference) / scale)
     print(f"\nmax relative difference from vollib over the sample (price and four Greeks): {worst:.2e}")
+    peak = round(peak_rss_mib(), 1)
+    for name, ours, baseline, target in cases:
+        emit(Result("greeks", f"{name} (baseline: vollib loop, scaled)", round(ours, 5), round(baseline, 4), "s",
+                    f"< {target:.2f} s", ours < target, peak))
+    emit(Result("greeks", f"max relative difference from vollib ({len(sample):,} options)", float(f"{worst:.3g}"),
+                None, "rel", f"<= {TARGET_ACCURACY:g}", bool(worst <= TARGET_ACCURACY), peak))
 
 
 if __name__ == "__main__":
