@@ -40,6 +40,7 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 import httpx
 
 from variance_pipeline.calendar import last_closed_session, sessions_back
@@ -136,10 +137,17 @@ def start_simulator(port: int, extra_args: list[str] | None = None) -> subproces
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME under the data dir, holding the project's dagster.yaml."""
+    """DAGSTER_HOME under the data dir, holding the project's dagster.yaml, its storage created.
+
+    Two processes that both find a brand-new DAGSTER_HOME (the schedule's run and a UI launch,
+    two terminals) would each create the SQLite run storage and leave it with two schema heads,
+    unusable; opening the instance once here creates it before any run can race for it.
+    """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
     return home
 
 
