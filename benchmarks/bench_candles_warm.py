@@ -191,13 +191,13 @@ from datetime import date, datetime, timezone  # noqa: E402
 
 import dagster as dg  # noqa: E402
 
-from bench_pipeline import watchlist_symbols  # noqa: E402
-from harness import Result, emit, measure_peak  # noqa: E402
+from harness import Result, emit, measure_peak, step_seconds  # noqa: E402
 from variance_pipeline.defs import pipeline_definitions  # noqa: E402
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources  # noqa: E402
 from variance_pipeline.lake import Lake  # noqa: E402
 from variance_pipeline.settings import Settings  # noqa: E402
 from variance_pipeline.simulator import SimulatorServer  # noqa: E402
+from variance_pipeline.simulator.backend import known_tickers  # noqa: E402
 
 BENCH = "candles_warm"
 SESSION = date(2025, 11, 25)
@@ -209,22 +209,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=10.0)
 
 
-def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """STEP_START -> STEP_SUCCESS of each step of a run, from its event log."""
-    starts, seconds = {}, {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not entry.step_key:
-            continue
-        if event.event_type_value == "STEP_START":
-            starts[entry.step_key] = entry.timestamp
-        elif event.event_type_value == "STEP_SUCCESS" and entry.step_key in starts:
-            seconds[entry.step_key] = entry.timestamp - starts[entry.step_key]
-    return seconds
-
-
 def bench_n(n: int, repeat: int, nodes: list) -> dict:
-    symbols = watchlist_symbols(n)
+    symbols = known_tickers(n)
     with tempfile.TemporaryDirectory(prefix=f"bench-candles-{n}-") as tmp, SimulatorServer(port=0, now=CLOCK) as sim:
         settings = Settings(
             source="simulator", data_dir=Path(tmp) / "data", tastytrade_api_url=sim.url, yahoo_chart_url=sim.url,

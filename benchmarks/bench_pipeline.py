@@ -44,9 +44,7 @@ import argparse
 import json
 import math
 import os
-import random
 import shutil
-import string
 import subprocess
 import sys
 import tempfile
@@ -62,7 +60,7 @@ import dagster as dg
 import httpx
 import pandas as pd
 
-from harness import Result, emit, measure_peak
+from harness import Result, emit, measure_peak, step_seconds
 from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
 from variance_pipeline.defs import build_definitions
 from variance_pipeline.defs.schedules import eod_schedule
@@ -70,6 +68,7 @@ from variance_pipeline.lake import Lake
 from variance_pipeline.settings import PROJECT_ROOT, Settings
 from variance_pipeline.demo import free_port, start_simulator
 from variance_pipeline.simulator import portfolio
+from variance_pipeline.simulator.backend import known_tickers
 from variance_pipeline.sources import http as source_http
 
 BENCH = "pipeline"
@@ -87,18 +86,6 @@ def overhead_target(n: int) -> float:
     if n >= 1000:
         return 20.0
     return float(math.ceil(10.0 + (n - 100) * 10.0 / 900.0))
-
-
-def watchlist_symbols(count: int, seed: int = 500) -> list[str]:
-    """``count`` distinct 4-letter tickers (as tests/test_scale.py), none the simulator treats as unknown."""
-    rng = random.Random(seed)
-    chosen: dict[str, None] = {}
-    while len(chosen) < count:
-        symbol = "".join(rng.choices(string.ascii_uppercase, k=4))
-        if symbol.startswith("ZZ") or symbol in ("NOPE", "GONE"):
-            continue
-        chosen[symbol] = None
-    return sorted(chosen)
 
 
 SEED = 42  # the simulator's default synthetic market
@@ -262,20 +249,6 @@ def earnings_floor(lake: Lake, session: date, before: dict[str, dict], today: da
     return sum(1 for s in with_dates if due(before.get(file_stem(s), {}), today))
 
 
-def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """STEP_START -> STEP_SUCCESS (or failure) of each step of a run, from its event log."""
-    starts, seconds = {}, {}
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not entry.step_key:
-            continue
-        if event.event_type_value == "STEP_START":
-            starts[entry.step_key] = entry.timestamp
-        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
-            seconds[entry.step_key] = entry.timestamp - starts[entry.step_key]
-    return seconds
-
-
 def retry_waits(result: dg.ExecuteInProcessResult) -> float:
     """The sum of every step's reported ``retry_wait_seconds`` (Yahoo's and Tastytrade's backoff)."""
     total = 0.0
@@ -423,7 +396,7 @@ def report(phase: Phase) -> None:
 def bench_n(n: int, sessions: int, rate: float, limiter: LimiterClock, *, warmup: bool = False) -> list[Phase]:
     """The three phases at ``n`` symbols (``warmup``: only a quiet backfill, nothing reported)."""
     # One delisted name among the N: Yahoo answers it 404, and a re-run must not ask it again.
-    symbols = watchlist_symbols(n - 1) + [DELISTED] if n > 1 else watchlist_symbols(n)
+    symbols = known_tickers(n - 1) + [DELISTED] if n > 1 else known_tickers(n)
     backfill = sessions_back(BACKFILL_END, sessions)
     assert sessions_in_range(BACKFILL_END + timedelta(days=1), DAILY) == [DAILY]
     phases = []

@@ -19,7 +19,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 PREFIX = "BENCH_RESULT "
 
@@ -112,3 +115,17 @@ def measure_peak(interval: float = 0.005) -> Iterator[Peak]:
         done.set()
         thread.join()
         peak.peak_mib = max(peak.peak_mib, rss_mib())
+
+
+def step_seconds(instance: "dg.DagsterInstance", run_id: str) -> dict[str, float]:
+    """STEP_START -> STEP_SUCCESS (or failure) of each step of a run, from its event log."""
+    starts, seconds = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[entry.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in starts:
+            seconds[entry.step_key] = entry.timestamp - starts[entry.step_key]
+    return seconds

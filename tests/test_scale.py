@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import string
 import time
 from collections import Counter
 from datetime import date
@@ -15,27 +13,15 @@ from pathlib import Path
 from support import CLOCK, materialize, pipeline_settings
 from variance_pipeline.lake import Lake
 from variance_pipeline.simulator import SimulatorServer
+from variance_pipeline.simulator.backend import known_tickers
 
 N_SYMBOLS = 500
 SESSION = date(2025, 11, 25)  # the current session at CLOCK
 log = logging.getLogger(__name__)
 
 
-def watchlist_symbols(count: int = N_SYMBOLS, seed: int = 500) -> list[str]:
-    """``count`` distinct 4-letter tickers, the same every run; none the simulator treats as
-    unknown (``ZZ...`` and the delisted ``NOPE``/``GONE``)."""
-    rng = random.Random(seed)
-    chosen: dict[str, None] = {}
-    while len(chosen) < count:
-        symbol = "".join(rng.choices(string.ascii_uppercase, k=4))
-        if symbol.startswith("ZZ") or symbol in ("NOPE", "GONE"):
-            continue
-        chosen[symbol] = None
-    return sorted(chosen)
-
-
 def test_500_symbol_watchlist_runs_end_to_end_within_the_request_budget(tmp_path: Path) -> None:
-    symbols = watchlist_symbols()
+    symbols = known_tickers(N_SYMBOLS)
     assert len(set(symbols)) == N_SYMBOLS
     with SimulatorServer(port=0, now=CLOCK) as sim:
         settings = pipeline_settings(tmp_path / "data", sim.url, watchlist=",".join(symbols))

@@ -12,6 +12,8 @@ answer an unknown one: the chart's 404 body, absent from ``/market-metrics``, no
 from __future__ import annotations
 
 import math
+import random
+import string
 import threading
 from datetime import date, datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol
@@ -24,6 +26,18 @@ from variance_pipeline.simulator.market import Bars, Split, bars_as_of, lookup, 
 DEFAULT_DELISTED = frozenset({"NOPE", "GONE"})
 """Well-formed names no synthetic market lists unless told otherwise (tests expect their 404)."""
 EARNINGS_CONTEXT = "/market-metrics/historic-corporate-events/earnings-reports"
+
+
+def known_tickers(count: int, seed: int = 500) -> list[str]:
+    """``count`` distinct 4-letter tickers, the same for a seed, that every synthetic market knows:
+    none reserved as unknown (``ZZ...``) or in ``DEFAULT_DELISTED``. For scale tests and benchmarks."""
+    rng = random.Random(seed)
+    chosen: dict[str, None] = {}
+    while len(chosen) < count:
+        symbol = "".join(rng.choices(string.ascii_uppercase, k=4))
+        if not symbol.startswith("ZZ") and symbol not in DEFAULT_DELISTED:
+            chosen[symbol] = None
+    return sorted(chosen)
 MARGIN_CONTEXT = "/margin-requirements-public-configuration"
 
 
