@@ -98,12 +98,10 @@ class Doctor:
         if self.credentials is not None:
             text = self.credentials.redact(text)
         if self.client is not None:
-            current = getattr(self.client, "_credentials", None)
-            if isinstance(current, TastytradeCredentials):
-                text = current.redact(text)
-            token = getattr(self.client, "_token", None)
-            if token:
-                secrets.append(token)
+            session = self.client.session  # the refresh token may have been rotated: redact the current one
+            text = session.credentials.redact(text)
+            if session.token:
+                secrets.append(session.token)
         for name in (*SECRET_VARIABLES, "TASTYTRADE_CLIENT_ID"):
             value = (self.env.get(name) or "").strip()
             if len(value) >= 4:
@@ -206,7 +204,7 @@ class Doctor:
         except SourceError as exc:
             raise (self._transport_failure(exc, self.settings.tastytrade_api_url) or StepFailed(str(exc))) from None
         self.token_ok = True
-        remaining = max(0.0, client._token_deadline - time.monotonic())
+        remaining = max(0.0, client.session.deadline - time.monotonic())
         return f"access token issued (valid about {remaining / 60:.0f} min more)"
 
     def _auth_advice(self, exc: TastytradeAuthError) -> str:

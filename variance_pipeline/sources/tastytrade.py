@@ -214,6 +214,11 @@ class TastytradeClient:
 
     # -- auth --------------------------------------------------------------------------------
 
+    @property
+    def session(self) -> OAuthSession:
+        """The OAuth session this client logs in through (shared by the clients of one run)."""
+        return self._session
+
     def _access_token(self, rejected: str | None = None) -> str:
         """A live access token; ``rejected`` is one the API just refused, so never reuse it."""
         session = self._session
