@@ -3,7 +3,8 @@
 The references below re-derive every estimator from its textbook formula with numpy, one window
 at a time, on the full XNYS session grid with NaN where a bar is missing (so a window that spans
 a gap is NaN by plain NaN propagation). They never call the code under test, so an error in the
-SQL cannot hide in a shared helper.
+implementation cannot hide in a shared helper (tests/test_volatility_reference.py has a vectorised
+reference for whole universes with gaps).
 """
 
 from __future__ import annotations

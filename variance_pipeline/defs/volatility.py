@@ -19,7 +19,7 @@ from variance_pipeline.validation.report import validate_frame
 @dg.asset(
     deps=["candles", "universe"],
     group_name="transform",
-    kinds={"python", "duckdb", "parquet"},
+    kinds={"python", "numpy", "parquet"},
     description="Realised volatility per underlying and session from the cached candles: close-to-close "
     "HV20/30/90/252 (NULL until n returns exist) and 20-session range estimators, as fractions.",
     check_specs=[
