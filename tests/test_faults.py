@@ -696,6 +696,18 @@ def bad_bars(seed: Path, tmp_path_factory: pytest.TempPathFactory, sim: Simulato
     return data_dir, result
 
 
+def _symbol_rows(data_dir: Path, symbol: str) -> tuple[list[tuple], list[tuple]]:
+    """The symbol's candles and (hv20, parkinson20) rows in a warehouse, by session."""
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        bars = con.execute(
+            "SELECT session_date, open, high, low, close FROM candles WHERE symbol = ? ORDER BY 1", [symbol]
+        ).fetchall()
+        rv = con.execute(
+            "SELECT session_date, hv20, parkinson20 FROM realized_volatility WHERE symbol = ? ORDER BY 1", [symbol]
+        ).fetchall()
+    return bars, rv
+
+
 @pytest.mark.parametrize("case", list(BAD_BARS))
 def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
     case: str, bad_bars: tuple[Path, Any], clean: Path
@@ -704,20 +716,8 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
     data_dir, result = bad_bars
     assert result.success, failures(result)  # a bad bar is the provider's problem, reported, not fatal
     lake = Lake(data_dir)
-    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
-        bars = con.execute(
-            "SELECT session_date, open, high, low, close FROM candles WHERE symbol = ? ORDER BY 1", [symbol]
-        ).fetchall()
-        rv = con.execute(
-            "SELECT session_date, hv20, parkinson20 FROM realized_volatility WHERE symbol = ? ORDER BY 1", [symbol]
-        ).fetchall()
-    with duckdb.connect(str(clean / "warehouse.duckdb"), read_only=True) as con:
-        clean_bars = con.execute(
-            "SELECT session_date, open, high, low, close FROM candles WHERE symbol = ? ORDER BY 1", [symbol]
-        ).fetchall()
-        clean_rv = con.execute(
-            "SELECT session_date, hv20, parkinson20 FROM realized_volatility WHERE symbol = ? ORDER BY 1", [symbol]
-        ).fetchall()
+    bars, rv = _symbol_rows(data_dir, symbol)
+    clean_bars, clean_rv = _symbol_rows(clean, symbol)
     days = [row[0] for row in bars]
     assert len(days) == len(set(days))  # one bar per session, never two
     # Whatever was refused is quarantined with the reason, for the run's last session.
