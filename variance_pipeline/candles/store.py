@@ -242,9 +242,6 @@ class RunCandleCache(CandleCache):
         self._bars[symbol] = super().write(symbol, frame)
         return self._bars[symbol]
 
-    def sessions_present(self, symbol: str) -> set[date]:
-        return set(self.read(symbol)["session_date"])
-
     def read_meta(self, symbol: str) -> CacheMeta | None:
         if symbol not in self._meta:
             self._meta[symbol] = super().read_meta(symbol)
