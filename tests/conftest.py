@@ -14,7 +14,7 @@ from variance_pipeline.simulator import SimulatorServer
 @pytest.fixture(scope="session")
 def recorded_dir() -> Path:
     if not RECORDED.exists():
-        pytest.fail(f"recorded fixtures not found at {RECORDED} (shared/ must sit beside the checkout)")
+        pytest.fail(f"recorded fixtures not found at {RECORDED}")
     return RECORDED
 
 

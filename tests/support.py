@@ -20,7 +20,8 @@ from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_r
 from variance_pipeline.settings import Settings
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
-RECORDED = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"
+# Real recorded responses, copied byte for byte with their provenance (fixtures/recorded/SOURCES.md).
+RECORDED = Path(__file__).resolve().parent / "fixtures" / "recorded"
 # A fixed clock after the close of Tuesday 2025-11-25, so runs are reproducible.
 CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
 FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
@@ -105,10 +106,10 @@ def materialize(
 
 
 def recorded_bytes(relative: str) -> bytes:
-    """A recorded real response from ``shared/fixtures/recorded/`` (e.g. ``tastytrade/positions.json``)."""
+    """A recorded real response from ``tests/fixtures/recorded/`` (e.g. ``tastytrade/positions.json``)."""
     path = RECORDED / relative
     if not path.exists():
-        pytest.fail(f"recorded fixture {path} not found (shared/ must sit beside the checkout)")
+        pytest.fail(f"recorded fixture {path} not found")
     return path.read_bytes()
 
 

@@ -1,6 +1,6 @@
 """Live fidelity: what the real APIs do that the parser, the clients and the simulator must match.
 
-Each test pins one fact from ``shared/context/api-facts.md`` (or a recorded response) through the
+Each test pins one fact from ``docs/reference/api-facts.md`` (or a recorded response) through the
 real code path: the parsers on recorded bodies, the clients over loopback HTTP against the
 simulator, or the simulator's own answers.
 """

@@ -14,6 +14,8 @@ import vollib.black.greeks.analytical as vblack_greeks
 import vollib.black_scholes_merton as vbsm
 import vollib.black_scholes_merton.greeks.analytical as vbsm_greeks
 
+from support import RECORDED
+
 from variance_pipeline.sources.tastytrade_frames import POSITION_DTYPES, positions_frame
 from variance_pipeline.transforms.position_greeks import (
     PRICED_COLUMNS,
@@ -22,7 +24,7 @@ from variance_pipeline.transforms.position_greeks import (
     put_call_parity_gaps,
 )
 
-RECORDED_POSITIONS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded" / "tastytrade" / "positions.json"
+RECORDED_POSITIONS = RECORDED / "tastytrade" / "positions.json"
 AS_OF = date(2025, 11, 25)
 CLOSE = datetime(2025, 11, 25, 21, 0, tzinfo=timezone.utc)  # 16:00 New York
 RATE = 0.0425

@@ -2,8 +2,7 @@
 
 Shapes are checked against ``fixtures/recorded`` (real Tastytrade and Yahoo bodies): every key a
 recorded item has must exist in the simulator's item with the same JSON type, recursively. The
-recorded folder is looked up in the repository first, then in the shared workspace, then in
-``VARIANCE_RECORDED_FIXTURES``; tests that need it are skipped when none exists.
+recorded folder is ``tests/fixtures/recorded`` (copied byte for byte, provenance in its SOURCES.md).
 """
 
 from __future__ import annotations

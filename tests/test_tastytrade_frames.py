@@ -53,7 +53,7 @@ def test_recorded_short_put_is_normalised() -> None:
 
 
 def future_option(**overrides: Any) -> dict[str, Any]:
-    """The shape of a live future-option position (tastytrade-api-research.md), strings and all."""
+    """The shape of a live future-option position (docs/reference/tastytrade-api-research.md), strings and all."""
     item = {
         "account-number": "5WZ12558",
         "instrument-type": "Future Option",

@@ -1,7 +1,7 @@
 """The EOD schedule: after the US close, on NYSE sessions only, request that session's partition.
 
 ``build_schedule_from_partitioned_job`` requests the previous window at 17:30 and, with an end
-offset, the *next* session on holidays (dagster-notes.md), so a plain schedule that asks the
+offset, the *next* session on holidays (docs/reference/dagster-notes.md), so a plain schedule that asks the
 exchange calendar is both simpler and right. Early-close days (13:00) are sessions like any other.
 """
 

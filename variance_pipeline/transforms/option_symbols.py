@@ -1,6 +1,6 @@
 """Option symbols -> (underlying, root, option type, strike, expiration date), vectorised.
 
-Two shapes reach the pipeline (``../context/api-facts.md``, Symbology):
+Two shapes reach the pipeline (``docs/reference/api-facts.md``, Symbology):
 
 * OCC equity and index options, the root padded to 6 characters, then ``YYMMDD``, ``C``/``P`` and
   the strike times 1000 in 8 digits: ``SPY   240115C00450000`` is the SPY 450 call expiring

@@ -25,7 +25,7 @@ import duckdb
 from variance_pipeline.lake import format_mb, free_bytes, is_disk_full
 
 # duckdb 2.0 writes storage version 69 by default, which the DuckDB CLI on PyPI (1.5.x) cannot
-# read; asking for the 1.5 format keeps the file open-able by both (see dagster-notes.md).
+# read; asking for the 1.5 format keeps the file open-able by both (see docs/reference/dagster-notes.md).
 STORAGE_COMPATIBILITY = "v1.5.0"
 
 
