@@ -24,6 +24,7 @@ from harness import Result, emit, peak_rss_mib
 
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.lake import Lake
+from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.warehouse.connection import warehouse_connection
 from variance_pipeline.warehouse.load import TABLES, load_sessions, rebuild
 
@@ -53,7 +54,12 @@ def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) ->
         lake.write_partition(
             "realized_volatility",
             day,
-            candles[["symbol", "session_date", "close"]].assign(hv20=0.2, hv252=0.25),
+            REALIZED_VOLATILITY.conform(
+                candles[["symbol", "session_date", "close"]].assign(
+                    hv20=0.2, hv30=0.2, hv90=0.2, hv252=0.25, parkinson20=0.2, garman_klass20=0.2,
+                    rogers_satchell20=0.2, yang_zhang20=0.2, returns_available=252,
+                )
+            ),
         )
 
 

@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Sequence, TypeVar
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from variance_pipeline.defs import pipeline_definitions
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
+from variance_pipeline.schemas.dataset import Dataset
+from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
+from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.settings import Settings
+from variance_pipeline.sources.tastytrade_frames import market_metrics_rows, positions_rows
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
 # Real recorded responses, copied byte for byte with their provenance (fixtures/recorded/SOURCES.md).
@@ -116,3 +121,23 @@ def recorded_bytes(relative: str) -> bytes:
 def recorded_items(relative: str) -> list:
     """``data.items`` of a recorded Tastytrade response."""
     return json.loads(recorded_bytes(relative))["data"]["items"]
+
+
+def positions_frame(items: Sequence[dict], **stamp: object) -> pd.DataFrame:
+    """The typed ``positions`` frame of position items (the rows builder + the declaration)."""
+    return POSITIONS.frame(positions_rows(items, **stamp))
+
+
+def market_metrics_frames(items: Sequence[dict], **stamp: object) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The typed ``market_metrics`` and ``iv_term_structure`` frames of metric items."""
+    metrics, terms = market_metrics_rows(items, **stamp)
+    return MARKET_METRICS.frame(metrics), IV_TERM_STRUCTURE.frame(terms)
+
+
+def declared_frame(dataset: Dataset, data: pd.DataFrame | dict) -> pd.DataFrame:
+    """Test data that names only the columns a test is about: the dataset's other columns are
+    null, and the frame has the declared column order and dtypes (as a builder's would)."""
+    frame = pd.DataFrame(data)
+    for name in dataset.missing_columns(frame.columns):
+        frame[name] = None
+    return dataset.conform(frame)

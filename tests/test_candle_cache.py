@@ -22,8 +22,8 @@ from variance_pipeline.candles.refresh import CandleRefresh, refresh_candles
 from variance_pipeline.candles.store import CandleCache, read_lookback
 from variance_pipeline.sources.http import RetryPolicy
 from variance_pipeline.sources.yahoo import YahooChartClient, parse_chart
-from variance_pipeline.validation.candles import CANDLE_COLUMNS, CandlesSchema
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.schemas.candles import CANDLES
+from variance_pipeline.schemas.validate import validate_frame
 
 MSFT = "chart_MSFT_1d_2021-02-01_2022-01-28.json"
 NVDA = "chart_NVDA_1d_2021-02-01_2022-01-28.json"
@@ -126,7 +126,7 @@ def test_cold_backfill_is_one_request_per_symbol(server: ChartServer, cache: Can
     for status in refresh.statuses:
         assert (status.status, status.requests, status.bars_added) == ("fetched", 1, 20)
     frame = refresh.frame()
-    assert list(frame.columns) == list(CANDLE_COLUMNS)
+    assert list(frame.columns) == list(CANDLES.names)
     assert len(frame) == 60
     for symbol, name in (("MSFT", MSFT), ("NVDA", NVDA), ("TSLA", TSLA)):
         cached = cache.read(symbol).set_index("session_date")
@@ -134,7 +134,7 @@ def test_cold_backfill_is_one_request_per_symbol(server: ChartServer, cache: Can
         expected = recorded_bars(name).loc[sessions]
         np.testing.assert_array_equal(cached["close"].to_numpy(), expected["close"].to_numpy())
         np.testing.assert_array_equal(cached["adj_close"].to_numpy(), expected["adj_close"].to_numpy())
-    assert validate_frame(CandlesSchema, frame, "candles").ok
+    assert validate_frame(CANDLES, frame).ok
     windows = [(r.symbol, r.start, r.end) for r in landed]
     assert windows == [(s, sessions[0], END) for s in ("MSFT", "NVDA", "TSLA")]
     assert json.loads(landed[2].body)["chart"]["result"][0]["meta"]["symbol"] == "TSLA"
@@ -382,7 +382,7 @@ def test_a_changed_ticker_mapping_replaces_the_cache(server: ChartServer, cache:
 
 def test_cache_round_trip_and_empty_read(cache: CandleCache) -> None:
     empty = cache.read("NONE")
-    assert list(empty.columns) == list(CANDLE_COLUMNS) and empty.empty
+    assert list(empty.columns) == list(CANDLES.names) and empty.empty
     assert str(empty["volume"].dtype) == "Int64"
     assert cache.sessions_present("NONE") == set()
     bars = recorded_bars(MSFT).reset_index().head(5).assign(yahoo_ticker="MSFT")
@@ -398,7 +398,7 @@ def test_cache_round_trip_and_empty_read(cache: CandleCache) -> None:
 def test_read_lookback_returns_the_last_sessions_per_symbol(server: ChartServer, cache: CandleCache) -> None:
     run(server, cache, ["MSFT", "NVDA"], END)
     frame = read_lookback(cache, ["MSFT", "NVDA", "NONE"], date(2022, 1, 27), 10)
-    assert list(frame.columns) == list(CANDLE_COLUMNS)
+    assert list(frame.columns) == list(CANDLES.names)
     assert frame.groupby("symbol")["session_date"].agg(["count", "max"]).to_dict("list") == {
         "count": [10, 10],
         "max": [date(2022, 1, 27)] * 2,
@@ -409,7 +409,7 @@ def test_read_lookback_returns_the_last_sessions_per_symbol(server: ChartServer,
 
 
 def test_schema_quarantines_bad_bars_and_keeps_the_good_ones() -> None:
-    frame = recorded_bars(MSFT).reset_index().assign(symbol="MSFT", yahoo_ticker="MSFT")[list(CANDLE_COLUMNS)]
+    frame = recorded_bars(MSFT).reset_index().assign(symbol="MSFT", yahoo_ticker="MSFT")[list(CANDLES.names)]
     frame.loc[3, "high"] = frame.loc[3, "close"] - 1.0  # high below close
     frame.loc[5, "low"] = frame.loc[5, ["open", "close"]].max() + 0.01  # low above the close
     frame.loc[6, "adj_close"] = -1.0  # negative price
@@ -418,14 +418,14 @@ def test_schema_quarantines_bad_bars_and_keeps_the_good_ones() -> None:
     frame.loc[11, "volume"] = -5
     frame.loc[12, "volume"] = pd.NA  # a missing volume is fine
     frame = pd.concat([frame, frame.iloc[[20]]], ignore_index=True)  # a duplicate session
-    outcome = validate_frame(CandlesSchema, frame, "candles")
+    outcome = validate_frame(CANDLES, frame)
     assert sorted(outcome.quarantined.index) == [3, 5, 6, 7, 9, 11, 20, 252]
     assert len(outcome.valid) == 252 - 7
     checks = set(outcome.failure_cases["check"])
     expected = {"high_covers_open_close", "low_under_open_close", "xnys_session", "multiple_fields_uniqueness"}
     assert expected | {"greater_than(0)", "greater_than_or_equal_to(0)", "not_nullable"} <= checks
-    assert validate_frame(CandlesSchema, outcome.valid.reset_index(drop=True), "candles").ok
+    assert validate_frame(CANDLES, outcome.valid.reset_index(drop=True)).ok
 
 
 def test_schema_accepts_an_empty_frame(cache: CandleCache) -> None:
-    assert validate_frame(CandlesSchema, cache.read("NONE"), "candles").ok
+    assert validate_frame(CANDLES, cache.read("NONE")).ok

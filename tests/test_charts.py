@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from support import materialize, pipeline_settings
+from support import declared_frame, materialize, pipeline_settings
+from variance_pipeline.schemas.market_metrics import MARKET_METRICS
+from variance_pipeline.schemas.positions import POSITIONS
+from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.calendar import sessions_back
 import variance_pipeline.defs.charts as charts
 from variance_pipeline.defs.charts import chart_symbols, render_vol_chart, render_vrp_chart
@@ -40,13 +43,13 @@ def fill_year(lake: Lake, *, with_positions: bool = True) -> list[date]:
         hv20 = 0.15 + 0.05 * np.sin(i / 20) + rng.normal(0, 0.005, len(SYMBOLS))
         rv = pd.DataFrame(
             {"symbol": SYMBOLS, "session_date": [day] * 3, "close": [600.0, 500.0, 6000.0], "hv20": hv20,
-             "hv252": [0.18, 0.2, None] if i > 250 else [None] * 3}
+             "hv252": [0.18, 0.2, None] if i > 250 else [None] * 3, "returns_available": 252}
         )
-        lake.write_partition("realized_volatility", day, rv)
+        lake.write_partition("realized_volatility", day, declared_frame(REALIZED_VOLATILITY, rv))
     for day, iv in ((days[-2], 0.19), (days[-1], 0.21)):
         lake.write_partition(
             "market_metrics", day,
-            pd.DataFrame({"as_of_date": [day] * 3, "symbol": SYMBOLS, "implied_volatility": [iv, iv + 0.02, iv - 0.01],
+            declared_frame(MARKET_METRICS, {"as_of_date": [day] * 3, "symbol": SYMBOLS, "implied_volatility": [iv, iv + 0.02, iv - 0.01],
                           "iv_rank": [0.3] * 3, "earnings_date": [None] * 3, "fetched_at": [FETCHED] * 3}),
         )
     if with_positions:
@@ -55,7 +58,7 @@ def fill_year(lake: Lake, *, with_positions: bool = True) -> list[date]:
             position("QQQ   251219C00650000", "QQQ", -1, LAST),
             position("./ESZ5 EW3Z5 251219P6000", "/ES", -1, LAST),
         ]
-        lake.write_partition("positions", LAST, pd.DataFrame(rows))
+        lake.write_partition("positions", LAST, declared_frame(POSITIONS, rows))
     return days
 
 
@@ -147,7 +150,7 @@ def write_iv_history(lake: Lake, days: list[date]) -> None:
     for i, day in enumerate(days):
         lake.write_partition(
             "market_metrics", day,
-            pd.DataFrame({"as_of_date": [day] * 3, "symbol": SYMBOLS, "implied_volatility": [0.15 + i * 0.002] * 3,
+            declared_frame(MARKET_METRICS, {"as_of_date": [day] * 3, "symbol": SYMBOLS, "implied_volatility": [0.15 + i * 0.002] * 3,
                           "iv_rank": [0.3] * 3, "earnings_date": [None] * 3, "fetched_at": [FETCHED] * 3}),
         )
 

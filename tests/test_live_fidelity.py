@@ -32,7 +32,6 @@ from variance_pipeline.sources import http as http_module
 from variance_pipeline.sources import tastytrade as tastytrade_module
 from variance_pipeline.sources.http import RateLimiter, RawResponse, RequestStats, RetryPolicy, SourceError
 from variance_pipeline.sources.tastytrade import TastytradeClient, TastytradeCredentials
-from variance_pipeline.sources.tastytrade_frames import market_metrics_frames, positions_frame
 from variance_pipeline.sources.yahoo import (
     INDEX_TICKERS,
     ChartError,
@@ -43,10 +42,10 @@ from variance_pipeline.sources.yahoo import (
     parse_chart,
     yahoo_ticker,
 )
-from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
-from variance_pipeline.validation.positions import PositionsSchema
+from variance_pipeline.schemas.market_metrics import MARKET_METRICS, IV_TERM_STRUCTURE
+from variance_pipeline.schemas.positions import POSITIONS
 
-from support import RECORDED  # noqa: E402
+from support import RECORDED, market_metrics_frames, positions_frame  # noqa: E402
 
 NY = ZoneInfo("America/New_York")
 FAST = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)
@@ -243,10 +242,10 @@ def test_absent_position_text_stays_missing_not_the_string_none() -> None:
     assert frame["streamer_symbol"].isna().all() and frame["cost_effect"].isna().all()
     text = frame.select_dtypes(exclude=["number", "datetimetz", "bool"])
     assert not (text.astype(object) == "None").any().any()
-    PositionsSchema.validate(frame)
+    POSITIONS.pandera.validate(frame)
     _text_columns_are_strings(frame, ["symbol", "streamer_symbol", "cost_effect", "underlying_symbol"])
     empty = positions_frame([], **STAMP)
-    PositionsSchema.validate(empty)
+    POSITIONS.pandera.validate(empty)
     _text_columns_are_strings(empty, ["symbol", "streamer_symbol"])
 
 
@@ -259,8 +258,8 @@ def test_absent_metric_text_stays_missing() -> None:
     assert metrics["lendability"].isna().all() and terms["option_chain_type"].isna().all()
     assert not (metrics["lendability"].astype(object) == "None").any()
     assert not (terms["option_chain_type"].astype(object) == "None").any()
-    MarketMetricsSchema.validate(metrics)
-    TermStructureSchema.validate(terms)
+    MARKET_METRICS.pandera.validate(metrics)
+    IV_TERM_STRUCTURE.pandera.validate(terms)
     _text_columns_are_strings(metrics, ["symbol", "lendability"])
     _text_columns_are_strings(terms, ["settlement_type", "option_chain_type"])
 
@@ -271,10 +270,10 @@ def test_absent_metric_text_stays_missing() -> None:
 def test_borrow_rate_percent_is_stored_as_a_fraction_and_range_checked() -> None:
     metrics, _ = market_metrics_frames([{"symbol": "HTB", "borrow-rate": "24.5013"}], **STAMP)
     assert metrics["borrow_rate"].item() == pytest.approx(0.245013)
-    MarketMetricsSchema.validate(metrics)
+    MARKET_METRICS.pandera.validate(metrics)
     leaked = metrics.assign(borrow_rate=24.5013)  # the percent stored unscaled
     with pytest.raises(Exception, match="borrow_rate"):
-        MarketMetricsSchema.validate(leaked)
+        MARKET_METRICS.pandera.validate(leaked)
     recorded = json.loads((RECORDED / "tastytrade" / "market_metrics.json").read_text())["data"]["items"]
     frame, _ = market_metrics_frames(recorded, **STAMP)
     assert frame["borrow_rate"].tolist() == [0.0, 0.0]
@@ -294,7 +293,7 @@ def test_simulator_borrow_rate_is_a_realistic_percent() -> None:
     assert by_symbol[name]["borrow-rate"] == rates[name]["borrow-rate"]
     assert by_symbol["SPY"]["borrow-rate"] == "0.0"
     frame, _ = market_metrics_frames(items, **STAMP)
-    MarketMetricsSchema.validate(frame)
+    MARKET_METRICS.pandera.validate(frame)
     assert frame.set_index("symbol").loc[name, "borrow_rate"] == pytest.approx(hard[name] / 100)
 
 
@@ -316,7 +315,7 @@ def test_spx_monthlies_are_listed_am_and_pm() -> None:
     spy = next(item for item in items if item["symbol"] == "SPY")
     assert {e["settlement-type"] for e in spy["option-expiration-implied-volatilities"]} == {"PM"}
     _, frame = market_metrics_frames(items, **STAMP)
-    TermStructureSchema.validate(frame)
+    IV_TERM_STRUCTURE.pandera.validate(frame)
     assert frame.duplicated(["as_of_date", "symbol", "expiration_date"]).sum() == 3
 
 

@@ -14,9 +14,9 @@ import vollib.black.greeks.analytical as vblack_greeks
 import vollib.black_scholes_merton as vbsm
 import vollib.black_scholes_merton.greeks.analytical as vbsm_greeks
 
-from support import RECORDED
+from support import RECORDED, positions_frame
+from variance_pipeline.schemas.positions import POSITIONS
 
-from variance_pipeline.sources.tastytrade_frames import POSITION_DTYPES, positions_frame
 from variance_pipeline.transforms.position_greeks import (
     PRICED_COLUMNS,
     UNPRICED_COLUMNS,
@@ -225,7 +225,7 @@ def test_recorded_rivn_position_against_vollib():
     as_of = date(2023, 5, 24)
     close = datetime(2023, 5, 24, 20, 0, tzinfo=timezone.utc)  # 16:00 EDT
     positions = positions_frame(payload["data"]["items"], as_of_date=as_of, fetched_at=datetime(2023, 5, 24, 21, 5, tzinfo=timezone.utc))
-    assert list(positions.columns) == list(POSITION_DTYPES)
+    assert list(positions.columns) == list(POSITIONS.names)
     term = pd.DataFrame(
         {
             "as_of_date": [as_of] * 3,
@@ -262,7 +262,7 @@ def test_recorded_rivn_position_against_vollib():
 
 
 def test_empty_book():
-    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in POSITION_DTYPES.items()})
+    empty = POSITIONS.empty()
     priced, unpriced = _price(positions=empty)
     assert priced.empty and unpriced.empty
     assert list(priced.columns) == list(PRICED_COLUMNS)

@@ -10,16 +10,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from support import recorded_items as _recorded_items
+from support import market_metrics_frames, positions_frame, recorded_items as _recorded_items
 from variance_pipeline.sources.tastytrade_frames import (
     TastytradeDataError,
     held_underlyings,
-    market_metrics_frames,
-    positions_frame,
 )
-from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
-from variance_pipeline.validation.positions import PositionsSchema
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.schemas.market_metrics import MARKET_METRICS, IV_TERM_STRUCTURE
+from variance_pipeline.schemas.positions import POSITIONS
+from variance_pipeline.schemas.validate import validate_frame
 
 AS_OF = date(2023, 6, 8)
 FETCHED_AT = datetime(2023, 6, 8, 21, 5, tzinfo=timezone.utc)
@@ -45,11 +43,11 @@ def test_recorded_short_put_is_normalised() -> None:
     assert (row["average_open_price"], row["close_price"]) == (0.79, 0.41)
     assert row["as_of_date"] == AS_OF and row["fetched_at"] == pd.Timestamp(FETCHED_AT)
     assert pd.isna(row["mark"]) and pd.isna(row["streamer_symbol"])
-    assert validate_frame(PositionsSchema, frame, "positions").ok
+    assert validate_frame(POSITIONS, frame).ok
     schema = pa.Table.from_pandas(frame, preserve_index=False).schema
     assert schema.field("as_of_date").type == pa.date32()
     assert schema.field("expires_at").type == pa.timestamp("us", tz="UTC")
-    assert schema.field("multiplier").type == pa.int64()
+    assert schema.field("multiplier").type == pa.float64()  # /MBT options: 0.1
 
 
 def future_option(**overrides: Any) -> dict[str, Any]:
@@ -85,7 +83,7 @@ def test_strings_ints_and_floats_are_parsed_exactly() -> None:
     assert frame["average_open_price"].iloc[0] == 0.125 and frame["close_price"].iloc[0] == 0.046875
     assert frame["expires_at"].iloc[0] == pd.Timestamp("2026-01-23 19:00", tz="UTC")
     assert "brand-new-field" not in frame.columns
-    assert validate_frame(PositionsSchema, frame, "positions").ok
+    assert validate_frame(POSITIONS, frame).ok
     assert held_underlyings(frame) == ["/MES", "/ZN", "AAPL"]
 
 
@@ -105,7 +103,7 @@ def test_missing_required_position_field_is_named(missing: str) -> None:
     [
         ({"quantity-direction": "Sideways"}, "quantity-direction 'Sideways'"),
         ({"quantity": "lots"}, "'quantity' = 'lots' is not a number"),
-        ({"multiplier": "2.5"}, "'multiplier' = '2.5' is not an integer"),
+        ({"multiplier": "ten"}, "'multiplier' = 'ten' is not a number"),
         ({"expires-at": "tomorrow"}, "'expires-at' = 'tomorrow' is not an ISO-8601 time"),
         ({"symbol": "ZN", "underlying-symbol": None}, "cannot find the futures root"),
     ],
@@ -125,7 +123,7 @@ def test_snapshot_stamp_must_be_unambiguous() -> None:
 def test_no_positions_is_an_empty_valid_frame() -> None:
     frame = positions_frame([], as_of_date=AS_OF, fetched_at=FETCHED_AT)
     assert frame.empty and "quantity" in frame.columns
-    assert validate_frame(PositionsSchema, frame, "positions").ok
+    assert validate_frame(POSITIONS, frame).ok
     assert held_underlyings(frame) == []
 
 
@@ -159,8 +157,8 @@ def test_recorded_metrics_units_by_field() -> None:
         "Standard",
     )
     assert first["implied_volatility"] == 0.288187496
-    assert validate_frame(MarketMetricsSchema, metrics, "market_metrics").ok
-    assert validate_frame(TermStructureSchema, term, "iv_term_structure").ok
+    assert validate_frame(MARKET_METRICS, metrics).ok
+    assert validate_frame(IV_TERM_STRUCTURE, term).ok
 
 
 def test_missing_optional_metrics_are_null_and_missing_symbol_is_named() -> None:
@@ -171,7 +169,7 @@ def test_missing_optional_metrics_are_null_and_missing_symbol_is_named() -> None
     assert row["implied_volatility"] == 0.15
     assert pd.isna(row["hv_30_day"]) and pd.isna(row["earnings_date"]) and pd.isna(row["liquidity_rating"])
     assert term.empty and list(term.columns)[:3] == ["as_of_date", "symbol", "expiration_date"]
-    assert validate_frame(MarketMetricsSchema, metrics, "market_metrics").ok
+    assert validate_frame(MARKET_METRICS, metrics).ok
     with pytest.raises(TastytradeDataError, match=r"market-metrics item 1: missing required field 'symbol'"):
         market_metrics_frames([{"symbol": "SPY"}, {"implied-volatility-index": "0.2"}], as_of_date=AS_OF, fetched_at=FETCHED_AT)
     with pytest.raises(TastytradeDataError, match=r"'SPY'\) expiration 0: missing required field 'expiration-date'"):
@@ -198,7 +196,7 @@ def test_positions_schema_rejects_bad_rows() -> None:
     frame.loc[1, "quantity"] = 1.0  # a Short with a positive quantity
     frame.loc[2, "multiplier"] = 0
     frame.loc[3, "instrument_type"] = "Unknown"
-    outcome = validate_frame(PositionsSchema, frame, "positions")
+    outcome = validate_frame(POSITIONS, frame)
     assert not outcome.ok
     assert {"not_nullable", "quantity_sign_matches_direction", "greater_than(0)"} <= failed_checks(outcome)
     assert any(check.startswith("isin") for check in failed_checks(outcome))
@@ -208,9 +206,9 @@ def test_positions_schema_rejects_bad_rows() -> None:
 
 def test_positions_schema_rejects_duplicates_and_missing_columns() -> None:
     frame = positions_frame([future_option(), future_option()], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    outcome = validate_frame(PositionsSchema, frame, "positions")
+    outcome = validate_frame(POSITIONS, frame)
     assert "multiple_fields_uniqueness" in failed_checks(outcome) and outcome.valid.empty
-    outcome = validate_frame(PositionsSchema, frame.iloc[:1].drop(columns=["multiplier"]), "positions")
+    outcome = validate_frame(POSITIONS, frame.iloc[:1].drop(columns=["multiplier"]))
     assert "column_in_dataframe" in failed_checks(outcome) and outcome.valid.empty
 
 
@@ -219,16 +217,16 @@ def test_metrics_schema_rejects_percent_leaks_nan_rank_and_duplicates() -> None:
     metrics, term = market_metrics_frames(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
     metrics.loc[0, "hv_30_day"] = 20.02  # a percent where a fraction belongs
     metrics.loc[1, "liquidity_rating"] = 7
-    outcome = validate_frame(MarketMetricsSchema, metrics, "market_metrics")
+    outcome = validate_frame(MARKET_METRICS, metrics)
     assert {"in_range(0.0, 5.0)", "in_range(0, 5)"} <= failed_checks(outcome)
     assert set(outcome.failure_cases["column"]) == {"hv_30_day", "liquidity_rating"}
 
     doubled, _ = market_metrics_frames(items + items[:1], as_of_date=AS_OF, fetched_at=FETCHED_AT)
-    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(MarketMetricsSchema, doubled, "market_metrics"))
+    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(MARKET_METRICS, doubled))
 
     metrics, _ = market_metrics_frames(items, as_of_date=AS_OF, fetched_at=FETCHED_AT)
     metrics.loc[0, "beta"] = np.inf
-    assert "finite" in failed_checks(validate_frame(MarketMetricsSchema, metrics, "market_metrics"))
+    assert "finite" in failed_checks(validate_frame(MARKET_METRICS, metrics))
 
 
 def test_term_structure_schema_rejects_out_of_range_and_duplicates() -> None:
@@ -236,8 +234,8 @@ def test_term_structure_schema_rejects_out_of_range_and_duplicates() -> None:
     bad = term.copy()
     bad.loc[0, "implied_volatility"] = 28.8
     bad.loc[1, "settlement_type"] = np.nan
-    outcome = validate_frame(TermStructureSchema, bad, "iv_term_structure")
+    outcome = validate_frame(IV_TERM_STRUCTURE, bad)
     assert {"in_range(0.0, 5.0)", "not_nullable"} <= failed_checks(outcome)
     assert len(outcome.quarantined) == 2
     doubled = pd.concat([term, term.iloc[:1]], ignore_index=True)
-    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(TermStructureSchema, doubled, "iv_term_structure"))
+    assert "multiple_fields_uniqueness" in failed_checks(validate_frame(IV_TERM_STRUCTURE, doubled))

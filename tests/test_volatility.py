@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 
 from variance_pipeline.calendar import sessions_in_range
-from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
+from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.transforms.volatility import OUTPUT_COLUMNS, compute_realized_volatility
 
 from support import RECORDED as RECORDED_ROOT  # noqa: E402
@@ -192,7 +192,7 @@ def test_synthetic_random_walks_match_numpy(synthetic: pd.DataFrame, as_arrow: b
     assert len(result) == len(synthetic)
     assert_matches_reference(result, synthetic)
     assert result["hv252"].notna().sum() == (400 - 252) * 2 + (280 - 252) + (300 - 252)
-    RealizedVolatilitySchema.validate(result)
+    REALIZED_VOLATILITY.pandera.validate(result)
 
 
 def test_tsla_full_history_matches_numpy() -> None:
@@ -200,7 +200,7 @@ def test_tsla_full_history_matches_numpy() -> None:
     result = compute_realized_volatility(candles, sessions_of(candles))
     assert_matches_reference(result, candles)
     assert result["hv252"].notna().sum() == len(candles) - 252 > 3000
-    RealizedVolatilitySchema.validate(result)
+    REALIZED_VOLATILITY.pandera.validate(result)
 
 
 def test_msft_year_matches_numpy() -> None:
@@ -402,7 +402,7 @@ def test_schema_flags_out_of_range_values_and_duplicates(synthetic: pd.DataFrame
     bad.loc[2, "parkinson20"] = -0.1
     bad.loc[3, "close"] = 0.0
     with pytest.raises(pandera.errors.SchemaErrors) as caught:
-        RealizedVolatilitySchema.validate(bad, lazy=True)
+        REALIZED_VOLATILITY.pandera.validate(bad, lazy=True)
     cases = caught.value.failure_cases
     assert {"hv20", "parkinson20", "close"} <= set(cases["column"])
     assert cases["check"].str.contains("multiple_fields_uniqueness").any()

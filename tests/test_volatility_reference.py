@@ -28,7 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.transforms import volatility
 from variance_pipeline.transforms.volatility import OUTPUT_COLUMNS, compute_realized_volatility
-from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
+from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 
 N = 252
 TOL = 1e-9
@@ -160,7 +160,7 @@ def test_universe_with_gaps_matches_reference(gappy: pd.DataFrame) -> None:
 def test_valid_rows_pass_the_schema(gappy: pd.DataFrame) -> None:
     result = compute_realized_volatility(gappy, DAYS)
     usable = result["close"].gt(0) & np.isfinite(result["close"])
-    RealizedVolatilitySchema.validate(result[usable].reset_index(drop=True))
+    REALIZED_VOLATILITY.pandera.validate(result[usable].reset_index(drop=True))
 
 
 def test_blocks_of_any_size_give_the_same_frame(gappy: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:

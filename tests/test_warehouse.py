@@ -14,6 +14,10 @@ import duckdb
 import pandas as pd
 import pytest
 
+from support import declared_frame
+from variance_pipeline.schemas.market_metrics import MARKET_METRICS
+from variance_pipeline.schemas.positions import POSITIONS
+from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.connection import WarehouseLockedError, open_warehouse, warehouse_connection
 from variance_pipeline.warehouse import load
@@ -40,13 +44,13 @@ def fill_lake(lake: Lake, days: list[date] = DAYS, close_shift: float = 0.0) -> 
             }
         )
         lake.write_partition("candles", day, candles)
-        rv = candles[["symbol", "session_date", "close"]].assign(hv20=[0.15, 0.18], hv252=[0.2, None])
-        lake.write_partition("realized_volatility", day, rv)
+        rv = candles[["symbol", "session_date", "close"]].assign(hv20=[0.15, 0.18], hv252=[0.2, None], returns_available=252)
+        lake.write_partition("realized_volatility", day, declared_frame(REALIZED_VOLATILITY, rv))
     last = days[-1]
     lake.write_partition(
         "positions",
         last,
-        pd.DataFrame(
+        declared_frame(POSITIONS, 
             {
                 "as_of_date": [last],
                 "account_number": ["5WX00001"],
@@ -65,7 +69,7 @@ def fill_lake(lake: Lake, days: list[date] = DAYS, close_shift: float = 0.0) -> 
     lake.write_partition(
         "market_metrics",
         last,
-        pd.DataFrame(
+        declared_frame(MARKET_METRICS, 
             {"as_of_date": [last], "symbol": ["SPY"], "implied_volatility": [0.19], "iv_rank": [0.3],
              "earnings_date": [None], "fetched_at": [FETCHED]}
         ),

@@ -33,6 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from variance_pipeline.schemas.registry import BY_NAME
+
 RELOAD_MANIFEST = "_pending_reload.json"
 MAX_RELOAD_REASONS = 20
 
@@ -248,10 +250,14 @@ class Lake:
             return write_bytes_atomic(target, bytes(payload))
         return write_json_atomic(target, payload)
 
-    def write_partition(self, dataset: str, day: date, frame: pd.DataFrame | pa.Table) -> Path:
-        """Replace the dataset's partition for ``day`` (idempotent: re-running overwrites)."""
+    def write_partition(self, dataset: str, day: date, frame: pd.DataFrame) -> Path:
+        """Replace the dataset's partition for ``day`` (idempotent: re-running overwrites).
+
+        The file holds exactly the dataset's declared columns and Arrow types: a missing column
+        or a null in a non-nullable one fails here, before anything is replaced.
+        """
         self._stamp()
-        return write_parquet_atomic(self.partition_path(dataset, day), frame)
+        return write_parquet_atomic(self.partition_path(dataset, day), BY_NAME[dataset].arrow_table(frame))
 
     def write_by_session(self, dataset: str, frame: pd.DataFrame, date_column: str = "session_date") -> list[date]:
         """Write one partition per distinct ``date_column`` value of ``frame`` (each replaced whole)."""

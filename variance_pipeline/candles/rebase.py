@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from variance_pipeline.candles.store import CandleCache, concat_candles, empty_candles
 from variance_pipeline.lake import Lake
-from variance_pipeline.validation.candles import CandlesSchema
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.schemas.candles import CANDLES
+from variance_pipeline.schemas.validate import validate_frame
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def rebase_lake_candles(
     bars = concat_candles([cache.read(symbol) for symbol in wanted])
     keys = {(symbol, day) for day, found in holding.items() for symbol in found}
     wanted_rows = [(s, d) in keys for s, d in zip(bars["symbol"], bars["session_date"], strict=True)]
-    outcome = validate_frame(CandlesSchema, bars.loc[wanted_rows].reset_index(drop=True), "candles")
+    outcome = validate_frame(CANDLES, bars.loc[wanted_rows].reset_index(drop=True))
     by_day = {day: group for day, group in outcome.valid.groupby("session_date", sort=False)}
     replaced = dropped = 0
     for day in sorted(holding):

@@ -40,8 +40,8 @@ from variance_pipeline.sources.yahoo import (
     YahooChartClient,
     yahoo_ticker,
 )
-from variance_pipeline.transforms.volatility import LOOKBACK_SESSIONS
-from variance_pipeline.validation.candles import CANDLE_COLUMNS, xnys_session_mask
+from variance_pipeline.schemas.candles import CANDLES, xnys_session_mask
+from variance_pipeline.schemas.realized_volatility import LOOKBACK_SESSIONS
 
 OVERLAP_BARS = 5
 # Relative move of the overlap's median close that means "rescaled" (splits, stock dividends);
@@ -59,7 +59,7 @@ DEFAULT_NOT_FOUND_RETRY = timedelta(days=7)
 # Chart requests sent ahead of the symbol being merged (each holds one response in memory).
 PREFETCH = 2
 
-_EMPTY_REJECTED = pd.DataFrame(columns=[*CANDLE_COLUMNS, "quarantine_reason"])
+_EMPTY_REJECTED = pd.DataFrame(columns=[*CANDLES.names, "quarantine_reason"])
 Status = Literal["fetched", "cached", "stale", "unavailable"]
 Event = TypeVar("Event", Split, Dividend)
 
@@ -163,7 +163,7 @@ def _fetch(
     on_calendar = xnys_session_mask(bars["session_date"])
     bars = bars.loc[on_calendar].assign(symbol=symbol, yahoo_ticker=ticker)
     return _Fetch(
-        bars=bars.loc[:, list(CANDLE_COLUMNS)].reset_index(drop=True),
+        bars=bars.loc[:, list(CANDLES.names)].reset_index(drop=True),
         splits=tuple(chart.splits),
         dividends=tuple(chart.dividends),
         null_dropped=chart.null_bars_dropped,

@@ -3,7 +3,7 @@
 Layout under ``root`` (``Lake.candle_cache_dir``, i.e. ``<data_dir>/cache/candles/``), with the
 Tastytrade symbol percent-encoded so ``/``, ``^`` and ``=`` are safe (``/ES`` -> ``%2FES``):
 
-- ``<encoded>.parquet``: columns ``CANDLE_COLUMNS``, one row per XNYS session, final bars only;
+- ``<encoded>.parquet``: columns ``CANDLES.names``, one row per XNYS session, final bars only;
 - ``<encoded>.json``: the sidecar: Yahoo ticker, last fetch time, splits and dividends seen, and
   the sessions Yahoo was asked for and had no bar (halts, futures holidays, before the listing),
   so that a gap in the provider's data does not cost a request on every run.
@@ -30,21 +30,12 @@ import pyarrow.parquet as pq
 
 from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
 from variance_pipeline.sources.yahoo import Dividend, Split
-from variance_pipeline.validation.candles import CANDLE_COLUMNS
+from variance_pipeline.schemas.candles import CANDLES
 
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("yahoo_ticker", pa.string()),
-        ("session_date", pa.date32()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("adj_close", pa.float64()),
-        ("volume", pa.int64()),
-    ]
-)
+# The declared candle columns, every field nullable: the cache keeps what Yahoo served (a bar
+# that fails the schema is quarantined where it is read, not here).
+PARQUET_SCHEMA = pa.schema([field.with_nullable(True) for field in CANDLES.arrow_schema])
+CANDLE_COLUMNS = CANDLES.names
 
 def file_stem(symbol: str) -> str:
     """``symbol`` percent-encoded into one file name (``/ES`` -> ``%2FES``, ``^SPX`` -> ``%5ESPX``).
@@ -154,7 +145,7 @@ class CandleCache:
         return self.root / f"{self._stem(symbol)}.json"
 
     def read(self, symbol: str) -> pd.DataFrame:
-        """The cached bars (``CANDLE_COLUMNS``), or an empty frame with those columns.
+        """The cached bars (``CANDLES.names``), or an empty frame with those columns.
 
         A file that cannot be read (truncated, not Parquet, another schema) is moved aside to
         ``<file>.corrupt`` with a warning naming it and treated as missing, so the refresh
@@ -173,7 +164,7 @@ class CandleCache:
             return empty_candles()
 
     def write(self, symbol: str, frame: pd.DataFrame) -> pd.DataFrame:
-        """Replace the symbol's bars (``frame`` needs ``CANDLE_COLUMNS`` except ``symbol``).
+        """Replace the symbol's bars (``frame`` needs ``CANDLES.names`` except ``symbol``).
 
         Returns the bars as stored, i.e. what ``read`` will give back.
         """
@@ -263,7 +254,7 @@ def concat_candles(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def read_lookback(cache: CandleCache, symbols: Sequence[str], end: date, sessions: int) -> pd.DataFrame:
-    """The last ``sessions`` cached bars up to ``end`` of each symbol (``CANDLE_COLUMNS``).
+    """The last ``sessions`` cached bars up to ``end`` of each symbol (``CANDLES.names``).
 
     Realised volatility reads its window from here rather than from the lake, so HV252 for a
     session needs no earlier partitions to have been materialised.

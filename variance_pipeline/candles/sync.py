@@ -25,8 +25,8 @@ from variance_pipeline.candles.rebase import LakeRebase, rebase_lake_candles
 from variance_pipeline.candles.refresh import CandleRefresh
 from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.lake import Lake
-from variance_pipeline.validation.candles import CandlesSchema
-from variance_pipeline.validation.report import ValidationOutcome, validate_frame
+from variance_pipeline.schemas.candles import CANDLES
+from variance_pipeline.schemas.validate import ValidationOutcome, validate_frame
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class LakeSync:
 
 def sync_lake(lake: Lake, cache: CandleCache, refresh: CandleRefresh, sessions: Sequence[date]) -> LakeSync:
     """Land ``refresh`` for ``sessions`` (a run's range) and keep earlier partitions on its scale."""
-    outcome = validate_frame(CandlesSchema, refresh.frame(sessions[0], sessions[-1]), "candles")
+    outcome = validate_frame(CANDLES, refresh.frame(sessions[0], sessions[-1]))
     written = lake.write_by_session("candles", outcome.valid)
     rebased = refresh.rebased_symbols
     rebase = rebase_lake_candles(lake, cache, rebased, skip=sessions)

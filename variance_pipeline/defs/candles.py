@@ -8,7 +8,7 @@ import dagster as dg
 from variance_pipeline.candles.refresh import refresh_candles
 from variance_pipeline.candles.sync import sync_lake
 from variance_pipeline.defs.common import ASSET_COMMON, raw_lander, universe_symbols
-from variance_pipeline.defs.metadata import path_value, preview, validation_check
+from variance_pipeline.defs.metadata import landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, YahooResource
 from variance_pipeline.sources.http import RequestStats
@@ -66,6 +66,7 @@ def candles(
     valid = synced.outcome.valid
     yield dg.MaterializeResult(
         metadata={
+            **landed("candles", len(valid)),
             "rows": len(valid),
             "sessions_written": len(synced.sessions_written),
             "symbols": len(symbols),

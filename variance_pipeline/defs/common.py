@@ -10,10 +10,10 @@ from typing import Any, Callable, Protocol, Sequence
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.defs.metadata import path_value, preview
+from variance_pipeline.defs.metadata import landed, path_value, preview
 from variance_pipeline.defs.partitions import sessions_partitions, single_run_backfill
 from variance_pipeline.lake import Lake
-from variance_pipeline.validation.report import ValidationOutcome
+from variance_pipeline.schemas.validate import ValidationOutcome
 
 OWNERS = ["team:variance"]
 ASSET_COMMON: dict[str, Any] = dict(
@@ -43,10 +43,11 @@ def raw_lander(lake: Lake, dataset: str, day: date) -> Callable[[RawBody], None]
 
 def land_validated(
     lake: Lake, dataset: str, day: date, outcome: ValidationOutcome
-) -> dict[str, dg.MetadataValue | int | str]:
+) -> dict[str, Any]:
     """Write the valid rows to the lake and the rejected rows to quarantine; report both."""
     path = lake.write_partition(dataset, day, outcome.valid)
-    metadata: dict[str, dg.MetadataValue | int | str] = {
+    metadata: dict[str, Any] = {
+        **landed(dataset, len(outcome.valid)),
         "rows": len(outcome.valid),
         "parquet_path": path_value(path),
         "preview": preview(outcome.valid),

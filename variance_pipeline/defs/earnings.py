@@ -23,9 +23,9 @@ from variance_pipeline.defs.resources import PipelineResource, TastytradeResourc
 from variance_pipeline.lake import Lake, write_json_atomic
 from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade_frames import TastytradeDataError
-from variance_pipeline.sources.tastytrade_reference import earnings_reports_frame
-from variance_pipeline.validation.earnings import EarningsReportsSchema
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.sources.tastytrade_reference import earnings_report_rows
+from variance_pipeline.schemas.earnings import EARNINGS_REPORTS
+from variance_pipeline.schemas.validate import validate_frame
 
 HISTORY_DAYS = 3 * 366  # the first fetch of a symbol reaches this far back
 REFETCH_DAYS = 100  # ask again at least this often, even if no report was expected
@@ -87,7 +87,7 @@ def earnings_reports(
         )
         return
     stats = RequestStats()
-    frames = []
+    rows: list[dict] = []
     now = pipeline.clock()
     land = raw_lander(lake, "earnings_reports", session)
     try:
@@ -100,14 +100,13 @@ def earnings_reports(
                     else today - timedelta(days=HISTORY_DAYS)
                 )
                 items = client.earnings_reports(symbol, start, on_raw=land)
-                frames.append(earnings_reports_frame(symbol, items, fetched_at=now))
+                rows.extend(earnings_report_rows(symbol, items, fetched_at=now))
     except (SourceError, TastytradeDataError) as exc:
         raise dg.Failure(
             f"earnings_reports: {exc} [{stats.requests} request(s)]; symbols already fetched keep their "
             "history, the rest are asked again on the next run"
         ) from exc
-    frame = pd.concat(frames, ignore_index=True) if frames else earnings_reports_frame("", [], fetched_at=now)
-    outcome = validate_frame(EarningsReportsSchema, frame, "earnings_reports")
+    outcome = validate_frame(EARNINGS_REPORTS, EARNINGS_REPORTS.frame(rows))
     metadata = land_validated(lake, "earnings_reports", session, outcome)
     # The state is written after the partition, so a crash re-asks rather than forgets.
     for symbol in asked:

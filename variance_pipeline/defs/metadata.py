@@ -8,7 +8,30 @@ from typing import Any, Iterator, Sequence
 import dagster as dg
 import pandas as pd
 
-from variance_pipeline.validation.report import ValidationOutcome
+from variance_pipeline.schemas.dataset import Dataset
+from variance_pipeline.schemas.registry import BY_NAME
+from variance_pipeline.schemas.validate import ValidationOutcome
+
+
+def column_schema(dataset: Dataset) -> dg.TableSchema:
+    """The dataset's declared columns as Dagster's column schema (types, nullability, meaning, key)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                column.name,
+                type=column.sql_type,
+                description=f"{column.description} [{column.unit}]" if column.unit else column.description,
+                constraints=dg.TableColumnConstraints(nullable=column.nullable),
+            )
+            for column in dataset.columns
+        ],
+        constraints=dg.TableConstraints(other=[f"primary key ({', '.join(dataset.grain)})"]),
+    )
+
+
+def landed(dataset: str, rows: int) -> dict[str, Any]:
+    """What every materialisation that lands a dataset reports: its column schema and row count."""
+    return {"dagster/column_schema": column_schema(BY_NAME[dataset]), "dagster/row_count": int(rows)}
 
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:

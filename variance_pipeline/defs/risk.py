@@ -17,18 +17,18 @@ import pandas as pd
 
 from variance_pipeline.calendar import session_close
 from variance_pipeline.defs.common import ASSET_COMMON, land_validated, raw_lander
-from variance_pipeline.defs.metadata import nothing_landed, preview, validation_check
+from variance_pipeline.defs.metadata import landed, nothing_landed, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.defs.snapshots import snapshot_window
 from variance_pipeline.lake import Lake
 from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade_frames import TastytradeDataError
-from variance_pipeline.sources.tastytrade_reference import risk_free_rate_frame
+from variance_pipeline.sources.tastytrade_reference import risk_free_rate_rows
 from variance_pipeline.transforms.position_greeks import position_greeks as price_positions
 from variance_pipeline.transforms.position_greeks import put_call_parity_gaps
-from variance_pipeline.validation.report import validate_frame
-from variance_pipeline.validation.risk import PositionGreeksSchema, RiskFreeRateSchema
+from variance_pipeline.schemas.validate import validate_frame
+from variance_pipeline.schemas.risk import POSITION_GREEKS, RISK_FREE_RATE
 
 PARITY_TOLERANCE = 1e-8  # relative to the strike: rounding, never a model error
 
@@ -54,7 +54,7 @@ def risk_free_rate(
     try:
         with tastytrade.client(stats) as client:
             data = client.margin_configuration(on_raw=raw_lander(lake, "risk_free_rate", window.session))
-        frame = risk_free_rate_frame(data, as_of_date=window.session, fetched_at=window.fetched_at)
+        frame = RISK_FREE_RATE.frame(risk_free_rate_rows(data, as_of_date=window.session, fetched_at=window.fetched_at))
     except (SourceError, TastytradeDataError) as exc:
         # Not fatal for the evening: candles, volatility and the warehouse still load; the options
         # are listed as unpriced ("no risk_free_rate") and this check says until when to re-run.
@@ -69,7 +69,7 @@ def risk_free_rate(
             description=message,
         )
         return
-    outcome = validate_frame(RiskFreeRateSchema, frame, "risk_free_rate")
+    outcome = validate_frame(RISK_FREE_RATE, frame)
     yield dg.MaterializeResult(
         metadata={
             **land_validated(lake, "risk_free_rate", window.session, outcome),
@@ -150,7 +150,7 @@ def position_greeks(
         priced, unpriced, notes = _price_session(lake, day)
         for note in notes:
             context.log.warning(f"position_greeks: {note}")
-        outcome = validate_frame(PositionGreeksSchema, priced, "position_greeks")
+        outcome = validate_frame(POSITION_GREEKS, priced)
         metadata = land_validated(lake, "position_greeks", day, outcome)
         priced_all.append(outcome.valid)
         unpriced_all.append(unpriced)
@@ -161,6 +161,7 @@ def position_greeks(
     yield dg.MaterializeResult(
         metadata={
             **metadata,
+            **landed("position_greeks", len(priced)),
             "landed": True,
             "sessions": dg.MetadataValue.text(", ".join(str(d) for d in days)),
             "options_priced": int(options.sum()),

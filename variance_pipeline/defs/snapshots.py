@@ -21,13 +21,13 @@ from variance_pipeline.sources.tastytrade import RawResponse, TastytradeClient
 from variance_pipeline.sources.tastytrade_frames import (
     TastytradeDataError,
     held_underlyings,
-    market_metrics_frames,
-    positions_frame,
+    market_metrics_rows,
+    positions_rows,
 )
-from variance_pipeline.validation.market_metrics import MarketMetricsSchema, TermStructureSchema
-from variance_pipeline.validation.positions import PositionsSchema
-from variance_pipeline.validation.report import validate_frame
-from variance_pipeline.validation.universe import UniverseSchema, universe_frame
+from variance_pipeline.schemas.market_metrics import MARKET_METRICS, IV_TERM_STRUCTURE
+from variance_pipeline.schemas.positions import POSITIONS
+from variance_pipeline.schemas.validate import validate_frame
+from variance_pipeline.schemas.universe import UNIVERSE, universe_frame
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def positions(
     try:
         with tastytrade.client(stats) as client:
             fetched = fetch_positions(client, raw_lander(lake, "positions", window.session))
-        frame = positions_frame(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at)
+        frame = POSITIONS.frame(positions_rows(fetched.items, as_of_date=window.session, fetched_at=window.fetched_at))
     except (SourceError, TastytradeDataError) as exc:
         raise window.failure("positions", exc, stats, raw_dir if raw_dir.exists() else None) from exc
     if fetched.misfiled:
@@ -136,7 +136,7 @@ def positions(
             f"positions: {len(fetched.misfiled)} item(s) listed under an account they do not belong to "
             f"were left out: {'; '.join(fetched.misfiled[:10])}"
         )
-    outcome = validate_frame(PositionsSchema, frame, "positions")
+    outcome = validate_frame(POSITIONS, frame)
     metadata = land_validated(lake, "positions", window.session, outcome)
     yield dg.MaterializeResult(
         metadata={
@@ -181,13 +181,13 @@ def universe(
         try:
             with tastytrade.client(stats) as client:
                 items = fetch_positions(client, raw_lander(lake, "universe", session)).items
-            held = positions_frame(items, as_of_date=snapshot, fetched_at=now)
+            held = POSITIONS.frame(positions_rows(items, as_of_date=snapshot, fetched_at=now))
         except (SourceError, TastytradeDataError) as exc:
             raise dg.Failure(f"universe: no positions snapshot landed yet and the API could not be read: {exc}") from exc
         origin = f"current positions from the API ({snapshot}; not landed: this run's partitions are older)"
     counts = held.groupby("root_symbol").size() if not held.empty else {}
     frame = universe_frame(session, {str(s): int(n) for s, n in dict(counts).items()}, pipeline.watchlist_symbols(), snapshot)
-    outcome = validate_frame(UniverseSchema, frame, "universe")
+    outcome = validate_frame(UNIVERSE, frame)
     context.log.info(f"universe: {len(outcome.valid)} symbols from the {origin} and the watchlist")
     yield dg.MaterializeResult(
         metadata={
@@ -266,11 +266,12 @@ def market_metrics(
             fetched = client.market_metrics(
                 symbols, batch_size=tastytrade.batch_size, on_raw=raw_lander(lake, "market_metrics", session)
             )
-        metrics, term = market_metrics_frames(fetched.items, as_of_date=session, fetched_at=window.fetched_at)
+        metric_rows, term_rows = market_metrics_rows(fetched.items, as_of_date=session, fetched_at=window.fetched_at)
+        metrics, term = MARKET_METRICS.frame(metric_rows), IV_TERM_STRUCTURE.frame(term_rows)
     except (SourceError, TastytradeDataError) as exc:
         raise window.failure("market_metrics", exc, stats, raw_dir if raw_dir.exists() else None) from exc
-    metrics_outcome = validate_frame(MarketMetricsSchema, metrics, "market_metrics")
-    term_outcome = validate_frame(TermStructureSchema, term, "iv_term_structure")
+    metrics_outcome = validate_frame(MARKET_METRICS, metrics)
+    term_outcome = validate_frame(IV_TERM_STRUCTURE, term)
     missing = list(fetched.missing)
     if missing:
         context.log.warning(f"market_metrics: the API returned nothing for {', '.join(missing)}")

@@ -7,13 +7,13 @@ import dagster as dg
 from variance_pipeline.calendar import sessions_back, sessions_in_range
 from variance_pipeline.candles.store import read_lookback
 from variance_pipeline.defs.common import ASSET_COMMON, universe_symbols
-from variance_pipeline.defs.metadata import path_value, preview, validation_check
+from variance_pipeline.defs.metadata import landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource
-from variance_pipeline.transforms.volatility import LOOKBACK_SESSIONS, compute_realized_volatility
-from variance_pipeline.validation.candles import CandlesSchema
-from variance_pipeline.validation.realized_volatility import RealizedVolatilitySchema
-from variance_pipeline.validation.report import validate_frame
+from variance_pipeline.transforms.volatility import compute_realized_volatility
+from variance_pipeline.schemas.candles import CANDLES
+from variance_pipeline.schemas.realized_volatility import LOOKBACK_SESSIONS, REALIZED_VOLATILITY
+from variance_pipeline.schemas.validate import validate_frame
 
 
 @dg.asset(
@@ -51,15 +51,16 @@ def realized_volatility(
     )
     # The cache keeps what Yahoo served; a bar that breaks CandlesSchema (high < close, say) is
     # treated as missing, so the gap rule NULLs its windows instead of a silently wrong number.
-    bars = validate_frame(CandlesSchema, history, "candles")
+    bars = validate_frame(CANDLES, history)
     if not bars.ok:
         context.log.warning(f"realized_volatility: cached bars treated as missing\n{bars.summary()}")
     result = compute_realized_volatility(bars.valid, sessions)
-    outcome = validate_frame(RealizedVolatilitySchema, result, "realized_volatility")
+    outcome = validate_frame(REALIZED_VOLATILITY, result)
     written = len(lake.write_by_session("realized_volatility", outcome.valid))
     latest = outcome.valid[outcome.valid["session_date"] == outcome.valid["session_date"].max()] if written else outcome.valid
     yield dg.MaterializeResult(
         metadata={
+            **landed("realized_volatility", len(outcome.valid)),
             "rows": len(outcome.valid),
             "sessions_written": written,
             "symbols": int(outcome.valid["symbol"].nunique()) if written else 0,

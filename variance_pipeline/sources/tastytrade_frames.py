@@ -1,4 +1,4 @@
-"""Tastytrade items -> typed frames: pure functions, no network.
+"""Tastytrade items -> rows of the declared datasets (``schemas/``): pure functions, no network.
 
 Pure, so the recorded real responses pin their exact output. Numbers arrive as strings or ints
 and are read exactly through ``Decimal``; units are converted by field, never by value.
@@ -102,42 +102,6 @@ def _fetched_utc(as_of_date: date, fetched_at: datetime) -> datetime:
     return fetched_at.astimezone(timezone.utc)
 
 
-def _frame(rows: list[dict[str, Any]], dtypes: Mapping[str, str]) -> pd.DataFrame:
-    """Rows -> a frame with exactly these columns and dtypes, also when there are no rows.
-
-    Absent text stays missing (``pd.NA``, see ``_TEXT``), never the string 'None'.
-    """
-    return pd.DataFrame(rows, columns=list(dtypes)).astype(dict(dtypes))
-
-
-_TIMESTAMP = "datetime64[us, UTC]"
-# Text columns: pandas' StringDtype with pd.NA as its missing value. Plain ``"str"`` is not
-# safe across the allowed pandas range: pandas 2.x turns None into the string 'None' under
-# ``.astype("str")`` (pandas 3 keeps it missing). StringDtype keeps a missing value missing on
-# every version, validates as pandera ``Series[str]`` and is written to Parquet as a string column.
-_TEXT = "string"
-
-POSITION_DTYPES: Mapping[str, str] = {
-    "as_of_date": "object",  # datetime.date -> Parquet date32
-    "account_number": _TEXT,
-    "symbol": _TEXT,
-    "instrument_type": _TEXT,
-    "underlying_symbol": _TEXT,
-    "root_symbol": _TEXT,
-    "quantity": "float64",
-    "quantity_direction": _TEXT,
-    "average_open_price": "float64",
-    "close_price": "float64",
-    "mark": "float64",
-    "multiplier": "int64",
-    "cost_effect": _TEXT,
-    "expires_at": _TIMESTAMP,
-    "streamer_symbol": _TEXT,
-    "created_at": _TIMESTAMP,
-    "updated_at": _TIMESTAMP,
-    "fetched_at": _TIMESTAMP,
-}
-
 _DIRECTION_SIGN = {"Long": Decimal(1), "Short": Decimal(-1), "Zero": Decimal(1)}
 
 
@@ -170,7 +134,7 @@ def _position_row(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         "average_open_price": _number(item.get("average-open-price"), "average-open-price", where),
         "close_price": _number(item.get("close-price"), "close-price", where),
         "mark": _number(item.get("mark"), "mark", where),
-        "multiplier": _integer(_required(item, "multiplier", where), "multiplier", where),
+        "multiplier": _number(_required(item, "multiplier", where), "multiplier", where),
         "cost_effect": _text(item.get("cost-effect")),
         "expires_at": _timestamp(item.get("expires-at"), "expires-at", where),
         "streamer_symbol": _text(item.get("streamer-symbol")),
@@ -188,20 +152,19 @@ def _where(dataset: str, index: int, item: Mapping[str, Any]) -> str:
     return f"{dataset} item {index}" + (f" ({', '.join(named)})" if named else "")
 
 
-def positions_frame(
+def positions_rows(
     items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime
-) -> pd.DataFrame:
-    """Position items -> one row per position, signed quantities, columns ``POSITION_DTYPES``.
+) -> list[dict[str, Any]]:
+    """Position items -> one row per position (signed quantities), the ``positions`` columns.
 
     Raises ``TastytradeDataError`` (a ``ValueError``) naming the item and field when a field the
     warehouse key or the position's meaning depends on is missing or unreadable.
     """
     stamp = _fetched_utc(as_of_date, fetched_at)
-    rows = [
+    return [
         {"as_of_date": as_of_date, **_position_row(item, _where("positions", index, item)), "fetched_at": stamp}
         for index, item in enumerate(items)
     ]
-    return _frame(rows, POSITION_DTYPES)
 
 
 def held_underlyings(positions: pd.DataFrame) -> list[str]:
@@ -230,34 +193,6 @@ METRIC_NUMBERS: tuple[tuple[str, str, Decimal], ...] = (
     ("liquidity_value", "liquidity-value", _AS_SENT),
     ("liquidity_rank", "liquidity-rank", _AS_SENT),
 )
-
-METRIC_DTYPES: Mapping[str, str] = {
-    "as_of_date": "object",
-    "symbol": _TEXT,
-    **{column: "float64" for column, _, _ in METRIC_NUMBERS},
-    "liquidity_rating": "Int64",
-    "beta": "float64",
-    "corr_spy_3month": "float64",
-    "earnings_date": "object",
-    "earnings_estimated": "boolean",
-    "market_cap": "float64",
-    "dividend_yield": "float64",
-    "borrow_rate": "float64",  # a fraction: the API's percent ("24.5013") / 100
-    "lendability": _TEXT,
-    "implied_volatility_updated_at": _TIMESTAMP,
-    "fetched_at": _TIMESTAMP,
-}
-
-TERM_STRUCTURE_DTYPES: Mapping[str, str] = {
-    "as_of_date": "object",
-    "symbol": _TEXT,
-    "expiration_date": "object",
-    "settlement_type": _TEXT,
-    "option_chain_type": _TEXT,
-    "implied_volatility": "float64",
-    "fetched_at": _TIMESTAMP,
-}
-
 
 def _metric_row(item: Mapping[str, Any], symbol: str, where: str) -> dict[str, Any]:
     earnings = item.get("earnings")
@@ -306,10 +241,10 @@ def _term_rows(item: Mapping[str, Any], symbol: str, where: str) -> list[dict[st
     return rows
 
 
-def market_metrics_frames(
+def market_metrics_rows(
     items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Metric items -> (metrics frame, IV term-structure frame), fractions throughout.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Metric items -> (``market_metrics`` rows, ``iv_term_structure`` rows), fractions throughout.
 
     Optional fields that are absent become nulls; an item without ``symbol`` (or an expiration
     without a date) raises ``TastytradeDataError`` naming the item's index.
@@ -324,4 +259,4 @@ def market_metrics_frames(
         terms.extend(
             {"as_of_date": as_of_date, **row, "fetched_at": stamp} for row in _term_rows(item, symbol, where)
         )
-    return _frame(metrics, METRIC_DTYPES), _frame(terms, TERM_STRUCTURE_DTYPES)
+    return metrics, terms

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from variance_pipeline.transforms import option_models as om
+from variance_pipeline.schemas.risk import POSITION_GREEKS
 from variance_pipeline.transforms.option_symbols import parse_option_symbols
 from variance_pipeline.transforms.term_structure import NEW_YORK, implied_vol_at, node_years, years_between
 
@@ -54,14 +55,7 @@ OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
 FUTURE_TYPES = frozenset({"Future", "Future Option"})
 DELTA_ONE_TYPES = frozenset({"Equity", "Cryptocurrency", "Future"})
 
-PRICED_COLUMNS: tuple[str, ...] = (
-    "as_of_date", "account_number", "symbol", "instrument_type", "underlying_symbol", "root_symbol",
-    "option_type", "strike", "expiration_date", "days_to_expiration", "years_to_expiration",
-    "quantity", "multiplier", "underlying_price", "underlying_price_source", "implied_volatility",
-    "iv_source", "risk_free_rate", "dividend_yield", "model", "price", "delta", "gamma", "theta",
-    "vega", "position_delta", "position_gamma", "position_theta", "position_vega", "beta",
-    "beta_weighted_delta",
-)
+PRICED_COLUMNS = POSITION_GREEKS.names
 UNPRICED_COLUMNS: tuple[str, ...] = (
     "as_of_date", "account_number", "symbol", "instrument_type", "underlying_symbol", "root_symbol",
     "option_type", "strike", "expiration_date", "quantity", "multiplier", "reason",

@@ -66,13 +66,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from variance_pipeline.calendar import sessions_in_range
+from variance_pipeline.schemas.realized_volatility import (
+    HV_WINDOWS,
+    LOOKBACK_SESSIONS,
+    RANGE_ESTIMATORS,
+    RANGE_WINDOW,
+    REALIZED_VOLATILITY,
+)
 
 TRADING_DAYS = 252
-HV_WINDOWS = (20, 30, 90, 252)
-RANGE_WINDOW = 20
-# Sessions of history needed before a requested session: HV252 reads 252 returns, i.e. the
-# closes of the 252 sessions before it plus its own.
-LOOKBACK_SESSIONS = max(HV_WINDOWS)
 # Rounding can push a variance that is analytically >= 0 a hair below zero; beyond this it is bad data.
 NEGATIVE_VARIANCE_TOLERANCE = 1e-12
 # Largest rounding error accepted from the cumulative-sum formulas, in volatility units (a tenth of
@@ -80,9 +82,8 @@ NEGATIVE_VARIANCE_TOLERANCE = 1e-12
 ROUNDING_TARGET = 1e-10
 
 INPUT_COLUMNS = ("symbol", "session_date", "open", "high", "low", "close")
-RANGE_ESTIMATORS = ("parkinson", "garman_klass", "rogers_satchell", "yang_zhang")
 VOL_COLUMNS = (*(f"hv{n}" for n in HV_WINDOWS), *(f"{name}{RANGE_WINDOW}" for name in RANGE_ESTIMATORS))
-OUTPUT_COLUMNS = ("symbol", "session_date", "close", *VOL_COLUMNS, "returns_available")
+OUTPUT_COLUMNS = REALIZED_VOLATILITY.names
 
 _N = float(TRADING_DAYS)
 _GK_OC = 2 * math.log(2.0) - 1

@@ -19,7 +19,8 @@ from typing import Iterable, Sequence
 
 import duckdb
 
-from variance_pipeline.datasets import DATASETS, Dataset
+from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
+from variance_pipeline.schemas.registry import DATASETS
 from variance_pipeline.lake import Lake
 from variance_pipeline.warehouse.vol_history import (
     DEFAULT_MIN_RANK_SESSIONS,
@@ -60,17 +61,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             "INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, datetime.now(timezone.utc)]
         )
         current = version
+    for dataset in DATASETS:  # a dataset declared after the last migration gets its table here
+        con.execute(dataset.ddl())
     create_vol_history_views(con)  # views.sql's vol_dashboard reads iv_rank_own
     con.execute(resources.files(PACKAGE).joinpath("views.sql").read_text())
     return current
-
-
-def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    rows = con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
@@ -116,7 +111,6 @@ def load_sessions(
     con.execute("BEGIN TRANSACTION")
     try:
         for spec in tables:
-            columns = _table_columns(con, spec.table)
             rows[spec.table] = 0
             counts[spec.table] = 0
             extra = pending[spec.name] - requested
@@ -126,12 +120,13 @@ def load_sessions(
                 path = lake.partition_path(spec.name, day)
                 if not path.exists():
                     continue
-                # Older lake files may predate a column; NULL is the honest value for them.
-                available = _parquet_columns(con, path)
-                select = ", ".join(
-                    f'"{c}"' if c in available else f'NULL AS "{c}"' for c in columns
-                )
-                names = ", ".join(f'"{c}"' for c in columns)
+                missing = spec.missing_columns(_parquet_columns(con, path))
+                if missing:
+                    raise SchemaDriftError(
+                        f"{spec.name}: column(s) {', '.join(missing)} missing from {path}; nothing was loaded "
+                        f"(re-materialise session {day} to rewrite the file with every declared column)"
+                    )
+                select = names = ", ".join(f'"{c}"' for c in spec.names)
                 if spec.load == "upsert":
                     loaded = len(con.execute(
                         f'INSERT OR REPLACE INTO "{spec.table}" ({names}) SELECT {select} FROM read_parquet(?) '

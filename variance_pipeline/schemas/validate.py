@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pandera.errors
-import pandera.pandas as pa
+
+from variance_pipeline.schemas.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,14 @@ def _with_reasons(rows: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(**{REASON_COLUMN: reasons})
 
 
-def validate_frame(
-    schema: type[pa.DataFrameModel] | pa.DataFrameSchema, frame: pd.DataFrame, dataset: str
-) -> ValidationOutcome:
-    """Validate lazily; split ``frame`` into valid rows and quarantined rows.
+def validate_frame(declared: Dataset, frame: pd.DataFrame) -> ValidationOutcome:
+    """Validate lazily against ``declared``'s pandera schema; split ``frame`` into valid rows and
+    quarantined rows.
 
     Failures that are not tied to a row (a missing column, a wrong dtype for a whole column)
     quarantine every row: nothing in a frame with a broken shape can be trusted.
     """
+    schema, dataset = declared.pandera, declared.name
     empty = frame.iloc[0:0]
     try:
         validated = schema.validate(frame, lazy=True)
