@@ -192,9 +192,9 @@ from datetime import date, datetime, timezone  # noqa: E402
 import dagster as dg  # noqa: E402
 
 from harness import Result, emit, measure_peak, step_seconds  # noqa: E402
-from variance_pipeline.defs import pipeline_definitions  # noqa: E402
+from variance_pipeline.definitions import environment, load_definitions  # noqa: E402
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources  # noqa: E402
-from variance_pipeline.lake import Lake  # noqa: E402
+from variance_pipeline.lake.layout import Lake  # noqa: E402
 from variance_pipeline.settings import Settings  # noqa: E402
 from variance_pipeline.simulator import SimulatorServer  # noqa: E402
 from variance_pipeline.simulator.backend import known_tickers  # noqa: E402
@@ -320,7 +320,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="warm runs per N (best step time reported)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.symbols.split(",") if s.strip()]
-    definitions = pipeline_definitions()
+    with environment({"VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": tempfile.gettempdir()}):
+        definitions = load_definitions()  # the assets and checks; resources come per size
     nodes = [*definitions.assets, *(definitions.asset_checks or [])]
     started = time.perf_counter()
     results = []

@@ -13,7 +13,7 @@ delisted (``NOPE``: Yahoo's 404) on top of the simulator's fixed book:
    (``eod_schedule`` evaluated at 17:30 New York, its ``RunRequest`` executed on ``eod_job``);
 3. ``rerun``: the same partition again, ten minutes later.
 
-Every run is ``eod_job`` of ``build_definitions`` (the production resources, the in-process
+Every run is ``eod_job`` of the code location loaded from ``defs/`` (the production resources, the in-process
 executor, every asset and check) run with ``execute_in_process`` on the instance, with Yahoo paced
 at ``--rate`` requests per second (the production jitter included), so it is rate-bound but short.
 Not included: the run launcher's process start (a daemon-launched run pays its imports in a new
@@ -28,7 +28,7 @@ accounts + A positions (A = open accounts of the simulator's book) + 1 risk-free
 ceil(U/100) market-metrics (U = universe: watchlist + held underlyings), and charts: exactly U on a
 backfill, at most U on a daily run, 0 on a re-run. Earnings are counted separately: the first run
 asks each symbol with an earnings date once, later runs only the symbols whose state says they are
-due (``defs.earnings.due`` applied to the state as it was before the run).
+due (``lake.earnings_state.due`` applied to the state as it was before the run).
 
 Targets: a daily run's (and a re-run's) overhead < 10 s at N=100, < 15 s at N=500 (interpolated
 between 10 s at 100 and 20 s at 1000; a cold backfill's is reported, it also fetches every
@@ -62,9 +62,9 @@ import pandas as pd
 
 from harness import Result, emit, measure_peak, step_seconds
 from variance_pipeline.calendar import last_closed_session, sessions_back, sessions_in_range
-from variance_pipeline.defs import build_definitions
+from variance_pipeline.definitions import environment, load_definitions
 from variance_pipeline.defs.schedules import eod_schedule
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.settings import PROJECT_ROOT, Settings
 from variance_pipeline.demo import free_port, start_simulator
 from variance_pipeline.simulator import portfolio
@@ -220,8 +220,8 @@ def open_accounts() -> int:
 
 
 def earnings_state(lake: Lake) -> dict[str, dict]:
-    """``cache/earnings/*.json`` as it is now, by file stem."""
-    folder = lake.root / "cache" / "earnings"
+    """The earnings state files as they are now, by file stem."""
+    folder = lake.earnings_state_dir
     states = {}
     for path in folder.glob("*.json") if folder.exists() else ():
         try:
@@ -233,12 +233,8 @@ def earnings_state(lake: Lake) -> dict[str, dict]:
 
 def earnings_floor(lake: Lake, session: date, before: dict[str, dict], today: date) -> int:
     """Symbols of this run's universe with an earnings date whose history was due before the run."""
-    try:
-        from variance_pipeline.defs.earnings import due
-    except ImportError:  # the rule moved: a symbol never fetched is due, nothing else
-        def due(state: dict, today: date) -> bool:  # noqa: ARG001
-            return not state.get("fetched_on")
     from variance_pipeline.candles.store import file_stem
+    from variance_pipeline.lake.earnings_state import due
 
     latest = lake.latest_partition("market_metrics")
     if latest is None or not lake.has_partition("universe", session):
@@ -272,7 +268,8 @@ def run_phase(
     scheduled: date | None = None,
 ) -> None:
     lake = Lake(settings.data_dir)
-    definitions = build_definitions(settings)
+    with environment(settings.environment()):
+        definitions = load_definitions()
     resolve = getattr(definitions, "resolve_job_def", None) or definitions.get_job_def
     job = resolve("eod_job")
     tags: dict[str, str] = {}
@@ -403,7 +400,7 @@ def bench_n(n: int, sessions: int, rate: float, limiter: LimiterClock, *, warmup
     with tempfile.TemporaryDirectory(prefix=f"bench-pipeline-{n}-") as tmp:
         home = Path(tmp) / "dagster_home"
         home.mkdir()
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        shutil.copyfile(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
         previous_home = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
         try:

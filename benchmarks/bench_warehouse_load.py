@@ -23,7 +23,7 @@ import pandas as pd
 from harness import Result, emit, peak_rss_mib
 
 from variance_pipeline.calendar import sessions_back
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.warehouse.connection import warehouse_connection
 from variance_pipeline.warehouse.load import TABLES, load_sessions, rebuild

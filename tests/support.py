@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from variance_pipeline.defs import pipeline_definitions
+from variance_pipeline.definitions import environment, load_definitions
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
 from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
@@ -66,9 +66,16 @@ def fast_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return resources
 
 
+def definitions_for(settings: Settings) -> dg.Definitions:
+    """The code location as Dagster loads it (``defs/``, resources included) for ``settings``."""
+    with environment(settings.environment()):
+        return load_definitions()
+
+
 @lru_cache(maxsize=1)
 def _definitions() -> dg.Definitions:
-    return pipeline_definitions()
+    """The assets and checks (the same for every environment; resources come per test)."""
+    return definitions_for(pipeline_settings(Path("/nonexistent/variance-tests"), "http://127.0.0.1:9"))
 
 
 def all_assets_and_checks() -> list:

@@ -43,7 +43,7 @@ from variance_pipeline.candles.rebase import rebase_lake_candles
 from variance_pipeline.candles.refresh import refresh_candles
 from variance_pipeline.candles.store import CacheMeta, CandleCache
 from variance_pipeline.candles.sync import sync_lake
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.market import Split, bars_as_of
 from variance_pipeline.sources.yahoo import YahooChartClient

@@ -14,9 +14,10 @@ from variance_pipeline.schemas.market_metrics import MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.calendar import sessions_back
-import variance_pipeline.defs.charts as charts
-from variance_pipeline.defs.charts import chart_symbols, render_vol_chart, render_vrp_chart
-from variance_pipeline.lake import Lake
+import variance_pipeline.reports.charts as charts
+from variance_pipeline.reports.charts import chart_symbols, render_vol_chart, render_vrp_chart
+from variance_pipeline.defs.metadata import picture
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.connection import warehouse_connection
 from variance_pipeline.warehouse.load import load_sessions
 
@@ -90,10 +91,10 @@ def test_chart_png_from_a_small_warehouse(tmp_path: Path) -> None:
     assert data.startswith(PNG_MAGIC) and len(data) > 1024
     assert data == chart.png
     assert not [p for p in chart.path.parent.iterdir() if p.name.endswith(".tmp")]
-    metadata = chart.metadata()
+    metadata = picture("vol_chart", chart.path, chart.png, chart.caption)
     assert metadata["vol_chart_path"].value == str(chart.path)
     markdown = metadata["vol_chart"].value
-    assert "![chart](data:image/png;base64," in markdown
+    assert "![vol_chart](data:image/png;base64," in markdown
     encoded = markdown.split("base64,", 1)[1].rstrip(")")
     assert base64.b64decode(encoded) == data
 
@@ -203,7 +204,7 @@ def test_vrp_chart_draws_iv30_against_forward_realised(tmp_path: Path, monkeypat
     assert len(iv30.get_xdata()) == 40 and np.allclose(iv30.get_ydata(), 20.0)
     realised = np.asarray(hv.get_ydata(), dtype=float)
     assert np.allclose(realised[:19], [(0.14 + 0.001 * i) * 100 for i in range(19)]) and np.isnan(realised[19:]).all()
-    metadata = chart.metadata()
+    metadata = picture("vrp_chart", chart.path, chart.png, chart.caption)
     assert metadata["vrp_chart_path"].value == str(chart.path)
     encoded = metadata["vrp_chart"].value.split("base64,", 1)[1].rstrip(")")
     assert base64.b64decode(encoded) == chart.png

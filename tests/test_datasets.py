@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from support import recorded_items
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
 from variance_pipeline.schemas.docs import BEGIN, END, dataset_tables
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS

@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from variance_pipeline.defs import build_definitions, pipeline_definitions
+from support import definitions_for
+from variance_pipeline.definitions import environment, load_definitions
 from variance_pipeline.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -23,8 +24,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_every_stage_is_collected_without_a_hand_kept_list() -> None:
-    defs = pipeline_definitions()
+def test_every_stage_is_collected_without_a_hand_kept_list(tmp_path: Path) -> None:
+    with environment({"VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": str(tmp_path)}):
+        defs = load_definitions()
+    assert set(defs.resources) == {"pipeline", "tastytrade", "yahoo", "warehouse_db"}, "resources live in defs/ too"
     keys = {key.to_user_string() for assets in defs.assets for key in assets.keys}
     assert keys == {
         "positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
@@ -40,7 +43,7 @@ def test_definitions_resolve_for_both_sources(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("TASTYTRADE_REFRESH_TOKEN", "y")
     for source in ("simulator", "live"):
         settings = Settings.from_env({"VARIANCE_SOURCE": source, "VARIANCE_DATA_DIR": str(tmp_path / source)})
-        dg.Definitions.validate_loadable(build_definitions(settings))
+        dg.Definitions.validate_loadable(definitions_for(settings))
 
 
 @pytest.mark.e2e
@@ -74,3 +77,23 @@ def test_missing_source_is_a_clear_error_when_the_location_loads(tmp_path: Path)
     )
     assert done.returncode != 0
     assert "VARIANCE_SOURCE must be 'simulator' or 'live'" in done.stdout + done.stderr
+
+
+def test_settings_reach_a_loader_unchanged(tmp_path: Path) -> None:
+    """A child process or a loader gets the settings as the variables ``from_env`` reads back."""
+    settings = Settings.from_env({
+        "VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": str(tmp_path), "VARIANCE_NOW": "2025-11-25T22:00:00+00:00",
+        "VARIANCE_WATCHLIST": "SPY,/ES", "VARIANCE_YAHOO_RATE": "0.5", "VARIANCE_MIN_FREE_MB": "12.5",
+        "TASTYTRADE_ACCEPT_VERSION": "20251101",
+    })
+    assert Settings.from_env(settings.environment()) == settings
+    resources = definitions_for(settings).resources
+    assert resources["pipeline"].min_free_mb == 12.5 and resources["tastytrade"].accept_version == "20251101"
+    assert resources["yahoo"].rate_per_second == 0.5
+
+
+def test_a_bad_free_space_floor_is_a_configuration_error_naming_the_variable() -> None:
+    from variance_pipeline.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="VARIANCE_MIN_FREE_MB='lots' must be a number of MB"):
+        Settings.from_env({"VARIANCE_SOURCE": "simulator", "VARIANCE_MIN_FREE_MB": "lots"})

@@ -27,7 +27,7 @@ import pytest
 
 from support import CLOCK, EXTRACT, RECORDED, fast_resources, materialize, pipeline_settings, reconfigured
 from variance_pipeline.defs.resources import RetryConfig
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.settings import Settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
@@ -257,6 +257,14 @@ def test_token_expiring_mid_run_is_refreshed_once_and_the_run_succeeds(tmp_path:
     assert len([c for c in calls if c[:2] == ("POST", "/oauth/token")]) >= 2
 
 
+PUBLIC_RATE_PATH = "/margin-requirements-public-configuration"
+
+
+def landed_datasets(data_dir: Path) -> set[str]:
+    lake = data_dir / "lake"
+    return {child.name for child in lake.iterdir()} if lake.exists() else set()
+
+
 def test_rejected_refresh_token_fails_fast_with_one_request(tmp_path: Path, clean_credentials) -> None:
     wrong_secret, wrong_token = "wr0ng-SECRET-7f3a", "wr0ng-TOKEN-91bc"
     clean_credentials.setenv("TASTYTRADE_CLIENT_SECRET", wrong_secret)
@@ -268,15 +276,18 @@ def test_rejected_refresh_token_fails_fast_with_one_request(tmp_path: Path, clea
         elapsed = time.monotonic() - started
         log = api_requests(sim)
     assert not result.success
-    # One login attempt, nothing else: repeated failed logins get an IP blocked for hours.
-    assert [(r["method"], r["path"], r["status"]) for r in log] == [("POST", "/oauth/token", 401)]
+    # One login attempt and no authenticated request after it: repeated failed logins get an IP
+    # blocked for hours. Only the public risk-free rate (no auth, not ordered after the login) may
+    # still be asked.
+    authenticated = [(r["method"], r["path"], r["status"]) for r in log if r["path"] != PUBLIC_RATE_PATH]
+    assert authenticated == [("POST", "/oauth/token", 401)]
     assert elapsed < 30
     message = failure_text(result, "positions")
     assert "rejected the OAuth refresh" in message
     assert "TASTYTRADE_CLIENT_SECRET" in message and "TASTYTRADE_REFRESH_TOKEN" in message
     everything = "\n".join(dg.serialize_value(event) for event in result.all_events)
     assert wrong_secret not in everything and wrong_token not in everything
-    assert not (tmp_path / "lake").exists()
+    assert landed_datasets(tmp_path) <= {"risk_free_rate"}
 
 
 def test_missing_credentials_fail_before_any_request(tmp_path: Path, clean_credentials) -> None:
@@ -419,7 +430,8 @@ def test_pagination_is_followed_and_unknown_fields_stay_in_raw_only(tmp_path: Pa
 def test_missing_quantity_fails_naming_field_and_symbol_and_keeps_the_raw_body(tmp_path: Path) -> None:
     missing = FaultRule(endpoint="positions", kind="missing_field", field="quantity")
     with SimulatorServer(port=0, now=CLOCK, faults=[missing]) as sim:
-        # The whole graph (all downstream of positions, so skipped): nothing at all may land.
+        # The whole graph (all downstream of positions, so skipped): nothing of the account may land
+    # (the public risk-free rate does not depend on positions).
         result = materialize(pipeline_settings(tmp_path, sim.url, watchlist="SPY"), partition_key=SESSION,
                              raise_on_error=False)
     assert not result.success
@@ -429,7 +441,7 @@ def test_missing_quantity_fails_naming_field_and_symbol_and_keeps_the_raw_body(t
     assert f"kept under {raw_dir}" in message
     body = json.loads((raw_dir / "positions_5WT00001.json").read_bytes())
     assert body["data"]["items"] and all("quantity" not in item for item in body["data"]["items"])
-    assert not (tmp_path / "lake").exists()
+    assert landed_datasets(tmp_path) <= {"risk_free_rate"}
     assert not (tmp_path / "warehouse.duckdb").exists()
 
 
@@ -444,7 +456,7 @@ REFRESH_TOKEN = "r3fr3sh-TOKEN-abc"
 def test_cli_run_in_live_mode_leaves_no_secret_anywhere(tmp_path: Path) -> None:
     data_dir, dagster_home = tmp_path / "data", tmp_path / "dagster_home"
     dagster_home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", dagster_home / "dagster.yaml")
     with SimulatorServer(port=0, now=CLOCK, client_secret=CLIENT_SECRET, refresh_token=REFRESH_TOKEN) as sim:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("TASTYTRADE_", "VARIANCE_"))}
         env.update(

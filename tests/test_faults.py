@@ -36,7 +36,7 @@ import pytest
 
 from support import CLOCK, all_assets_and_checks, fast_resources, pipeline_settings, reconfigured
 from variance_pipeline.defs.resources import RetryConfig
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import parse_rules
 from variance_pipeline.warehouse import cli as warehouse_cli
@@ -390,7 +390,7 @@ def test_two_runs_at_once_on_one_data_dir_and_instance(
     data_dir = copy_of(seed, tmp_path / "data")
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     # An instance that exists already (any earlier run, `make dev`, `dagster instance info`): two
     # processes racing to create a brand-new SQLite run storage leave it with two alembic heads.
     with dg.DagsterInstance.from_config(str(home)):
@@ -491,8 +491,7 @@ def test_a_run_refuses_to_start_below_the_free_space_floor(
     data_dir = copy_of(seed, tmp_path / "data")
     listing = {p: p.stat().st_mtime_ns for p in data_dir.rglob("*")}
     floor = int(shutil.disk_usage(data_dir).free / 2**20) + 1_000_000  # far more than the disk has
-    monkeypatch.setenv("VARIANCE_MIN_FREE_MB", str(floor))
-    result = run(data_dir, sim.url)
+    result = run(data_dir, sim.url, pipeline={"min_free_mb": floor})
     assert not result.success
     text = run_failure(result)
     assert f"{data_dir} has" in text and "MB free" in text and f"floor of {floor} MB" in text, text

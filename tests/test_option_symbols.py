@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from variance_pipeline.transforms.option_symbols import OptionSymbol, parse_option_symbol, parse_option_symbols
+from variance_pipeline.instruments.option_symbols import OptionSymbol, parse_option_symbol, parse_option_symbols
 
 GOOD = [
     ("SPY   240115C00450000", "Equity Option", OptionSymbol("SPY", "SPY", "C", 450.0, date(2024, 1, 15), "occ")),

@@ -16,7 +16,7 @@ import pytest
 
 from support import CANDLES, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.candles.store import CandleCache
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from support import CLOCK, materialize, pipeline_settings
 from variance_pipeline.candles.store import CandleCache
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 
 SESSION_DATE = date(2025, 11, 25)  # the current session at CLOCK

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from support import CLOCK, materialize, pipeline_settings
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.backend import known_tickers
 

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from support import pipeline_settings
-from variance_pipeline.defs import build_definitions
+from support import definitions_for, pipeline_settings
 from variance_pipeline.defs.schedules import eod_schedule
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -17,7 +16,7 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 @pytest.fixture(scope="module")
 def defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
-    return build_definitions(pipeline_settings(tmp_path_factory.mktemp("data"), "http://127.0.0.1:9"))
+    return definitions_for(pipeline_settings(tmp_path_factory.mktemp("data"), "http://127.0.0.1:9"))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from variance_pipeline.sources.symbology import clean_symbol, parse_watchlist, root_symbol
+from variance_pipeline.instruments.symbology import clean_symbol, parse_watchlist, root_symbol
 
 
 @pytest.mark.parametrize(

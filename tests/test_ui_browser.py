@@ -127,7 +127,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     root = tmp_path_factory.mktemp("ui")
     home, data = root / "dagster_home", root / "data"
     home.mkdir()
-    shutil.copyfile(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     log = root / "dagster-dev.log"
     with SimulatorServer(port=0, now=CLOCK) as simulator:

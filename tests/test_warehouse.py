@@ -18,7 +18,7 @@ from support import declared_frame
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.connection import WarehouseLockedError, open_warehouse, warehouse_connection
 from variance_pipeline.warehouse import load
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES, load_sessions, migrate, rebuild
@@ -212,7 +212,7 @@ def test_two_loads_started_at_once_both_finish_and_agree(tmp_path: Path) -> None
         f"""
         from datetime import date
         from pathlib import Path
-        from variance_pipeline.lake import Lake
+        from variance_pipeline.lake.layout import Lake
         from variance_pipeline.warehouse.connection import warehouse_connection
         from variance_pipeline.warehouse.load import load_sessions
         lake = Lake(Path({str(tmp_path)!r}))

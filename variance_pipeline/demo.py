@@ -11,7 +11,7 @@ It does what the scheduled job would have done over the last ``--evenings`` sess
    of implied volatility: each evening lands exactly what the APIs say on that evening.
 
 Honest shortcuts, for time only: the evening runs are ``dg.materialize`` calls in this one
-process (same assets, checks and production resources from ``defs.build_resources``, the same
+process (the code location loaded from ``defs/`` as Dagster loads it, resources included, the same
 ``DAGSTER_HOME`` instance, so they show in the UI), because one ``dagster`` CLI process per evening
 costs several seconds of start-up each; and they ask the local simulator's chart endpoint at 20
 requests per second instead of the polite ~1/s for Yahoo (unless ``VARIANCE_YAHOO_RATE`` is set);
@@ -44,7 +44,7 @@ import dagster as dg
 import httpx
 
 from variance_pipeline.calendar import last_closed_session, sessions_back
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings
 from variance_pipeline.warehouse.connection import warehouse_connection
 
@@ -82,12 +82,9 @@ def replay_evenings(settings: Settings, evenings: list[date], now: datetime, hom
     """One run per evening in this process, the pipeline's clock and the simulator's stepped together."""
     import dagster as dg
 
-    from variance_pipeline.defs import pipeline_definitions
-    from variance_pipeline.defs.resources import build_resources
+    from variance_pipeline.definitions import environment, load_definitions
 
     os.environ["DAGSTER_HOME"] = str(home)
-    definitions = pipeline_definitions()
-    nodes = [*definitions.assets, *(definitions.asset_checks or [])]
     rate = settings.yahoo_rate if os.environ.get("VARIANCE_YAHOO_RATE") else DEMO_YAHOO_RATE
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the event log stays in the instance
     started = time.monotonic()
@@ -96,11 +93,14 @@ def replay_evenings(settings: Settings, evenings: list[date], now: datetime, hom
             clock = evening_clock(day, now)
             set_simulator_clock(settings.tastytrade_api_url, clock)
             evening = dataclasses.replace(settings, now_override=clock, yahoo_rate=rate)
+            with environment(evening.environment()):  # the code location as Dagster loads it
+                definitions = load_definitions()
             t = time.monotonic()
             # The pictures of every evening but the last would be redrawn by the next one.
             charts = {"ops": {"warehouse": {"config": {"charts": i == len(evenings)}}}}
             result = dg.materialize(
-                nodes, resources=build_resources(evening), partition_key=str(day),
+                [*definitions.assets, *(definitions.asset_checks or [])], resources=definitions.resources,
+                partition_key=str(day),
                 instance=instance, raise_on_error=False, run_config={**quiet, **charts},
             )
             if not result.success:
@@ -145,7 +145,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     """
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs(limit=1)
     return home

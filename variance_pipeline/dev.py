@@ -21,7 +21,7 @@ from types import FrameType
 import httpx
 
 from variance_pipeline.demo import prepare_dagster_home, start_simulator
-from variance_pipeline.settings import ConfigurationError, Settings
+from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings
 
 SHUTDOWN_GRACE_SECONDS = 60.0
 
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(f"simulator on {env['VARIANCE_SIMULATOR_URL']}", flush=True)
-        dagster = str(Path(sys.executable).with_name("dagster"))
+        dg_cli = str(Path(sys.executable).with_name("dg"))
         url = f"http://{args.host}:{args.ui_port}"
-        # cwd=DAGSTER_HOME: the instance is read from there (and dagster dev does not warn about
-        # the project's dagster.yaml in the working directory).
+        # `dg dev` on the project (its [tool.dg] names the code location, so the name matches);
+        # VIRTUAL_ENV names the venv it already runs in, so dg does not warn that they differ.
         ui = subprocess.Popen(
-            [dagster, "dev", "-m", "variance_pipeline.definitions", "-h", args.host, "-p", str(args.ui_port)],
-            env=env,
+            [dg_cli, "dev", "--target-path", str(PROJECT_ROOT), "--host", args.host, "--port", str(args.ui_port)],
+            env={**env, "VIRTUAL_ENV": str(Path(sys.prefix))},
             cwd=home,
             start_new_session=True,
             preexec_fn=_default_signals,

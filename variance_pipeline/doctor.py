@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 from variance_pipeline.calendar import last_closed_session, sessions_back
 from variance_pipeline.settings import ConfigurationError, Settings
 from variance_pipeline.sources.http import RequestStats, RetryPolicy, SourceError
-from variance_pipeline.sources.symbology import root_symbol
+from variance_pipeline.instruments.symbology import root_symbol
 from variance_pipeline.sources.tastytrade import (
     TastytradeAuthError,
     TastytradeClient,

@@ -58,6 +58,25 @@ def parse_yahoo_rate(value: str | None) -> float:
     return rate
 
 
+DEFAULT_MIN_FREE_MB = 200.0  # VARIANCE_MIN_FREE_MB: a run refuses to start below this free space
+
+
+def parse_min_free_mb(value: str | None) -> float:
+    """``VARIANCE_MIN_FREE_MB``: the free-space floor in MB (2**20 bytes), >= 0; 0 turns it off."""
+    if value is None or not value.strip():
+        return DEFAULT_MIN_FREE_MB
+    try:
+        floor = float(value.strip())
+    except ValueError:
+        floor = float("nan")
+    if not floor >= 0 or floor == float("inf"):
+        raise ConfigurationError(
+            f"VARIANCE_MIN_FREE_MB={value!r} must be a number of MB >= 0 (0 turns the free-space check "
+            f"off; default {DEFAULT_MIN_FREE_MB:g})"
+        )
+    return floor
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the pipeline needs to know about its environment, resolved once."""
@@ -69,6 +88,9 @@ class Settings:
     watchlist_spec: str | None = None
     now_override: datetime | None = None
     yahoo_rate: float = DEFAULT_YAHOO_RATE
+    min_free_mb: float = DEFAULT_MIN_FREE_MB
+    accept_version: str | None = None  # TASTYTRADE_ACCEPT_VERSION: pins the API version when set
+    client_id_set: bool = False  # TASTYTRADE_CLIENT_ID is set (its value is read by the resource only)
 
     def now(self) -> datetime:
         """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
@@ -100,4 +122,26 @@ class Settings:
             watchlist_spec=env.get("VARIANCE_WATCHLIST"),
             now_override=parse_now(env.get("VARIANCE_NOW")),
             yahoo_rate=parse_yahoo_rate(env.get("VARIANCE_YAHOO_RATE")),
+            min_free_mb=parse_min_free_mb(env.get("VARIANCE_MIN_FREE_MB")),
+            accept_version=(env.get("TASTYTRADE_ACCEPT_VERSION") or "").strip() or None,
+            client_id_set=bool((env.get("TASTYTRADE_CLIENT_ID") or "").strip()),
         )
+
+    def environment(self) -> dict[str, str]:
+        """The variables ``from_env`` reads back to these settings (secrets excepted): what a child
+        process (the ``dagster`` CLI of the demo, ``make dev``) or a test's loader is given."""
+        env = {
+            "VARIANCE_SOURCE": self.source,
+            "VARIANCE_DATA_DIR": str(self.data_dir),
+            "TASTYTRADE_API_URL": self.tastytrade_api_url,
+            "YAHOO_CHART_URL": self.yahoo_chart_url,
+            "VARIANCE_YAHOO_RATE": repr(self.yahoo_rate),
+            "VARIANCE_MIN_FREE_MB": repr(self.min_free_mb),
+        }
+        if self.watchlist_spec is not None:
+            env["VARIANCE_WATCHLIST"] = self.watchlist_spec
+        if self.now_override is not None:
+            env["VARIANCE_NOW"] = self.now_override.isoformat()
+        if self.accept_version:
+            env["TASTYTRADE_ACCEPT_VERSION"] = self.accept_version
+        return env

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from variance_pipeline.candles.store import CandleCache, concat_candles, empty_candles
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.validate import validate_frame
 

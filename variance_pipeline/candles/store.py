@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from variance_pipeline.lake import write_json_atomic, write_parquet_atomic
+from variance_pipeline.lake.atomic import write_json_atomic, write_parquet_atomic
 from variance_pipeline.sources.yahoo import Dividend, Split
 from variance_pipeline.schemas.candles import CANDLES
 

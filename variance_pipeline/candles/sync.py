@@ -24,7 +24,7 @@ import pandas as pd
 from variance_pipeline.candles.rebase import LakeRebase, rebase_lake_candles
 from variance_pipeline.candles.refresh import CandleRefresh
 from variance_pipeline.candles.store import CandleCache
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.validate import ValidationOutcome, validate_frame
 

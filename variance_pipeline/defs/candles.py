@@ -7,8 +7,9 @@ import dagster as dg
 
 from variance_pipeline.candles.refresh import refresh_candles
 from variance_pipeline.candles.sync import sync_lake
+from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.defs.common import ASSET_COMMON, raw_lander, universe_symbols
-from variance_pipeline.defs.metadata import landed, path_value, preview, validation_check
+from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, YahooResource
 from variance_pipeline.sources.http import RequestStats
@@ -16,12 +17,13 @@ from variance_pipeline.sources.http import RequestStats
 
 @dg.asset(
     deps=["universe"],
+    metadata={"dagster/column_schema": column_schema(CANDLES)},
     group_name="extract",
     kinds={"python", "parquet"},
     description="Daily OHLCV bars (final bars only) for every universe symbol, cache-first from Yahoo's "
     "chart endpoint: one request per symbol for any range, none when the cache already has it.",
     check_specs=[
-        dg.AssetCheckSpec("candles_schema", asset="candles", description="pandera CandlesSchema"),
+        schema_check_spec(CANDLES),
         dg.AssetCheckSpec("candles_fresh", asset="candles", description="No symbol served from a stale cache"),
     ],
     **ASSET_COMMON,
@@ -84,7 +86,7 @@ def candles(
             **stats.as_metadata(),
         }
     )
-    yield validation_check("candles_schema", synced.outcome, "candles")
+    yield validation_check(synced.outcome)
     yield dg.AssetCheckResult(
         check_name="candles_fresh",
         asset_key="candles",

@@ -12,7 +12,7 @@ import pandas as pd
 
 from variance_pipeline.defs.metadata import landed, path_value, preview
 from variance_pipeline.defs.partitions import sessions_partitions, single_run_backfill
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.validate import ValidationOutcome
 
 OWNERS = ["team:variance"]

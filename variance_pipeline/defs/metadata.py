@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,11 +46,26 @@ def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(head.to_markdown(index=False))
 
 
+def picture(key: str, path: Path, png: bytes, caption: str) -> dict[str, dg.MetadataValue]:
+    """A chart as metadata: ``<key>_path`` (the file) and ``<key>`` (the picture inline for the UI)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return {
+        f"{key}_path": path_value(path),
+        key: dg.MetadataValue.md(f"{caption}\n\n![{key}](data:image/png;base64,{encoded})"),
+    }
+
+
 def path_value(path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(path))
 
 
-def validation_check(check_name: str, outcome: ValidationOutcome, asset_key: str) -> dg.AssetCheckResult:
+def schema_check_spec(dataset: Dataset, **kwargs: Any) -> dg.AssetCheckSpec:
+    """The ``<dataset>_schema`` check of an asset that lands ``dataset`` (its declaration, by pandera)."""
+    kwargs.setdefault("description", f"every row satisfies the {dataset.name} declaration (pandera); bad rows quarantined")
+    return dg.AssetCheckSpec(dataset.check_name, asset=dataset.name, **kwargs)
+
+
+def validation_check(outcome: ValidationOutcome) -> dg.AssetCheckResult:
     """The pandera result as an asset check: failure cases visible in the UI, never hidden."""
     metadata: dict[str, Any] = {
         "rows_valid": len(outcome.valid),
@@ -60,8 +77,8 @@ def validation_check(check_name: str, outcome: ValidationOutcome, asset_key: str
         metadata["failure_cases"] = preview(outcome.failure_cases.astype(str), rows=50)
         metadata["failure_count"] = len(outcome.failure_cases)
     return dg.AssetCheckResult(
-        check_name=check_name,
-        asset_key=asset_key,
+        check_name=BY_NAME[outcome.dataset].check_name,
+        asset_key=outcome.dataset,
         passed=outcome.ok,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata=metadata,

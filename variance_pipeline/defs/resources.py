@@ -6,8 +6,6 @@ environment references and never stores their values in run config or metadata.
 
 from __future__ import annotations
 
-import os
-
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -16,17 +14,17 @@ from pydantic import Field, PrivateAttr
 
 from variance_pipeline.candles.store import RunCandleCache
 from variance_pipeline.calendar import sessions_in_range
-from variance_pipeline.lake import DataDirConflict, Lake, format_mb
-from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings, parse_now
+from variance_pipeline.lake.layout import DataDirConflict, Lake
+from variance_pipeline.lake.atomic import format_mb
+from variance_pipeline.settings import DEFAULT_MIN_FREE_MB, PROJECT_ROOT, ConfigurationError, Settings, parse_now
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
-from variance_pipeline.sources.symbology import parse_watchlist
+from variance_pipeline.instruments.symbology import parse_watchlist
 from variance_pipeline.sources.tastytrade import OAuthSession, TastytradeClient, TastytradeCredentials
 from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SECOND, YahooChartClient
 from variance_pipeline.warehouse.connection import warehouse_connection
 
 SECRET_VARIABLES = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN")
 MIN_FREE_VARIABLE = "VARIANCE_MIN_FREE_MB"
-DEFAULT_MIN_FREE_MB = 200.0
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -36,11 +34,11 @@ class PipelineResource(dg.ConfigurableResource):
     data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb")
     watchlist: str | None = Field(default=None, description="comma list or file of extra underlyings")
     now: str | None = Field(default=None, description="ISO-8601 clock override (VARIANCE_NOW)")
-    min_free_mb: float | None = Field(
-        default=None,
+    min_free_mb: float = Field(
+        default=DEFAULT_MIN_FREE_MB,
         ge=0,
         description="refuse to start a run when the data dir's disk has less free space than this, in MB "
-        f"(2**20 bytes); None reads {MIN_FREE_VARIABLE}, else {DEFAULT_MIN_FREE_MB:g}; 0 turns the check off",
+        f"(2**20 bytes; {MIN_FREE_VARIABLE}); 0 turns the check off",
     )
     _candle_cache: RunCandleCache | None = PrivateAttr(default=None)
 
@@ -75,7 +73,7 @@ class PipelineResource(dg.ConfigurableResource):
         A hostile or mistyped watchlist (``../x``, quotes, 10,000 characters, ``,,``) or clock
         would otherwise surface only after the positions snapshot had already been fetched and
         landed; here it fails the run at once with the offending value named (and shortened).
-        So does a disk with less free space than the floor (``free_space_floor_mb``), once the
+        So does a disk with less free space than the floor (``min_free_mb``), once the
         temporary files an interrupted run (``kill -9``) left in this run's folders are removed.
         """
         self._candle_cache = None  # a run reads the cache afresh
@@ -100,27 +98,9 @@ class PipelineResource(dg.ConfigurableResource):
             )
         self._check_free_space()
 
-    def free_space_floor_mb(self) -> float:
-        """The preflight floor: ``min_free_mb``, else ``VARIANCE_MIN_FREE_MB``, else the default."""
-        if self.min_free_mb is not None:
-            return float(self.min_free_mb)
-        text = os.environ.get(MIN_FREE_VARIABLE, "").strip()
-        if not text:
-            return DEFAULT_MIN_FREE_MB
-        try:
-            floor = float(text)
-        except ValueError:
-            floor = float("nan")
-        if not floor >= 0 or floor == float("inf"):
-            raise dg.Failure(
-                f"{MIN_FREE_VARIABLE}={text!r} must be a number of MB >= 0 (0 turns the free-space check "
-                f"off; default {DEFAULT_MIN_FREE_MB:g}); nothing was fetched or written"
-            )
-        return floor
-
     def _check_free_space(self) -> None:
         """Refuse to start on a nearly full disk: a run that fills it fails halfway (ENOSPC)."""
-        floor = self.free_space_floor_mb()
+        floor = self.min_free_mb
         if floor <= 0:
             return
         free = self.lake.free_bytes()
@@ -283,9 +263,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     if settings.source == "live":
         client_secret: str | dg.EnvVar = dg.EnvVar("TASTYTRADE_CLIENT_SECRET")
         refresh_token: str | dg.EnvVar = dg.EnvVar("TASTYTRADE_REFRESH_TOKEN")
-        client_id: str | dg.EnvVar | None = (
-            dg.EnvVar("TASTYTRADE_CLIENT_ID") if os.environ.get("TASTYTRADE_CLIENT_ID") else None
-        )
+        client_id: str | dg.EnvVar | None = dg.EnvVar("TASTYTRADE_CLIENT_ID") if settings.client_id_set else None
     else:
         # The simulator accepts any non-empty credentials unless started with --client-secret.
         client_secret, refresh_token, client_id = "simulator", "simulator", "simulator"
@@ -296,14 +274,27 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             data_dir=str(settings.data_dir),
             watchlist=settings.watchlist_spec,
             now=settings.now_override.isoformat() if settings.now_override else None,
+            min_free_mb=settings.min_free_mb,
         ),
         "tastytrade": TastytradeResource(
             base_url=settings.tastytrade_api_url,
             client_secret=client_secret,
             refresh_token=refresh_token,
             client_id=client_id,
-            accept_version=os.environ.get("TASTYTRADE_ACCEPT_VERSION") or None,
+            accept_version=settings.accept_version,
         ),
         "yahoo": YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=settings.yahoo_rate),
         "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """This code location's resources and executor, from the environment (``Settings.from_env``).
+
+    Runs execute in process: the steps of one run are sequential by data flow anyway, and a
+    process per step cost 2-7 s and ~260 MiB each (20-36 s of every run, whatever it fetched).
+    Each asset is still its own step, so the UI shows per-asset status, logs and checks, and
+    run retries (dagster.yaml) still re-launch a run whose process died.
+    """
+    return dg.Definitions(resources=build_resources(Settings.from_env()), executor=dg.in_process_executor)

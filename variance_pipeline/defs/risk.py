@@ -16,14 +16,12 @@ import numpy as np
 import pandas as pd
 
 from variance_pipeline.calendar import session_close
-from variance_pipeline.defs.common import ASSET_COMMON, land_validated, raw_lander
-from variance_pipeline.defs.metadata import landed, nothing_landed, preview, validation_check
+from variance_pipeline.defs.common import ASSET_COMMON, land_validated
+from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, nothing_landed, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
-from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
-from variance_pipeline.defs.snapshots import snapshot_window
-from variance_pipeline.lake import Lake
-from variance_pipeline.sources.http import RequestStats, SourceError
-from variance_pipeline.sources.tastytrade_frames import TastytradeDataError
+from variance_pipeline.defs.resources import PipelineResource
+from variance_pipeline.defs.snapshot_assets import SnapshotCall, SnapshotRows, snapshot_asset
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.sources.tastytrade_reference import risk_free_rate_rows
 from variance_pipeline.transforms.position_greeks import position_greeks as price_positions
 from variance_pipeline.transforms.position_greeks import put_call_parity_gaps
@@ -33,52 +31,24 @@ from variance_pipeline.schemas.risk import POSITION_GREEKS, RISK_FREE_RATE
 PARITY_TOLERANCE = 1e-8  # relative to the strike: rounding, never a model error
 
 
-@dg.asset(
-    deps=["positions"],  # after the login: a rejected refresh token stops the run before anything else is asked
-    group_name="extract",
-    kinds={"python", "parquet"},
-    description="Tastytrade's public risk-free rate (GET /margin-requirements-public-configuration, no "
-    "auth; a fraction), the rate of the model Greeks. A snapshot: current session only.",
-    check_specs=[dg.AssetCheckSpec("risk_free_rate_schema", asset="risk_free_rate")],
-    **ASSET_COMMON,
+def _risk_free_rate(call: SnapshotCall) -> SnapshotRows:
+    data = call.client.margin_configuration(on_raw=call.on_raw)
+    rows = risk_free_rate_rows(data, as_of_date=call.session, fetched_at=call.fetched_at)
+    return SnapshotRows({"risk_free_rate": rows}, {"risk_free_rate": {"risk_free_rate": float(rows[0]["risk_free_rate"])}})
+
+
+# Not fatal for the evening: candles, volatility and the warehouse still load; the options are
+# listed as unpriced ("no risk_free_rate") and the failing check says until when to re-run.
+risk_free_rate = snapshot_asset(
+    name="risk_free_rate",
+    datasets=[RISK_FREE_RATE],
+    fetch=_risk_free_rate,
+    fatal=False,
+    descriptions={
+        "risk_free_rate": "Tastytrade's public risk-free rate (GET /margin-requirements-public-configuration, "
+        "no auth; a fraction), the rate of the model Greeks. A snapshot: current session only.",
+    },
 )
-def risk_free_rate(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, tastytrade: TastytradeResource
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    window = snapshot_window(context, pipeline, "risk_free_rate")
-    if window.session is None:
-        yield from nothing_landed(window.reason, [("risk_free_rate_schema", "risk_free_rate")])
-        return
-    stats = RequestStats()
-    lake = pipeline.lake
-    try:
-        with tastytrade.client(stats) as client:
-            data = client.margin_configuration(on_raw=raw_lander(lake, "risk_free_rate", window.session))
-        frame = RISK_FREE_RATE.frame(risk_free_rate_rows(data, as_of_date=window.session, fetched_at=window.fetched_at))
-    except (SourceError, TastytradeDataError) as exc:
-        # Not fatal for the evening: candles, volatility and the warehouse still load; the options
-        # are listed as unpriced ("no risk_free_rate") and this check says until when to re-run.
-        message = str(window.failure("risk_free_rate", exc, stats).description)
-        context.log.error(message)
-        yield dg.MaterializeResult(metadata={"landed": False, "reason": message, **stats.as_metadata()})
-        yield dg.AssetCheckResult(
-            check_name="risk_free_rate_schema",
-            asset_key="risk_free_rate",
-            passed=False,
-            metadata={"error": dg.MetadataValue.text(message)},
-            description=message,
-        )
-        return
-    outcome = validate_frame(RISK_FREE_RATE, frame)
-    yield dg.MaterializeResult(
-        metadata={
-            **land_validated(lake, "risk_free_rate", window.session, outcome),
-            "landed": True,
-            "risk_free_rate": float(frame["risk_free_rate"].iloc[0]),
-            **stats.as_metadata(),
-        }
-    )
-    yield validation_check("risk_free_rate_schema", outcome, "risk_free_rate")
 
 
 def _read(lake: Lake, dataset: str, day: date) -> pd.DataFrame | None:
@@ -114,6 +84,7 @@ def _price_session(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame, l
 
 @dg.asset(
     deps=["positions", "iv_term_structure", "market_metrics", "candles", "risk_free_rate"],
+    metadata={"dagster/column_schema": column_schema(POSITION_GREEKS)},
     group_name="transform",
     kinds={"python", "parquet"},
     description="Model price and Greeks of every position of each landed positions snapshot: Black-Scholes-"
@@ -123,7 +94,7 @@ def _price_session(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame, l
     "risk-free rate. Per share and per position (times quantity and multiplier), plus beta-weighted "
     "delta in SPY shares. Positions that cannot be priced honestly are listed with the reason.",
     check_specs=[
-        dg.AssetCheckSpec("position_greeks_schema", asset="position_greeks", description="no NaN Greek, sane ranges"),
+        schema_check_spec(POSITION_GREEKS, description="no NaN Greek, sane ranges"),
         dg.AssetCheckSpec(
             "options_priced_or_explained",
             asset="position_greeks",
@@ -142,7 +113,7 @@ def position_greeks(
     days = [day for day in run_sessions(context) if lake.has_partition("positions", day)]
     if not days:
         reason = "no positions snapshot landed for this run's sessions (snapshots cannot look back)"
-        checks = ("position_greeks_schema", "options_priced_or_explained", "put_call_parity")
+        checks = (POSITION_GREEKS.check_name, "options_priced_or_explained", "put_call_parity")
         yield from nothing_landed(reason, [(check, "position_greeks") for check in checks])
         return
     priced_all, unpriced_all, outcomes, metadata = [], [], [], {}
@@ -174,7 +145,7 @@ def position_greeks(
         }
     )
     worst = max(outcomes, key=lambda o: len(o.quarantined))
-    yield validation_check("position_greeks_schema", worst, "position_greeks")
+    yield validation_check(worst)
     yield dg.AssetCheckResult(
         check_name="options_priced_or_explained",
         asset_key="position_greeks",

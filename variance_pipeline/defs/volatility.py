@@ -7,7 +7,7 @@ import dagster as dg
 from variance_pipeline.calendar import sessions_back, sessions_in_range
 from variance_pipeline.candles.store import read_lookback
 from variance_pipeline.defs.common import ASSET_COMMON, universe_symbols
-from variance_pipeline.defs.metadata import landed, path_value, preview, validation_check
+from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource
 from variance_pipeline.transforms.volatility import compute_realized_volatility
@@ -18,16 +18,17 @@ from variance_pipeline.schemas.validate import validate_frame
 
 @dg.asset(
     deps=["candles", "universe"],
+    metadata={"dagster/column_schema": column_schema(REALIZED_VOLATILITY)},
     group_name="transform",
     kinds={"python", "numpy", "parquet"},
     description="Realised volatility per underlying and session from the cached candles: close-to-close "
     "HV20/30/90/252 (NULL until n returns exist) and 20-session range estimators, as fractions.",
     check_specs=[
-        dg.AssetCheckSpec(
-            "realized_volatility_schema",
-            asset="realized_volatility",
+        schema_check_spec(
+            REALIZED_VOLATILITY,
             blocking=True,
-            description="pandera RealizedVolatilitySchema; blocking: wrong volatility never reaches the warehouse",
+            description="the realized_volatility declaration (pandera); blocking: wrong volatility never reaches "
+            "the warehouse",
         )
     ],
     **ASSET_COMMON,
@@ -71,4 +72,4 @@ def realized_volatility(
             "preview": preview(latest),
         }
     )
-    yield validation_check("realized_volatility_schema", outcome, "realized_volatility")
+    yield validation_check(outcome)

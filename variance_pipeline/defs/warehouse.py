@@ -1,18 +1,18 @@
 """The ``warehouse`` asset: the run's sessions from the lake into DuckDB, plus the vol chart."""
 
-import base64
 from datetime import date
 
 import dagster as dg
 import duckdb
 from pydantic import Field
 
-from variance_pipeline.defs.charts import render_risk_chart, render_vol_chart, render_vrp_chart
+from variance_pipeline.reports.charts import render_risk_chart, render_vol_chart, render_vrp_chart
 from variance_pipeline.defs.common import ASSET_COMMON, run_universe
-from variance_pipeline.defs.metadata import path_value, preview
+from variance_pipeline.defs.metadata import path_value, picture, preview
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
-from variance_pipeline.lake import Lake, is_disk_full
+from variance_pipeline.lake.layout import Lake
+from variance_pipeline.lake.atomic import is_disk_full
 from variance_pipeline.warehouse.load import load_sessions
 
 
@@ -30,15 +30,11 @@ def _draw_charts(con: duckdb.DuckDBPyConnection, lake: Lake, sessions: list[date
     fallback = watched.loc[watched["source"] != "held", "symbol"].tolist()
     vol = render_vol_chart(con, lake.reports_dir, sessions[-1], fallback_symbols=fallback)
     vrp = render_vrp_chart(con, lake.reports_dir, sessions[-1], fallback_symbols=fallback)
-    metadata: dict[str, dg.MetadataValue] = {**vol.metadata(), **vrp.metadata()}
+    metadata = {**picture("vol_chart", vol.path, vol.png, vol.caption), **picture("vrp_chart", vrp.path, vrp.png, vrp.caption)}
     drawn = render_risk_chart(con, lake.reports_dir)
     if drawn is not None:
         path, png = drawn
-        metadata["risk_chart_path"] = path_value(path)
-        metadata["risk_chart"] = dg.MetadataValue.md(
-            "Beta-weighted delta and theta per underlying (all accounts)\n\n"
-            f"![risk](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-        )
+        metadata.update(picture("risk_chart", path, png, "Beta-weighted delta and theta per underlying (all accounts)"))
     return metadata
 
 

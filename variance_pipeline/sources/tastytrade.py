@@ -432,3 +432,30 @@ class TastytradeClient:
         if on_raw is not None:
             on_raw(RawResponse(f"earnings_{_file_safe(symbol)}.json", body))
         return tuple(_envelope_items(payload, path))
+
+
+@dataclass(frozen=True)
+class PositionsFetch:
+    """Position items of every open account, and those listed under an account not theirs."""
+
+    items: list[dict]
+    misfiled: list[str]  # "SYMBOL (account-number X, listed under Y)"
+
+
+def fetch_positions(client: TastytradeClient, on_raw: RawCallback) -> PositionsFetch:
+    """Every position of every open account; ``on_raw`` gets each response (page) as it arrives.
+
+    An item whose ``account-number`` is not the account it was listed under is not that account's
+    position: it is left out (and reported) rather than counted twice or under the wrong account.
+    """
+    items: list[dict] = []
+    misfiled: list[str] = []
+    for account in client.accounts(on_raw=on_raw).items:
+        number = str(account["account-number"])
+        for item in client.positions(number, on_raw=on_raw).items:
+            owner = item.get("account-number")
+            if owner not in (None, "") and str(owner) != number:
+                misfiled.append(f"{item.get('symbol')!r} (account-number {owner}, listed under {number})")
+            else:
+                items.append(item)
+    return PositionsFetch(items, misfiled)

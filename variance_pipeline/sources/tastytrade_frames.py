@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from variance_pipeline.sources.symbology import root_symbol
+from variance_pipeline.instruments.symbology import root_symbol
 
 
 class TastytradeDataError(ValueError):

@@ -48,7 +48,7 @@ import pandas as pd
 
 from variance_pipeline.transforms import option_models as om
 from variance_pipeline.schemas.risk import POSITION_GREEKS
-from variance_pipeline.transforms.option_symbols import parse_option_symbols
+from variance_pipeline.instruments.option_symbols import parse_option_symbols
 from variance_pipeline.transforms.term_structure import NEW_YORK, implied_vol_at, node_years, years_between
 
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.settings import ConfigurationError, Settings
 from variance_pipeline.warehouse.load import rebuild
 

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import duckdb
 
-from variance_pipeline.lake import format_mb, free_bytes, is_disk_full
+from variance_pipeline.lake.atomic import format_mb, free_bytes, is_disk_full
 
 # duckdb 2.0 writes storage version 69 by default, which the DuckDB CLI on PyPI (1.5.x) cannot
 # read; asking for the 1.5 format keeps the file open-able by both (see docs/reference/dagster-notes.md).

@@ -21,7 +21,7 @@ import duckdb
 
 from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
 from variance_pipeline.schemas.registry import DATASETS
-from variance_pipeline.lake import Lake
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.vol_history import (
     DEFAULT_MIN_RANK_SESSIONS,
     create_vol_history_views,

@@ -11,7 +11,6 @@ shown in the Dagster UI as a path plus an inline markdown image.
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 from dataclasses import dataclass
@@ -19,14 +18,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import matplotlib.dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from variance_pipeline.lake import write_bytes_atomic
+from variance_pipeline.lake.atomic import write_bytes_atomic
 
 TOP_N = 6
 WINDOW_DAYS = 365
@@ -44,16 +42,9 @@ class VolChart:
     basis: str  # "positions" (most held) or "watchlist" (no positions yet)
     session: date | None
 
-    def metadata(self) -> dict[str, dg.MetadataValue]:
-        """What the warehouse asset attaches: the file, and the picture inline for the UI."""
-        encoded = base64.b64encode(self.png).decode("ascii")
-        caption = ", ".join(self.symbols) or "no data yet"
-        return {
-            "vol_chart_path": dg.MetadataValue.path(str(self.path)),
-            "vol_chart": dg.MetadataValue.md(
-                f"IV vs HV20/HV252, last year, {self.basis}: {caption}\n\n![chart](data:image/png;base64,{encoded})"
-            ),
-        }
+    @property
+    def caption(self) -> str:
+        return f"IV vs HV20/HV252, last year, {self.basis}: {', '.join(self.symbols) or 'no data yet'}"
 
 
 def chart_symbols(
@@ -210,16 +201,12 @@ class VrpChart:
     session: date | None
     complete_rows: int  # vrp rows of the drawn symbols with a complete 21-session window
 
-    def metadata(self) -> dict[str, dg.MetadataValue]:
-        encoded = base64.b64encode(self.png).decode("ascii")
-        caption = ", ".join(self.symbols) or "no data yet"
-        return {
-            "vrp_chart_path": dg.MetadataValue.path(str(self.path)),
-            "vrp_chart": dg.MetadataValue.md(
-                f"VRP history: iv30 vs the next 21 sessions' realised volatility, {self.basis}: {caption} "
-                f"({self.complete_rows} complete windows)\n\n![vrp](data:image/png;base64,{encoded})"
-            ),
-        }
+    @property
+    def caption(self) -> str:
+        return (
+            f"VRP history: iv30 vs the next 21 sessions' realised volatility, {self.basis}: "
+            f"{', '.join(self.symbols) or 'no data yet'} ({self.complete_rows} complete windows)"
+        )
 
 
 def _vrp_series(con: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: date, end: date) -> pd.DataFrame:

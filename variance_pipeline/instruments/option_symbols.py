@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from variance_pipeline.sources.symbology import root_symbol as _root_symbol
+from variance_pipeline.instruments.symbology import root_symbol as _root_symbol
 
 OPTION_INSTRUMENT_TYPES = frozenset({"Equity Option", "Future Option"})
 

@@ -1,0 +1,1 @@
+"""Landing: atomic files, the data layout (raw, lake, quarantine, state), per-symbol state."""

@@ -1,0 +1,1 @@
+"""What people read, drawn from the warehouse only: charts (and the evening report)."""
