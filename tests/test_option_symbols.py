@@ -26,8 +26,16 @@ GOOD = [
      OptionSymbol("/ZNH6", "/ZN", "C", 111.5, date(2026, 1, 23), "future_option")),
     ("./6EH6 EUUG6 260206C1.185", "Future Option",
      OptionSymbol("/6EH6", "/6E", "C", 1.185, date(2026, 2, 6), "future_option")),
-    ("./CLG26 LOG26 260115C70", "Future Option",
-     OptionSymbol("/CLG26", "/CL", "C", 70.0, date(2026, 1, 15), "future_option")),
+    # Fixed width (issue #19): the future padded to 5, the product to 6, read by position. Micro
+    # futures fill both fields, so there is no space between them.
+    ("./MESM6EX3H6 260320P6450", "Future Option",
+     OptionSymbol("/MESM6", "/MES", "P", 6450.0, date(2026, 3, 20), "future_option")),
+    ("./MCLJ6MCOJ6 260317C84", "Future Option",
+     OptionSymbol("/MCLJ6", "/MCL", "C", 84.0, date(2026, 3, 17), "future_option")),
+    ("./GCJ6 OGJ6  260326C5740", "Future Option",
+     OptionSymbol("/GCJ6", "/GC", "C", 5740.0, date(2026, 3, 26), "future_option")),
+    ("./ESU3 EW4N3 230728C3990", "Future Option",  # the recorded /ES chain
+     OptionSymbol("/ESU3", "/ES", "C", 3990.0, date(2023, 7, 28), "future_option")),
 ]
 
 NOT_OPTIONS = [("AAPL", "Equity"), ("BRK/B", "Equity"), ("/ESZ5", "Future"), ("/ZNH6", "Future"), ("BTC/USD", "Cryptocurrency")]
@@ -43,6 +51,8 @@ MALFORMED = [
     "./ZNH6 OZNG6 26012P111",  # 5-digit date
     "./ZN OZNG6 260123P111",  # the underlying is a root, not a contract
     "./ZNH6 OZNG6 260123P111.",  # dangling decimal point
+    "./CLG26 LOG26 260115C70",  # not fixed width: the product field starts with a space
+    "./ZNH6  OZNG6 260123P111",  # the future padded to 6, not 5
 ]
 
 
@@ -107,3 +117,16 @@ def test_vectorised_parse_raises_or_coerces_malformed_rows():
     assert pd.isna(out.loc[1, "strike"]) and out.loc[1, "expiration_date"] is None
     with pytest.raises(ValueError, match="errors must be"):
         parse_option_symbols(symbols, errors="ignore")
+
+
+def test_a_micro_future_option_is_never_read_up_to_the_first_space() -> None:
+    """The bug fixed-width symbols exposed: split on the first space, './MESM6EX3H6 260320P6450'
+    gave the root '/MESM6EX3' (a Yahoo 404 and a metrics request for a symbol that is not one)."""
+    from variance_pipeline.instruments.symbology import root_symbol
+
+    assert root_symbol("./MESM6EX3H6 260320P6450", "Future Option", "/MESM6") == "/MES"
+    assert root_symbol("./MESM6EX3H6 260320P6450", "Future Option", None) == "/MES"
+    assert root_symbol("./MCLJ6MCOJ6 260317C84", "Future Option", "/MCLJ6") == "/MCL"
+    frame = parse_option_symbols(pd.Series(["./MESM6EX3H6 260320P6450", "./GCJ6 OGJ6  260326C5740"]))
+    assert frame["root_symbol"].tolist() == ["/MES", "/GC"]
+    assert frame["underlying_symbol"].tolist() == ["/MESM6", "/GCJ6"]

@@ -239,3 +239,16 @@ def test_term_structure_schema_rejects_out_of_range_and_duplicates() -> None:
     assert len(outcome.quarantined) == 2
     doubled = pd.concat([term, term.iloc[:1]], ignore_index=True)
     assert "multiple_fields_uniqueness" in failed_checks(validate_frame(IV_TERM_STRUCTURE, doubled))
+
+
+def test_a_micro_future_option_position_is_held_under_its_root() -> None:
+    """Fixed-width symbology (issue #19): the root comes from underlying-symbol (/MESM6 -> /MES),
+    never from the symbol up to its first space (which gave /MESM6EX3 and a Yahoo 404)."""
+    micro = future_option(**{
+        "symbol": "./MESM6EX3H6 260320P6450", "underlying-symbol": "/MESM6", "multiplier": "5",
+        "streamer-symbol": "./EX3H26P6450:XCME", "expires-at": "2026-03-20T20:00:00Z",
+    })
+    frame = positions_frame([micro], as_of_date=AS_OF, fetched_at=FETCHED_AT)
+    assert frame.loc[0, "root_symbol"] == "/MES" and frame.loc[0, "underlying_symbol"] == "/MESM6"
+    assert held_underlyings(frame) == ["/MES"]
+    assert validate_frame(POSITIONS, frame).ok

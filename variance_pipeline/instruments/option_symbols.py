@@ -7,10 +7,14 @@ Two shapes reach the pipeline (``docs/reference/api-facts.md``, Symbology):
   2024-01-15; ``RIVN  230609P00014000`` the RIVN 14 put of 2023-06-09. The underlying is the OCC
   root (``SPXW`` stays ``SPXW``: the position's ``underlying-symbol`` says it is SPX, not this
   parser; nothing here guesses an underlying from a name).
-* Tastytrade future options: ``./ZNH6 OZNG6 260123P111`` = the option on the future ``/ZNH6``
-  (option product ``OZNG6``), expiring 2026-01-23, put, strike 111. The strike is written as it is
-  quoted and may have decimals (``111.5``, ``0.6850``). The underlying is the future ``/ZNH6``; the
-  root (``/ZN``) is what market metrics and candles are keyed by.
+* Tastytrade future options, fixed width: ``./``, the future contract padded to 5, the option
+  product padded to 6, then ``YYMMDD``, ``C``/``P`` and the strike as quoted (decimals allowed:
+  ``111.5``, ``0.6850``). ``./ZNH6 OZNG6 260123P111`` is the option on ``/ZNH6`` (product
+  ``OZNG6``), expiring 2026-01-23, put, strike 111; ``./MESM6EX3H6 260320P6450`` the 6450 put on
+  ``/MESM6`` (product ``EX3H6``: no space between the fields when they fill their width);
+  ``./GCJ6 OGJ6  260326C5740`` the 5740 call on ``/GCJ6``. The fields are read by position, never
+  by splitting on spaces. The underlying is the future (``/MESM6``); the root (``/MES``) is what
+  market metrics and candles are keyed by.
 
 Symbols of other instruments (``AAPL``, ``BRK/B``, ``/ESZ5``, ``BTC/USD``) are not options: they
 parse to None. A symbol that is meant to be an option (its instrument type says so, or it has the
@@ -33,13 +37,23 @@ OPTION_INSTRUMENT_TYPES = frozenset({"Equity Option", "Future Option"})
 
 # Root 1-6 characters then padding (tolerating none, like symbology._OCC), YYMMDD, C/P, 8 digits.
 OCC_PATTERN = r"^(?P<root>[A-Z0-9]{1,6}) *(?P<yymmdd>\d{6})(?P<type>[CP])(?P<strike>\d{8})$"
-# ./<future contract> <option product+month> YYMMDD C/P strike
+# ./ then the future contract in 5 characters and the option product in 6 (each left-aligned,
+# padded with spaces), then YYMMDD, C/P and the strike; the future must be a dated contract.
+
+
+def _field(width: int) -> str:
+    """A left-aligned field of ``width`` characters: n symbol characters, then spaces."""
+    return "|".join(f"[A-Z0-9]{{{n}}}{' ' * (width - n)}" for n in range(width, 0, -1))
+
+
 FUTURE_OPTION_PATTERN = (
-    r"^\./(?P<future>[A-Z0-9]+?[FGHJKMNQUVXZ]\d{1,2}) +(?P<product>[A-Z0-9]+) +"
+    rf"^\./(?P<future>{_field(5)})(?P<product>{_field(6)})"
     r"(?P<yymmdd>\d{6})(?P<type>[CP])(?P<strike>\d+(?:\.\d+)?)$"
 )
+FUTURE_CONTRACT_PATTERN = r"[A-Z0-9]+?[FGHJKMNQUVXZ]\d{1,2}"
 _OCC = re.compile(OCC_PATTERN)
 _FUTURE_OPTION = re.compile(FUTURE_OPTION_PATTERN)
+_FUTURE_CONTRACT = re.compile(FUTURE_CONTRACT_PATTERN)
 _LOOKS_LIKE_OPTION = re.compile(r"^\./|\s|\d{6}[CP]\d")
 
 COLUMNS = ("underlying_symbol", "root_symbol", "option_type", "strike", "expiration_date", "symbol_style")
@@ -89,8 +103,8 @@ def parse_option_symbol(symbol: str, instrument_type: str | None = None) -> Opti
             )
     if instrument_type in (None, "Future Option"):
         fop = _FUTURE_OPTION.match(text)
-        if fop:
-            future = "/" + fop["future"]
+        if fop and _FUTURE_CONTRACT.fullmatch(fop["future"].rstrip()):
+            future = "/" + fop["future"].rstrip()
             return OptionSymbol(
                 future, _root_symbol(future, "Future", None), fop["type"], float(fop["strike"]),
                 _expiration(fop["yymmdd"], symbol), "future_option",
@@ -98,7 +112,7 @@ def parse_option_symbol(symbol: str, instrument_type: str | None = None) -> Opti
     kind = instrument_type or "option"
     raise ValueError(
         f"malformed {kind} symbol {symbol!r}: expected an OCC symbol like 'SPY   240115C00450000' "
-        f"or a future option like './ZNH6 OZNG6 260123P111'"
+        f"or a fixed-width future option like './MESM6EX3H6 260320P6450'"
     )
 
 
@@ -127,10 +141,11 @@ def parse_option_symbols(
     occ = text.str.extract(OCC_PATTERN)
     fop = text.str.extract(FUTURE_OPTION_PATTERN)
     is_occ = attempt & allow_occ & occ["root"].notna()
-    is_fop = attempt & allow_fop & ~is_occ & fop["future"].notna()
+    contract = fop["future"].str.rstrip()
+    is_fop = attempt & allow_fop & ~is_occ & contract.str.fullmatch(FUTURE_CONTRACT_PATTERN).fillna(False).astype(bool)
 
     out = pd.DataFrame(index=raw.index)
-    future = "/" + fop["future"]
+    future = "/" + contract
     out["underlying_symbol"] = occ["root"].where(is_occ, future.where(is_fop))
     roots = future[is_fop].map(lambda f: _root_symbol(f, "Future", None))
     out["root_symbol"] = occ["root"].where(is_occ, roots.reindex(raw.index))

@@ -30,8 +30,11 @@ _MAX_SYMBOL_LENGTH = 24
 
 
 def _future_root(symbol: str) -> str | None:
-    """``/ZNH6`` -> ``/ZN``; ``./ZNH6 OZNG6 260123P111`` -> ``/ZN``; ``/ZN`` -> ``/ZN``."""
-    contract = symbol.strip().removeprefix(".").split(" ", 1)[0]
+    """``/ZNH6`` -> ``/ZN``; ``/MESM6`` -> ``/MES``; ``/ZN`` -> ``/ZN``; a future option's own
+    future (``./MESM6EX3H6 260320P6450`` -> ``/MES``), read by position: the contract fills the
+    5 characters after ``./`` (fixed width), never up to the first space."""
+    text = symbol.strip()
+    contract = "/" + text[2:7].rstrip() if text.startswith("./") else text
     dated = _FUTURE_CONTRACT.match(contract)
     if dated:
         return dated.group(1)
@@ -52,7 +55,9 @@ def root_symbol(symbol: str, instrument_type: str, underlying_symbol: str | None
     silently join the position to the wrong volatility.
     """
     if instrument_type in FUTURE_TYPES:
-        for candidate in (symbol, underlying_symbol):
+        # A future option's underlying-symbol is its own future (/MESM6): the API's word first.
+        candidates = (underlying_symbol, symbol) if instrument_type == "Future Option" else (symbol, underlying_symbol)
+        for candidate in candidates:
             if candidate:
                 root = _future_root(candidate)
                 if root is not None:
