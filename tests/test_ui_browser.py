@@ -121,7 +121,7 @@ def graphql(url: str, query: str, variables: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``dagster dev`` on a fresh DAGSTER_HOME against a simulator with a fixed clock."""
+    """``dg dev`` (as ``make dev`` runs it) on a fresh DAGSTER_HOME against a simulator with a fixed clock."""
     if reason := browser_missing():
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("ui")
@@ -142,8 +142,9 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         }
         for variable in ("TASTYTRADE_API_URL", "YAHOO_CHART_URL"):
             env.pop(variable, None)
-        dagster = str(Path(sys.executable).with_name("dagster"))
-        command = [dagster, "dev", "-m", "variance_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)]
+        env["VIRTUAL_ENV"] = sys.prefix
+        dg_cli = str(Path(sys.executable).with_name("dg"))
+        command = [dg_cli, "dev", "--target-path", str(PROJECT), "--host", "127.0.0.1", "--port", str(port)]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-c", EXEC_WITH_DEFAULT_SIGNALS, *command],
@@ -263,7 +264,7 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
     schedules = graphql(
         url,
         '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", '
-        'repositoryLocationName: "variance_pipeline.definitions"}) { ... on Schedules { results { name } } } }',
+        'repositoryLocationName: "variance_pipeline"}) { ... on Schedules { results { name } } } }',
     )["schedulesOrError"]["results"]
     assert "eod_schedule" in [s["name"] for s in schedules]
 
@@ -293,18 +294,25 @@ def test_make_dev_starts_both_and_ctrl_c_stops_everything(tmp_path: Path) -> Non
         schedules = graphql(
             url,
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", '
-            'repositoryLocationName: "variance_pipeline.definitions"}) { ... on Schedules { results { name } } } }',
+            'repositoryLocationName: "variance_pipeline"}) { ... on Schedules { results { name } } } }',
         )["schedulesOrError"]["results"]
         assert [s["name"] for s in schedules] == ["eod_schedule"]
         deadline = time.monotonic() + 10
         while f"Dagster UI on {url}" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert f"Dagster UI on {url}" in log.read_text()
+        # No warning of the project's making on start: the location name matches its [tool.dg]
+        # name, dg dev (not the superseded dagster dev) runs in its own venv, and no dagster.yaml
+        # sits in the folder the code server starts in.
+        started = log.read_text()
+        for warning in ("does not match the name", "SupersessionWarning", "Found a dagster instance configuration",
+                        "virtual environment does not match"):
+            assert warning not in started, started[-3000:]
 
         def tree() -> list[str]:
             """Every process whose command line names one of this test's ports or folders."""
             lines = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines()
-            marks = (str(tmp_path), f"--port {sim_port}", f"-p {ui_port}")
+            marks = (str(tmp_path), f"--port {sim_port}", f"--port {ui_port}", f"-p {ui_port}")
             return [line for line in lines if any(m in line for m in marks) and "ps -eo" not in line]
 
         assert len(tree()) >= 4, tree()  # dev.py, the simulator, dagster dev and its services
