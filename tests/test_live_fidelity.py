@@ -44,6 +44,8 @@ from variance_pipeline.sources.yahoo import (
 )
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS, IV_TERM_STRUCTURE
 from variance_pipeline.schemas.positions import POSITIONS
+from variance_pipeline.schemas.validate import validate_frame
+from variance_pipeline.transforms.position_greeks import position_greeks
 
 from support import RECORDED, market_metrics_frames, positions_frame  # noqa: E402
 
@@ -196,10 +198,10 @@ def test_simulator_stamps_the_closed_sessions_last_bar_at_the_close_plus_one_sec
         ("RVX", "^RVX"),
         ("OEX", "^OEX"),
         ("XEO", "^OEX"),
-        # Deliberately unmapped: a scaled index under a full-size ticker would be 10-100 x wrong.
-        ("DJX", "DJX"),
-        ("MRUT", "MRUT"),
-        ("XND", "XND"),
+        # Scaled indices map to their own tickers (issue #19): ^DJI would be 100 x DJX.
+        ("DJX", "^DJX"),
+        ("MRUT", "^MRUT"),
+        ("XND", "^XND"),
     ],
 )
 def test_index_tickers(symbol: str, expected: str) -> None:
@@ -208,7 +210,8 @@ def test_index_tickers(symbol: str, expected: str) -> None:
 
 def test_every_index_entry_is_tested() -> None:
     assert set(INDEX_TICKERS) == {
-        "SPX", "SPXW", "XSP", "NDX", "NDXP", "RUT", "RUTW", "VIX", "VIX9D", "VVIX", "VXN", "RVX", "OEX", "XEO"
+        "SPX", "SPXW", "XSP", "NDX", "NDXP", "RUT", "RUTW", "VIX", "VIX9D", "VVIX", "VXN", "RVX", "OEX", "XEO",
+        "DJX", "MRUT", "XND",
     }
 
 
@@ -267,16 +270,48 @@ def test_absent_metric_text_stays_missing() -> None:
 # --- 4. borrow rate is a percent -----------------------------------------------------------
 
 
-def test_borrow_rate_percent_is_stored_as_a_fraction_and_range_checked() -> None:
+def test_borrow_rate_percent_is_stored_as_a_fraction() -> None:
     metrics, _ = market_metrics_frames([{"symbol": "HTB", "borrow-rate": "24.5013"}], **STAMP)
     assert metrics["borrow_rate"].item() == pytest.approx(0.245013)
     MARKET_METRICS.pandera.validate(metrics)
-    leaked = metrics.assign(borrow_rate=24.5013)  # the percent stored unscaled
+    negative = metrics.assign(borrow_rate=-0.01)
     with pytest.raises(Exception, match="borrow_rate"):
-        MARKET_METRICS.pandera.validate(leaked)
+        MARKET_METRICS.pandera.validate(negative)
     recorded = json.loads((RECORDED / "tastytrade" / "market_metrics.json").read_text())["data"]["items"]
     frame, _ = market_metrics_frames(recorded, **STAMP)
     assert frame["borrow_rate"].tolist() == [0.0, 0.0]
+
+
+def test_a_borrow_rate_above_500_percent_keeps_the_metrics_row() -> None:
+    """Issue #19: hard-to-borrow names are lent at 500 %+ a year; the [0, 5] bound quarantined
+    the whole row (IV, ranks, beta, earnings) for a borrow rate that was simply real. The unit is
+    fixed by field when parsing (percent / 100), so no upper bound is needed to catch a slip."""
+    item = {"symbol": "HTB", "borrow-rate": "734.5", "implied-volatility-index": "1.42",
+            "implied-volatility-index-rank": "0.61", "earnings": {"expected-report-date": "2025-12-04"}}
+    metrics, _ = market_metrics_frames([item], **STAMP)
+    outcome = validate_frame(MARKET_METRICS, metrics)
+    assert outcome.ok and len(outcome.valid) == 1
+    row = outcome.valid.iloc[0]
+    assert row["borrow_rate"] == pytest.approx(7.345) and row["implied_volatility"] == pytest.approx(1.42)
+
+
+def test_a_fractional_multiplier_is_accepted_and_priced() -> None:
+    """Issue #19: /MBT and /MET options have a multiplier of 0.1 (the SDK types it a decimal); an
+    integer-only parse failed the whole positions snapshot, and the Greeks truncated it to 0."""
+    mbt = {**POSITION, "symbol": "./MBTZ5MBTZ5 251226C100000", "instrument-type": "Future Option",
+           "underlying-symbol": "/MBTZ5", "multiplier": "0.1", "quantity": "2", "quantity-direction": "Short",
+           "expires-at": "2025-12-26T21:00:00Z"}
+    frame = positions_frame([mbt], **STAMP)
+    assert frame["multiplier"].item() == pytest.approx(0.1) and frame["root_symbol"].item() == "/MBT"
+    assert validate_frame(POSITIONS, frame).ok
+    term = pd.DataFrame({"symbol": ["/MBT"], "expiration_date": [date(2025, 12, 26)], "settlement_type": ["PM"],
+                         "implied_volatility": [0.55], "as_of_date": [STAMP["as_of_date"]]})
+    priced, unpriced = position_greeks(
+        frame, {"/MBTZ5": 98_000.0}, term, pd.DataFrame(columns=["symbol", "beta", "dividend_yield"]), 0.04, None,
+        STAMP["as_of_date"], session_close(STAMP["as_of_date"]),
+    )
+    assert unpriced.empty and priced["multiplier"].item() == pytest.approx(0.1)
+    assert priced["position_delta"].item() == pytest.approx(priced["delta"].item() * -2 * 0.1)
 
 
 def test_simulator_borrow_rate_is_a_realistic_percent() -> None:

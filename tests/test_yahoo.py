@@ -43,7 +43,7 @@ from variance_pipeline.sources.yahoo import (
         ("BRK/B", "BRK-B"),
         ("AAPL", "AAPL"),
         ("SPY", "SPY"),
-        ("DJX", "DJX"),
+        ("DJX", "^DJX"),
     ],
 )
 def test_yahoo_ticker(symbol: str, expected: str) -> None:

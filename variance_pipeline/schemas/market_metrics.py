@@ -2,8 +2,9 @@
 
 Every volatility, rank and percentile here is a fraction. The API mixes fractions and percents
 in one item, so a unit slip (a 21.87 where 0.2187 belongs) is the likeliest bug; bounding every
-such column to [0, 5] (500 % covers the wildest meme stock) catches it per row. The borrow rate
-arrives as a percent too ("24.5013") and is stored as a fraction, bounded the same way.
+volatility column to [0, 5] (500 % covers the wildest meme stock) catches it per row. The borrow
+rate arrives as a percent too ("24.5013") and is stored as a fraction, without an upper bound:
+a real hard-to-borrow rate can exceed 500 %.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ MARKET_METRICS = Dataset(
         Column("earnings_estimated", BOOLEAN, "true when the earnings date is the broker's estimate", True),
         Column("market_cap", FLOAT, "market capitalisation", True, "USD", (pda.Check.ge(0), FINITE)),
         Column("dividend_yield", FLOAT, "annual dividend yield", True, "fraction", (pda.Check.ge(0), FINITE)),
-        Column("borrow_rate", FLOAT, "stock borrow rate (sent as a percent)", True, "fraction", (fraction(), FINITE)),
+        # No upper bound: hard-to-borrow names are lent at 500 %+ a year, and a bound would
+        # quarantine their whole row (IV, ranks, earnings); the unit is fixed by field at parse.
+        Column("borrow_rate", FLOAT, "stock borrow rate (sent as a percent)", True, "fraction", (pda.Check.ge(0), FINITE)),
         Column("lendability", STRING, "Easy To Borrow, Locate Required, ...", True),
         Column("implied_volatility_updated_at", TIMESTAMP, "when the IV index was last computed", True, "UTC"),
         Column("fetched_at", TIMESTAMP, "when the snapshot was taken", unit="UTC"),

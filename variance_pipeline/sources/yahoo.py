@@ -61,14 +61,15 @@ DEFAULT_JITTER = 0.25
 #   VIX, VIX9D, VVIX, VXN, RVX  Cboe volatility indices -> ^VIX, ^VIX9D, ^VVIX, ^VXN, ^RVX
 #   OEX    S&P 100 (American-style options)          -> ^OEX
 #   XEO    European-style options on the S&P 100: the same index as OEX -> ^OEX
-# Deliberately absent (unmapped, so they show up as "unavailable" instead of wrong prices):
-#   DJX    1/100 of the Dow; Yahoo only has ^DJI, 100 x DJX.
-#   MRUT   Mini-Russell 2000, 1/10 of RUT; no Yahoo ticker for the mini index is known here, and
-#          ^RUT under MRUT would be 10 x too large.
-#   XND    Nasdaq-100 Micro (1/100 NDX), for the same reason.
-# Map any of them with an override (``yahoo_ticker(..., overrides)``) if wanted.
+#   DJX    Dow Jones Industrial Average / 100        -> ^DJX (Yahoo's own 1/100 index, not ^DJI)
+#   MRUT   Mini-Russell 2000 (1/10 of RUT)           -> ^MRUT
+#   XND    Nasdaq-100 Micro (1/100 of NDX)           -> ^XND
+# A scaled index under the full-size ticker would be 10-100 x wrong: each maps to its own.
 INDEX_TICKERS: Mapping[str, str] = {
-    **{name: f"^{name}" for name in ("SPX", "XSP", "NDX", "RUT", "VIX", "VIX9D", "VVIX", "VXN", "RVX", "OEX")},
+    **{
+        name: f"^{name}"
+        for name in ("SPX", "XSP", "NDX", "RUT", "VIX", "VIX9D", "VVIX", "VXN", "RVX", "OEX", "DJX", "MRUT", "XND")
+    },
     "SPXW": "^SPX",
     "NDXP": "^NDX",
     "RUTW": "^RUT",

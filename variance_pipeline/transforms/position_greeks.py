@@ -289,7 +289,6 @@ def position_greeks(
     )
     ok = np.equal(reason, None)
     priced = frame.loc[ok, list(PRICED_COLUMNS)].reset_index(drop=True)
-    priced["multiplier"] = priced["multiplier"].astype("int64")
     unpriced = frame.loc[~ok].assign(reason=reason[~ok])[list(UNPRICED_COLUMNS)].reset_index(drop=True)
     whole = unpriced["multiplier"].isna() | (unpriced["multiplier"] % 1 == 0)
     if whole.all():
