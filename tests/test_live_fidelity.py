@@ -45,6 +45,7 @@ from variance_pipeline.sources.yahoo import (
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS, IV_TERM_STRUCTURE
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.validate import validate_frame
+from variance_pipeline.schemas.universe import universe_frame
 from variance_pipeline.transforms.position_greeks import position_greeks
 
 from support import RECORDED, market_metrics_frames, positions_frame  # noqa: E402
@@ -560,3 +561,50 @@ def test_chart_fetch_hands_every_body_to_on_raw_with_a_safe_name() -> None:
     assert landed[0].body == fetched.raw
     assert json.loads(landed[1].body)["chart"]["error"]["code"] == "Not Found"
     assert landed[2].body == before_first.raw and before_first.note
+
+
+def _index_and_adjusted_book() -> pd.DataFrame:
+    spx = {**POSITION, "symbol": "SPX   260116P06500000", "instrument-type": "Equity Option",
+           "underlying-symbol": "SPX", "quantity": "1", "multiplier": 100,
+           "quantity-direction": "Short", "expires-at": "2026-01-16T14:30:00Z"}
+    adjusted = {**POSITION, "symbol": "AAPL1 260116C00250000", "instrument-type": "Equity Option",
+                "underlying-symbol": "AAPL", "quantity": "1", "multiplier": 100,
+                "quantity-direction": "Short", "expires-at": "2026-01-16T21:00:00Z"}
+    return positions_frame([spx, adjusted], **STAMP)
+
+
+def _price_index_book(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    day = STAMP["as_of_date"]
+    term = pd.DataFrame({"symbol": ["SPX", "AAPL"], "expiration_date": [date(2026, 1, 16)] * 2,
+                         "settlement_type": ["PM", "PM"], "implied_volatility": [0.16, 0.25], "as_of_date": [day, day]})
+    return position_greeks(_index_and_adjusted_book(), {"SPX": 6700.0, "AAPL": 270.0}, term, metrics, 0.04, 670.0,
+                           day, session_close(day))
+
+
+def test_an_index_without_a_dividend_yield_takes_its_etfs() -> None:
+    """Issue #19: SPX metrics often carry no dividend-yield; q = 0 skews an SPX option by about
+    1.4 deltas ATM at 45 days. The tracking ETF's yield (SPY's) of the same snapshot is used, and
+    the row says so."""
+    from vollib.black_scholes_merton.greeks.analytical import delta as bsm_delta
+
+    metrics = pd.DataFrame({"symbol": ["SPX", "SPY"], "beta": [1.0, 1.0], "dividend_yield": [float("nan"), 0.0121],
+                            "as_of_date": [STAMP["as_of_date"]] * 2})
+    priced, _ = _price_index_book(metrics)
+    spx = priced.set_index("symbol").loc["SPX   260116P06500000"]
+    assert spx["dividend_yield"] == pytest.approx(0.0121) and spx["dividend_yield_source"] == "proxy:SPY"
+    assert spx["delta"] == pytest.approx(
+        bsm_delta("p", 6700.0, 6500.0, spx["years_to_expiration"], 0.04, spx["implied_volatility"], 0.0121), abs=1e-9
+    )
+    assert universe_frame(STAMP["as_of_date"], {"SPX": 1}, [], STAMP["as_of_date"]).set_index("symbol")["source"].to_dict() == {
+        "SPX": "held", "SPY": "dividend_proxy",
+    }
+
+
+def test_an_adjusted_deliverable_is_never_priced_as_100_shares() -> None:
+    """Issue #19: AAPL1 (an OCC root = the underlying plus a digit) delivers something else after a
+    corporate action: unpriced with the reason, never priced on AAPL's close as 100 shares."""
+    metrics = pd.DataFrame({"symbol": ["SPX"], "beta": [1.0], "dividend_yield": [0.013], "as_of_date": [STAMP["as_of_date"]]})
+    priced, unpriced = _price_index_book(metrics)
+    assert "AAPL1 260116C00250000" not in set(priced["symbol"])
+    reason = unpriced.set_index("symbol").loc["AAPL1 260116C00250000", "reason"]
+    assert reason.startswith("adjusted deliverable: OCC root AAPL1 of AAPL")

@@ -76,6 +76,17 @@ def root_symbol(symbol: str, instrument_type: str, underlying_symbol: str | None
     return symbol.strip()
 
 
+# Cash-settled indices whose market metrics often carry no dividend yield, and the ETF that
+# tracks each (whose yield is the index's, near enough: the ETF passes the constituents'
+# dividends through). q = 0 instead skews an index option by about 1.4 deltas ATM at 45 days.
+DIVIDEND_PROXIES: dict[str, str] = {
+    "SPX": "SPY", "SPXW": "SPY", "XSP": "SPY",
+    "NDX": "QQQ", "NDXP": "QQQ", "XND": "QQQ",
+    "RUT": "IWM", "RUTW": "IWM", "MRUT": "IWM",
+    "DJX": "DIA", "OEX": "OEF", "XEO": "OEF",
+}
+
+
 def _shown(raw: str, limit: int = 40) -> str:
     """``repr`` of a user value, cut short so a 10,000-character input cannot flood a log."""
     text = repr(raw)

@@ -69,6 +69,10 @@ POSITION_GREEKS = Dataset(
         Column("iv_source", STRING, "exact, interpolated or extrapolated (term structure)", True, checks=(pda.Check.isin(IV_SOURCES),)),
         Column("risk_free_rate", FLOAT, "rate the model used", True, "fraction"),
         Column("dividend_yield", FLOAT, "continuous dividend yield the model used", True, "fraction", (pda.Check.ge(0),)),
+        Column(
+            "dividend_yield_source", STRING, "metrics (the root's own), proxy:<ETF> (an index's tracking ETF) or none",
+            nullable=True,
+        ),
         Column("model", STRING, "black_scholes_merton or black_76", True, checks=(pda.Check.isin(MODELS),)),
         _greek("price", "model value per unit", "USD per unit", pda.Check.ge(0)),
         _greek("delta", "per unit", "per 1 USD of the underlying", pda.Check.in_range(-1.0, 1.0)),

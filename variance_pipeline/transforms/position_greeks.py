@@ -25,7 +25,10 @@ Conventions (the contract's ``position_greeks`` table):
   ``/ZNH6``, the ``underlying-symbol``). When a future or future option's own contract has no
   close, the root's continuous close (``/ZN``, the front month) is used and
   ``underlying_price_source`` says ``root_continuous`` instead of ``close``.
-* Dividend yield: market metrics' ``dividend_yield`` (a fraction) of the root; missing means 0.
+* Dividend yield: market metrics' ``dividend_yield`` (a fraction) of the root; for an index whose
+  metrics carry none (SPX, NDX, RUT...), its tracking ETF's from the same snapshot
+  (``instruments.symbology.DIVIDEND_PROXIES``: SPY for SPX); else 0. ``dividend_yield_source``
+  says which: ``metrics``, ``proxy:SPY`` or ``none``.
   Black-76 rows have no dividend yield (NULL).
 * Only the snapshot of ``as_of_date`` is read: term-structure and metric rows carrying another
   ``as_of_date`` are ignored; IVs are matched on the position's root symbol exactly.
@@ -40,6 +43,7 @@ European models: American early exercise is ignored (see ``option_models``).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Callable, Mapping
 
@@ -49,6 +53,7 @@ import pandas as pd
 from variance_pipeline.transforms import option_models as om
 from variance_pipeline.schemas.risk import POSITION_GREEKS
 from variance_pipeline.instruments.option_symbols import parse_option_symbols
+from variance_pipeline.instruments.symbology import DIVIDEND_PROXIES
 from variance_pipeline.transforms.term_structure import NEW_YORK, implied_vol_at, node_years, years_between
 
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
@@ -61,6 +66,7 @@ UNPRICED_COLUMNS: tuple[str, ...] = (
     "option_type", "strike", "expiration_date", "quantity", "multiplier", "reason",
 )
 GREEKS = ("price", "delta", "gamma", "theta", "vega")
+ADJUSTED_ROOT = re.compile(r"[A-Z]+\d+")
 
 
 def _prices(underlying_prices: Mapping[str, float] | pd.Series) -> pd.Series:
@@ -147,6 +153,19 @@ def position_greeks(
     parse_error = _text(parsed["error"])
     _first_missing(reason, is_option & np.not_equal(parse_error, None),
                    lambda i: f"unparseable option symbol: {parse_error[i]}")
+    # An adjusted option (after a split or merger: OCC root = the underlying plus a digit, AAPL1)
+    # delivers something other than 100 shares; pricing it as 100 shares would be a wrong number.
+    occ_root = _text(parsed["underlying_symbol"])
+    api_underlying = _text(pos["underlying_symbol"]) if "underlying_symbol" in pos else np.full(n, None, dtype=object)
+    adjusted = np.array([
+        bool(kind == "Equity Option" and r and u and r != u and ADJUSTED_ROOT.fullmatch(r) and r.rstrip("0123456789") == u)
+        for kind, r, u in zip(itype, occ_root, api_underlying)
+    ], dtype=bool)
+    _first_missing(
+        reason, adjusted,
+        lambda i: f"adjusted deliverable: OCC root {occ_root[i]} of {api_underlying[i]} (after a corporate action the "
+        "contract does not deliver 100 shares; not priced as if it did)",
+    )
     _first_missing(reason, ~np.isfinite(quantity), "missing quantity")
     _first_missing(reason, ~(np.isfinite(multiplier) & (multiplier > 0)), "missing or non-positive multiplier")
 
@@ -211,9 +230,16 @@ def position_greeks(
     mx = _snapshot(metrics, as_of_date)
     mx = mx.drop_duplicates("symbol", keep="last").set_index("symbol") if len(mx) else pd.DataFrame(columns=["beta", "dividend_yield"])
     root_series = pd.Series(root, dtype="object")
-    q = root_series.map(pd.to_numeric(mx["dividend_yield"], errors="coerce")).to_numpy(dtype=float) if "dividend_yield" in mx else np.full(n, np.nan)
-    q = np.where(np.isfinite(q), q, 0.0)
+    yields = pd.to_numeric(mx["dividend_yield"], errors="coerce") if "dividend_yield" in mx else pd.Series(dtype=float)
+    own_q = root_series.map(yields).to_numpy(dtype=float)
+    proxy = root_series.map(DIVIDEND_PROXIES)
+    proxy_q = proxy.map(yields).to_numpy(dtype=float)
+    q = np.where(np.isfinite(own_q), own_q, np.where(np.isfinite(proxy_q), proxy_q, 0.0))
+    q_source = np.where(
+        np.isfinite(own_q), "metrics", np.where(np.isfinite(proxy_q), "proxy:" + proxy.fillna("").to_numpy(dtype=str), "none")
+    ).astype(object)
     q = np.where(is_futurish, np.nan, q)
+    q_source = np.where(is_futurish, None, q_source)
     beta = root_series.map(pd.to_numeric(mx["beta"], errors="coerce")).to_numpy(dtype=float) if "beta" in mx else np.full(n, np.nan)
     beta = np.where(~np.isfinite(beta) & (root == "SPY"), 1.0, beta)
     r = np.full(n, float(risk_free_rate) if risk_free_rate is not None else np.nan)
@@ -277,6 +303,7 @@ def position_greeks(
             "iv_source": iv_source,
             "risk_free_rate": r,
             "dividend_yield": q,
+            "dividend_yield_source": q_source,
             "model": model,
             **values,
             "position_delta": position_delta,
