@@ -20,6 +20,7 @@ from variance_pipeline.settings import DEFAULT_MIN_FREE_MB, PROJECT_ROOT, Config
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.instruments.symbology import parse_watchlist
 from variance_pipeline.sources.tastytrade import OAuthSession, TastytradeClient, TastytradeCredentials
+from variance_pipeline.transforms.position_pnl import Thresholds
 from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SECOND, YahooChartClient
 from variance_pipeline.warehouse.connection import warehouse_connection
 
@@ -248,6 +249,20 @@ class YahooResource(dg.ConfigurableResource):
         )
 
 
+class BookRules(dg.ConfigurableResource):
+    """When a trade needs attention tonight (tastylive's defaults; shown on the evening's views)."""
+
+    profit_target: float = Field(default=0.50, gt=0, le=1, description="close a credit trade at this share of max profit")
+    manage_dte: int = Field(default=21, ge=0, description="manage (close or roll) at this many days to expiration")
+    tested_delta: float = Field(default=0.30, gt=0, lt=1, description="a short option at |delta| >= this is tested")
+    bp_concentration: float = Field(
+        default=0.05, gt=0, le=1, description="an underlying using more than this share of net liq in buying power"
+    )
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.profit_target, self.manage_dte, self.tested_delta, self.bp_concentration)
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB file; one writer at a time (the ``duckdb`` concurrency pool) and bounded lock waits."""
 
@@ -285,6 +300,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "yahoo": YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=settings.yahoo_rate),
         "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
+        "book_rules": BookRules(),
     }
 
 

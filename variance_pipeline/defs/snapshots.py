@@ -12,12 +12,14 @@ from variance_pipeline.defs.metadata import column_schema, schema_check_spec, va
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.defs.snapshot_assets import SnapshotCall, SnapshotRows, snapshot_asset
+from variance_pipeline.schemas.account import ACCOUNTS
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.universe import UNIVERSE, universe_frame
 from variance_pipeline.schemas.validate import validate_frame
 from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade import fetch_positions
+from variance_pipeline.sources.tastytrade_account import account_rows
 from variance_pipeline.sources.tastytrade_frames import TastytradeDataError, market_metrics_rows, positions_rows
 
 
@@ -29,17 +31,18 @@ def _positions(call: SnapshotCall) -> SnapshotRows:
             f"were left out: {'; '.join(fetched.misfiled[:10])}"
         )
     rows = positions_rows(fetched.items, as_of_date=call.session, fetched_at=call.fetched_at)
+    accounts = account_rows(fetched.accounts, as_of_date=call.session, fetched_at=call.fetched_at)
     metadata = {
         "accounts": len({row["account_number"] for row in rows}),
         "underlyings": dg.MetadataValue.text(", ".join(sorted({str(row["root_symbol"]) for row in rows}))),
         "items_misfiled": len(fetched.misfiled),
     }
-    return SnapshotRows({"positions": rows}, {"positions": metadata})
+    return SnapshotRows({"positions": rows, "accounts": accounts}, {"positions": metadata})
 
 
 positions = snapshot_asset(
     name="positions",
-    datasets=[POSITIONS],
+    datasets=[POSITIONS, ACCOUNTS],
     fetch=_positions,
     descriptions={
         "positions": "Open positions of every open Tastytrade account (snapshot: current session only). "
@@ -49,6 +52,8 @@ positions = snapshot_asset(
         "field, the run fails naming the cause and writes no lake partition: a snapshot cannot be "
         "fetched later, so a loud failure that says until when a re-run can still take it beats a "
         "silently missing day.",
+        "accounts": "The trader's accounts as /customers/me/accounts lists them (closed ones included), from "
+        "the same request the positions snapshot makes.",
     },
 )
 

@@ -13,6 +13,7 @@ from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.lake.atomic import is_disk_full
+from variance_pipeline.schemas.registry import MARKET_AND_POSITIONS
 from variance_pipeline.warehouse.load import load_sessions
 
 
@@ -40,8 +41,8 @@ def _draw_charts(con: duckdb.DuckDBPyConnection, lake: Lake, sessions: list[date
 
 @dg.asset(
     deps=[
-        "positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
-        "risk_free_rate", "position_greeks", "earnings_reports",
+        "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
+        "risk_free_rate", "position_greeks", "earnings_reports", "option_quotes", "position_pnl",
     ],
     group_name="warehouse",
     kinds={"duckdb"},
@@ -58,7 +59,7 @@ def warehouse(
 ) -> dg.MaterializeResult:
     sessions = run_sessions(context)
     with warehouse_db.connect() as con:
-        report = load_sessions(con, pipeline.lake, sessions, run_id=context.run_id)
+        report = load_sessions(con, pipeline.lake, sessions, run_id=context.run_id, tables=MARKET_AND_POSITIONS)
         dashboard = con.execute("SELECT * FROM vol_dashboard ORDER BY symbol").df()
         risk = con.execute(
             "SELECT underlying_symbol, positions, position_delta, position_gamma, position_theta, position_vega, "

@@ -301,3 +301,34 @@ def render_risk_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: in
         ax.grid(axis="x", alpha=0.3)
     png = _finish(figure, [], f"Risk per underlying, all accounts, {session}", dpi)
     return write_bytes_atomic(Path(reports_dir) / f"risk_chart_{pd.Timestamp(session).date().isoformat()}.png", png), png
+
+
+def render_account_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: int = DPI) -> tuple[Path, bytes] | None:
+    """BP used % of net liq and theta per day, all accounts, over the evenings the warehouse holds;
+    None before the first balances snapshot."""
+    history = con.execute(
+        """
+        WITH bp AS (
+            SELECT as_of_date, sum(used_derivative_buying_power) / nullif(sum(net_liquidating_value), 0) AS bp_used
+            FROM balances GROUP BY as_of_date
+        ),
+        theta AS (SELECT as_of_date, sum(position_theta) AS theta FROM position_greeks GROUP BY as_of_date)
+        SELECT as_of_date, bp.bp_used, theta.theta FROM bp LEFT JOIN theta USING (as_of_date) ORDER BY as_of_date
+        """
+    ).df()
+    if history.empty:
+        return None
+    figure, (bp_ax, theta_ax) = _panel_grid(2, dpi, "")
+    x = pd.to_datetime(history["as_of_date"])
+    window = (x.min().date(), x.max().date())
+    dots = "o" if len(history) < 30 else None
+    bp_ax.plot(x, history["bp_used"] * 100, color="tab:purple", marker=dots, ms=3, label="BP used")
+    _date_panel(bp_ax, window, None)
+    bp_ax.set_title("buying power used, % of net liq", fontsize=9)
+    theta_ax.plot(x, history["theta"], color="tab:green", marker=dots, ms=3, label="theta")
+    _date_panel(theta_ax, window, None)
+    theta_ax.set_ylabel("$ per day", fontsize=7)
+    theta_ax.set_title("theta per day (all accounts)", fontsize=9)
+    png = _finish(figure, [], "The account over the evenings", dpi)
+    session = window[1].isoformat()
+    return write_bytes_atomic(Path(reports_dir) / f"account_chart_{session}.png", png), png

@@ -53,6 +53,9 @@ MARKET_METRICS = Dataset(
         Column("earnings_estimated", BOOLEAN, "true when the earnings date is the broker's estimate", True),
         Column("market_cap", FLOAT, "market capitalisation", True, "USD", (pda.Check.ge(0), FINITE)),
         Column("dividend_yield", FLOAT, "annual dividend yield", True, "fraction", (pda.Check.ge(0), FINITE)),
+        Column("dividend_rate_per_share", FLOAT, "the latest dividend per share", True, "USD per share", (pda.Check.ge(0),)),
+        Column("dividend_ex_date", DATE, "the latest ex-dividend date", nullable=True),
+        Column("dividend_next_date", DATE, "the next ex-dividend date the broker expects", nullable=True),
         # No upper bound: hard-to-borrow names are lent at 500 %+ a year, and a bound would
         # quarantine their whole row (IV, ranks, earnings); the unit is fixed by field at parse.
         Column("borrow_rate", FLOAT, "stock borrow rate (sent as a percent)", True, "fraction", (pda.Check.ge(0), FINITE)),

@@ -59,7 +59,9 @@ POSITIONS = Dataset(
         Column("quantity_direction", STRING, "Long, Short or Zero", checks=(pda.Check.isin(QUANTITY_DIRECTIONS),)),
         Column("average_open_price", FLOAT, "average price paid or received per unit", True, "USD per unit", (FINITE,)),
         Column("close_price", FLOAT, "the previous session's close of the instrument", True, "USD per unit", (FINITE,)),
-        Column("mark", FLOAT, "the broker's mark at the snapshot", True, "USD per unit", (FINITE,)),
+        Column("mark", FLOAT, "the position's market value at the broker's mark (mark-price x quantity x "
+               "multiplier), unsigned; only with include-marks", True, "USD", (FINITE,)),
+        Column("mark_price", FLOAT, "the broker's mark per unit at the snapshot", True, "USD per unit", (FINITE,)),
         Column(
             "multiplier", FLOAT, "units per contract (100 for equity options; 0.1 for /MBT)", unit="units per contract",
             checks=(pda.Check.gt(0), FINITE),

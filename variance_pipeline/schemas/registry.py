@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from variance_pipeline.schemas.account import ACCOUNTS, BALANCES, MARGIN_REQUIREMENTS, TRADING_STATUS
+from variance_pipeline.schemas.book import OPTION_QUOTES, POSITION_PNL
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.earnings import EARNINGS_REPORTS
@@ -13,6 +15,12 @@ from variance_pipeline.schemas.universe import UNIVERSE
 
 DATASETS: tuple[Dataset, ...] = (
     POSITIONS, UNIVERSE, MARKET_METRICS, IV_TERM_STRUCTURE, CANDLES, REALIZED_VOLATILITY, RISK_FREE_RATE,
-    POSITION_GREEKS, EARNINGS_REPORTS,
+    POSITION_GREEKS, EARNINGS_REPORTS, ACCOUNTS, BALANCES, MARGIN_REQUIREMENTS, TRADING_STATUS, OPTION_QUOTES,
+    POSITION_PNL,
 )
 BY_NAME = {dataset.name: dataset for dataset in DATASETS}
+
+# The account snapshot's datasets load in a step of their own (``account_book``): a balances or
+# margin-report failure must never keep the market data of the evening out of the warehouse.
+ACCOUNT_SNAPSHOT = (BALANCES, MARGIN_REQUIREMENTS, TRADING_STATUS)
+MARKET_AND_POSITIONS = tuple(dataset for dataset in DATASETS if dataset not in ACCOUNT_SNAPSHOT)

@@ -24,7 +24,7 @@ RISK_FREE_RATE = Dataset(
     ),
 )
 
-IV_SOURCES = ("exact", "interpolated", "extrapolated")
+IV_SOURCES = ("mark", "exact", "interpolated", "extrapolated")
 MODELS = ("black_scholes_merton", "black_76")
 UNDERLYING_PRICE_SOURCES = ("close", "root_continuous")
 
@@ -66,7 +66,13 @@ POSITION_GREEKS = Dataset(
             checks=(pda.Check.isin(UNDERLYING_PRICE_SOURCES),),
         ),
         Column("implied_volatility", FLOAT, "the IV the model used", True, "fraction", (pda.Check.gt(0), pda.Check.le(10))),
-        Column("iv_source", STRING, "exact, interpolated or extrapolated (term structure)", True, checks=(pda.Check.isin(IV_SOURCES),)),
+        Column(
+            "iv_source", STRING, "mark (solved from the position's own mark), else the term structure's exact, "
+            "interpolated or extrapolated IV", True, checks=(pda.Check.isin(IV_SOURCES),),
+        ),
+        Column("mark_price", FLOAT, "the broker's mark per unit the IV was solved from", True, "USD per unit"),
+        Column("term_structure_iv", FLOAT, "the term structure's IV of the expiration (for comparison)", True, "fraction"),
+        Column("mark_iv_note", STRING, "why the mark gave no IV (no mark, expires today, below intrinsic, ...)", True),
         Column("risk_free_rate", FLOAT, "rate the model used", True, "fraction"),
         Column("dividend_yield", FLOAT, "continuous dividend yield the model used", True, "fraction", (pda.Check.ge(0),)),
         Column(

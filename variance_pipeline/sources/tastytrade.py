@@ -290,8 +290,14 @@ class TastytradeClient:
             headers={"Authorization": f"Bearer {token}"},
         )
 
-    def _get(self, path: str, query: str = "") -> tuple[bytes, dict[str, Any]]:
-        """GET ``path`` (already percent-encoded) with auth; one refresh-and-retry on a 401."""
+    def _get(
+        self, path: str, query: str = "", *, raw_name: str | None = None, on_raw: RawCallback | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """GET ``path`` (already percent-encoded) with auth; one refresh-and-retry on a 401.
+
+        A successful body goes to ``on_raw`` (as ``raw_name``) before it is parsed: a malformed
+        body is landed too, so what the API said is never lost to a parsing error.
+        """
         url = f"{path}?{query}" if query else path
         token = self._access_token()
         response = self._send(url, token)
@@ -310,6 +316,8 @@ class TastytradeClient:
                 status=response.status_code,
                 path=path,
             )
+        if on_raw is not None and raw_name is not None:
+            on_raw(RawResponse(raw_name, response.content))
         return response.content, _parse_json(response.content, "GET", path)
 
     def _page_query(self, page: int, extra: Sequence[str] = ()) -> str:
@@ -332,11 +340,9 @@ class TastytradeClient:
         items: list[dict[str, Any]] = []
         raw: list[RawResponse] = []
         for page in range(MAX_PAGES):
-            body, payload = self._get(path, self._page_query(page, extra))
-            response = RawResponse(f"{name}.json" if page == 0 else f"{name}.page-{page}.json", body)
-            raw.append(response)
-            if on_raw is not None:
-                on_raw(response)
+            raw_name = f"{name}.json" if page == 0 else f"{name}.page-{page}.json"
+            body, payload = self._get(path, self._page_query(page, extra), raw_name=raw_name, on_raw=on_raw)
+            raw.append(RawResponse(raw_name, body))
             page_items = _envelope_items(payload, path)
             items.extend(page_items)
             total_pages = _total_pages(payload, path)
@@ -344,21 +350,21 @@ class TastytradeClient:
                 return Fetched(tuple(items), tuple(raw))
         raise SourceError(f"GET {path}: more than {MAX_PAGES} pages; refusing to continue", path=path)
 
-    def accounts(self, on_raw: RawCallback | None = None) -> Fetched:
-        """The customer's open accounts (the inner ``account`` objects); closed ones are skipped.
-
-        ``on_raw`` receives each page's body as soon as it arrived (see ``_get_pages``).
-        """
+    def account_list(self, on_raw: RawCallback | None = None) -> Fetched:
+        """Every entry of ``/customers/me/accounts`` (``{"account": {...}, "authority-level": ...}``),
+        closed accounts included. ``on_raw`` receives each page's body as it arrives."""
         path = "/customers/me/accounts"
         fetched = self._get_pages(path, "accounts", on_raw)
-        accounts = []
         for index, entry in enumerate(fetched.items):
             account = entry.get("account")
             if not isinstance(account, dict) or not account.get("account-number"):
                 raise SourceError(f"GET {path}: item {index} has no account.account-number", path=path)
-            if account.get("is-closed") not in (True, "true"):
-                accounts.append(account)
-        return Fetched(tuple(accounts), fetched.raw)
+        return fetched
+
+    def accounts(self, on_raw: RawCallback | None = None) -> Fetched:
+        """The customer's open accounts (the inner ``account`` objects); closed ones are skipped."""
+        fetched = self.account_list(on_raw)
+        return Fetched(tuple(entry["account"] for entry in fetched.items if is_open(entry["account"])), fetched.raw)
 
     def positions(self, account_number: str, on_raw: RawCallback | None = None) -> Fetched:
         """Every position of one account, all pages followed, with marks.
@@ -393,11 +399,9 @@ class TastytradeClient:
         for number, start in enumerate(range(0, len(wanted), batch_size)):
             batch = wanted[start : start + batch_size]
             query = "symbols=" + ",".join(quote(symbol, safe="") for symbol in batch)
-            body, payload = self._get(path, query)
-            response = RawResponse(f"market_metrics.batch-{number:03d}.json", body)
-            raw.append(response)
-            if on_raw is not None:
-                on_raw(response)
+            raw_name = f"market_metrics.batch-{number:03d}.json"
+            body, payload = self._get(path, query, raw_name=raw_name, on_raw=on_raw)
+            raw.append(RawResponse(raw_name, body))
             items.extend(_envelope_items(payload, path))
         answered = {item.get("symbol") for item in items}
         missing = tuple(symbol for symbol in wanted if symbol not in answered)
@@ -428,18 +432,72 @@ class TastytradeClient:
     ) -> tuple[dict[str, Any], ...]:
         """Past earnings reports of ``symbol`` since ``start`` (``occurred-date``, ``eps``)."""
         path = f"/market-metrics/historic-corporate-events/earnings-reports/{quote(symbol, safe='')}"
-        body, payload = self._get(path, f"start-date={start.isoformat()}")
-        if on_raw is not None:
-            on_raw(RawResponse(f"earnings_{_file_safe(symbol)}.json", body))
+        _, payload = self._get(
+            path, f"start-date={start.isoformat()}", raw_name=f"earnings_{_file_safe(symbol)}.json", on_raw=on_raw
+        )
         return tuple(_envelope_items(payload, path))
+
+    def _account_object(self, path: str, raw_name: str, on_raw: RawCallback | None) -> dict[str, Any]:
+        """A one-object account endpoint's ``data``: the object itself, or the first of ``data.items``
+        (balances come in both shapes: the 2023 API and the spec of 2025)."""
+        _, payload = self._get(path, raw_name=raw_name, on_raw=on_raw)
+        data = payload.get("data")
+        if isinstance(data, dict) and isinstance(data.get("items"), list):
+            data = data["items"][0] if data["items"] else None
+        if not isinstance(data, dict):
+            raise SourceError(f"GET {path}: response has no data object", path=path)
+        return data
+
+    def balances(self, account_number: str, on_raw: RawCallback | None = None) -> dict[str, Any]:
+        """``GET /accounts/{n}/balances``: the account's balances (one object)."""
+        number = quote(account_number, safe="")
+        return self._account_object(f"/accounts/{number}/balances", f"balances_{_file_safe(account_number)}.json", on_raw)
+
+    def margin_requirements(self, account_number: str, on_raw: RawCallback | None = None) -> dict[str, Any]:
+        """``GET /margin/accounts/{n}/requirements``: the margin report (account totals and ``groups``)."""
+        number = quote(account_number, safe="")
+        return self._account_object(
+            f"/margin/accounts/{number}/requirements", f"margin_requirements_{_file_safe(account_number)}.json", on_raw
+        )
+
+    def trading_status(self, account_number: str, on_raw: RawCallback | None = None) -> dict[str, Any]:
+        """``GET /accounts/{n}/trading-status``."""
+        number = quote(account_number, safe="")
+        return self._account_object(
+            f"/accounts/{number}/trading-status", f"trading_status_{_file_safe(account_number)}.json", on_raw
+        )
+
+    def market_data(
+        self, symbols_by_type: Mapping[str, Sequence[str]], on_raw: RawCallback | None = None, batch_size: int = 100
+    ) -> tuple[dict[str, Any], ...]:
+        """``GET /market-data/by-type`` for ``{"equity-option": [...], "future-option": [...]}``,
+        at most ``batch_size`` (the API's limit: 100) symbols per request, comma lists as documented."""
+        path = "/market-data/by-type"
+        pairs = [(kind, symbol) for kind, symbols in symbols_by_type.items() for symbol in dict.fromkeys(symbols)]
+        items: list[dict[str, Any]] = []
+        for number, start in enumerate(range(0, len(pairs), batch_size)):
+            batch = pairs[start : start + batch_size]
+            by_kind: dict[str, list[str]] = {}
+            for kind, symbol in batch:
+                by_kind.setdefault(kind, []).append(symbol)
+            query = "&".join(f"{kind}={','.join(quote(s, safe='') for s in symbols)}" for kind, symbols in by_kind.items())
+            _, payload = self._get(path, query, raw_name=f"market_data.batch-{number:03d}.json", on_raw=on_raw)
+            items.extend(_envelope_items(payload, path))
+        return tuple(items)
+
+
+def is_open(account: Mapping[str, Any]) -> bool:
+    return account.get("is-closed") not in (True, "true")
 
 
 @dataclass(frozen=True)
 class PositionsFetch:
-    """Position items of every open account, and those listed under an account not theirs."""
+    """Position items of every open account, those listed under an account not theirs, and the
+    account list (every entry, closed ones included) the positions were asked for."""
 
     items: list[dict]
     misfiled: list[str]  # "SYMBOL (account-number X, listed under Y)"
+    accounts: tuple[dict, ...] = ()
 
 
 def fetch_positions(client: TastytradeClient, on_raw: RawCallback) -> PositionsFetch:
@@ -450,7 +508,8 @@ def fetch_positions(client: TastytradeClient, on_raw: RawCallback) -> PositionsF
     """
     items: list[dict] = []
     misfiled: list[str] = []
-    for account in client.accounts(on_raw=on_raw).items:
+    entries = client.account_list(on_raw=on_raw).items
+    for account in (entry["account"] for entry in entries if is_open(entry["account"])):
         number = str(account["account-number"])
         for item in client.positions(number, on_raw=on_raw).items:
             owner = item.get("account-number")
@@ -458,4 +517,4 @@ def fetch_positions(client: TastytradeClient, on_raw: RawCallback) -> PositionsF
                 misfiled.append(f"{item.get('symbol')!r} (account-number {owner}, listed under {number})")
             else:
                 items.append(item)
-    return PositionsFetch(items, misfiled)
+    return PositionsFetch(items, misfiled, entries)

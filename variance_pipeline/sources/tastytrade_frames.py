@@ -134,6 +134,7 @@ def _position_row(item: Mapping[str, Any], where: str) -> dict[str, Any]:
         "average_open_price": _number(item.get("average-open-price"), "average-open-price", where),
         "close_price": _number(item.get("close-price"), "close-price", where),
         "mark": _number(item.get("mark"), "mark", where),
+        "mark_price": _number(item.get("mark-price"), "mark-price", where),
         "multiplier": _number(_required(item, "multiplier", where), "multiplier", where),
         "cost_effect": _text(item.get("cost-effect")),
         "expires_at": _timestamp(item.get("expires-at"), "expires-at", where),
@@ -212,6 +213,9 @@ def _metric_row(item: Mapping[str, Any], symbol: str, where: str) -> dict[str, A
         "earnings_estimated": _boolean(earnings.get("estimated"), "earnings.estimated", where),
         "market_cap": _number(item.get("market-cap"), "market-cap", where),
         "dividend_yield": _number(item.get("dividend-yield"), "dividend-yield", where),
+        "dividend_rate_per_share": _number(item.get("dividend-rate-per-share"), "dividend-rate-per-share", where),
+        "dividend_ex_date": _date(item.get("dividend-ex-date"), "dividend-ex-date", where),
+        "dividend_next_date": _date(item.get("dividend-next-date"), "dividend-next-date", where),
         "borrow_rate": _number(item.get("borrow-rate"), "borrow-rate", where, _PERCENT),
         "lendability": _text(item.get("lendability")),
         "implied_volatility_updated_at": _timestamp(

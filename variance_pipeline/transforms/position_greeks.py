@@ -54,6 +54,7 @@ from variance_pipeline.transforms import option_models as om
 from variance_pipeline.schemas.risk import POSITION_GREEKS
 from variance_pipeline.instruments.option_symbols import parse_option_symbols
 from variance_pipeline.instruments.symbology import DIVIDEND_PROXIES
+from variance_pipeline.transforms.implied_vol import implied_vol_from_mark
 from variance_pipeline.transforms.term_structure import NEW_YORK, implied_vol_at, node_years, years_between
 
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
@@ -67,6 +68,16 @@ UNPRICED_COLUMNS: tuple[str, ...] = (
 )
 GREEKS = ("price", "delta", "gamma", "theta", "vega")
 ADJUSTED_ROOT = re.compile(r"[A-Z]+\d+")
+IV_FROM_MARK = "mark"
+
+
+def _mark_per_unit(pos: pd.DataFrame, quantity: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """The broker's mark per unit: ``mark_price``, else the position's ``mark`` / (|quantity| x multiplier)."""
+    per_unit = pd.to_numeric(pos["mark_price"], errors="coerce").to_numpy(dtype=float) if "mark_price" in pos else np.full(len(pos), np.nan)
+    total = pd.to_numeric(pos["mark"], errors="coerce").to_numpy(dtype=float) if "mark" in pos else np.full(len(pos), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        derived = total / (np.abs(quantity) * multiplier)
+    return np.where(np.isfinite(per_unit), per_unit, derived)
 
 
 def _prices(underlying_prices: Mapping[str, float] | pd.Series) -> pd.Series:
@@ -217,14 +228,10 @@ def position_greeks(
     want = is_option & np.equal(reason, None)
     targets = pd.DataFrame({"symbol": root, "expiration_date": expiration, "years_to_expiration": years})[want]
     vols = implied_vol_at(ts, targets)
-    sigma = np.full(n, np.nan)
-    iv_source = np.full(n, None, dtype=object)
-    sigma[want] = vols["implied_volatility"].to_numpy(dtype=float)
-    iv_source[want] = _text(vols["iv_source"])
-    _first_missing(
-        reason, want & ~(sigma > 0),
-        lambda i: f"no positive implied volatility for {root[i]} in the {as_of_date} term structure",
-    )
+    term_iv = np.full(n, np.nan)
+    term_source = np.full(n, None, dtype=object)
+    term_iv[want] = vols["implied_volatility"].to_numpy(dtype=float)
+    term_source[want] = _text(vols["iv_source"])
 
     # Metrics of the root: dividend yield (BSM only) and beta.
     mx = _snapshot(metrics, as_of_date)
@@ -248,9 +255,29 @@ def position_greeks(
         f"no risk_free_rate for {as_of_date}: the rate snapshot was not taken (re-run the partition to price)",
     )
 
-    # Price the options that survived, all at once.
+    # The option's own mark carries its strike's IV (the skew): use it when it can be solved,
+    # else the term structure's IV of the expiration (implied_vol.py says why not, per row).
     strike = parsed["strike"].to_numpy(dtype=float)
     is_call = _text(parsed["option_type"]) == "C"
+    mark_price = _mark_per_unit(pos, quantity, multiplier)
+    mark_iv = np.full(n, np.nan)
+    mark_note = np.full(n, None, dtype=object)
+    solvable = is_option & np.equal(reason, None) & np.isfinite(S) & np.isfinite(r)
+    if solvable.any():
+        mark_iv[solvable], mark_note[solvable] = implied_vol_from_mark(
+            mark_price[solvable], S[solvable], strike[solvable], years[solvable], r[solvable],
+            np.where(np.isnan(q), 0.0, q)[solvable], is_call[solvable], is_future_option[solvable],
+        )
+    use_mark = np.isfinite(mark_iv) & (mark_iv > 0)
+    sigma = np.where(use_mark, mark_iv, term_iv)
+    iv_source = np.where(use_mark, IV_FROM_MARK, term_source).astype(object)
+    _first_missing(
+        reason, is_option & ~(sigma > 0),
+        lambda i: f"no positive implied volatility for {root[i]} in the {as_of_date} term structure"
+        + (f" and none from the mark ({mark_note[i]})" if mark_note[i] else ""),
+    )
+
+    # Price the options that survived, all at once.
     price_now = is_option & np.equal(reason, None)
     values = {name: np.full(n, np.nan) for name in GREEKS}
     if price_now.any():
@@ -301,6 +328,9 @@ def position_greeks(
             "underlying_price_source": price_source,
             "implied_volatility": sigma,
             "iv_source": iv_source,
+            "mark_price": mark_price,
+            "term_structure_iv": term_iv,
+            "mark_iv_note": np.where(is_option & ~use_mark, mark_note, None),
             "risk_free_rate": r,
             "dividend_yield": q,
             "dividend_yield_source": q_source,

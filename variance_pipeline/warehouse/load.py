@@ -33,7 +33,10 @@ PACKAGE = "variance_pipeline.warehouse"
 
 TABLES: tuple[Dataset, ...] = DATASETS
 TABLE_NAMES = tuple(spec.table for spec in TABLES)
-VIEW_NAMES = ("vol_dashboard", "portfolio", "portfolio_risk", "expected_move", "vrp_summary", "next_earnings", "iv_rank_own")
+VIEW_NAMES = (
+    "vol_dashboard", "portfolio", "portfolio_risk", "expected_move", "vrp_summary", "next_earnings", "iv_rank_own",
+    "book_groups", "manage_tonight", "account_summary", "greeks_vs_broker",
+)
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -64,7 +67,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for dataset in DATASETS:  # a dataset declared after the last migration gets its table here
         con.execute(dataset.ddl())
     create_vol_history_views(con)  # views.sql's vol_dashboard reads iv_rank_own
-    con.execute(resources.files(PACKAGE).joinpath("views.sql").read_text())
+    for views in ("views.sql", "account_views.sql"):
+        con.execute(resources.files(PACKAGE).joinpath(views).read_text())
     return current
 
 
@@ -93,6 +97,7 @@ def load_sessions(
     run_id: str | None = None,
     tables: Iterable[Dataset] = TABLES,
     min_rank_sessions: int = DEFAULT_MIN_RANK_SESSIONS,
+    refresh_history: bool = True,
 ) -> LoadReport:
     """Replace ``sessions`` of every dataset that has a lake partition for them, atomically.
 
@@ -152,7 +157,8 @@ def load_sessions(
         # The history marts (constant-maturity IV, VRP filling in, earnings moves) follow the
         # sessions just loaded, in the same transaction: O(day), and never half-updated.
         loaded_days = requested | {d for days in pending.values() for d in days}
-        refresh_vol_history(con, sorted(loaded_days), min_rank_sessions=min_rank_sessions)
+        if refresh_history:
+            refresh_vol_history(con, sorted(loaded_days), min_rank_sessions=min_rank_sessions)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
