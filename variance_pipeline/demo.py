@@ -58,6 +58,21 @@ FROM vol_dashboard
 ORDER BY iv_hv20_spread DESC NULLS LAST
 """
 
+SUMMARY_SQL = """
+SELECT account_number, as_of_date, round(net_liquidating_value, 0) AS net_liq, round(bp_used_pct, 3) AS bp_used,
+       round(bp_guideline_max_pct, 2) AS bp_max, round(theta_per_day, 1) AS theta_day,
+       round(theta_pct_of_net_liq * 100, 3) AS theta_pct, round(beta_weighted_delta, 1) AS bwd_spy_sh,
+       round(bwd_dollars_per_spy_1pct, 0) AS bwd_per_1pct, round(vega_per_vol_point, 1) AS vega, groups_to_manage
+FROM account_summary
+"""
+
+MANAGE_SQL = """
+SELECT account_number, underlying_symbol, expiration_date, days_to_expiration AS dte,
+       round(pct_of_max_profit, 2) AS pct_max, round(short_delta, 2) AS short_delta, round(unrealized_pnl, 0) AS pnl,
+       array_to_string(reasons, ', ') AS reasons
+FROM manage_tonight
+"""
+
 VRP_SQL = """
 SELECT symbol, dates, dates_pending, round(mean_iv30, 4) AS mean_iv30,
        round(mean_hv_forward_21, 4) AS mean_hv_fwd21, round(mean_vrp, 4) AS mean_vrp,
@@ -224,8 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         simulator.wait(timeout=10)
 
     warehouse = Lake(settings.data_dir).warehouse_path
-    print(f"\nvol_dashboard in {warehouse} (richest implied volatility over HV20 first):", flush=True)
+    print(f"\naccount_summary in {warehouse} (tonight's book: net liq, BP used against the VIX guideline, "
+          "theta and beta-weighted delta sized to net liq):", flush=True)
     with warehouse_connection(warehouse, read_only=True) as con:
+        con.sql(SUMMARY_SQL).show(max_width=200)
+        print("manage_tonight: every trade with a reason to act tonight:")
+        con.sql(MANAGE_SQL).show(max_width=200)
+        print("vol_dashboard (richest implied volatility over HV20 first):")
         con.sql(DASHBOARD_SQL).show(max_width=200)
         print("vrp_summary: implied (iv30) minus the next 21 sessions' realised volatility, complete windows only:")
         con.sql(VRP_SQL).show(max_width=200)

@@ -18,6 +18,7 @@ The steps, each at most one logical request (a paginated list follows its pages)
 6. ``yahoo chart``: the last 5 closed sessions of that symbol, one request, not retried (a 429
    must not be answered with more requests).
 7. ``risk-free rate``: ``GET /margin-requirements-public-configuration``.
+8. ``balances`` and ``margin report`` of that first open account (net liq, BP used, the groups).
 
 Nothing is written to disk (no data directory, no raw files) and no secret is printed: every line
 goes through ``TastytradeCredentials.redact``. Exit code 0 when every step is OK, 1 otherwise.
@@ -272,6 +273,33 @@ class Doctor:
         noun = "position" if len(items) == 1 else "positions"
         return f"{len(items)} {noun} in account {_masked(self.account)} (first open account), {len(held)} underlyings"
 
+    def _account_call(self, call: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        self._need_token()
+        if self.account is None:
+            raise Skipped("no open account")
+        try:
+            return call(self.account)
+        except SourceError as exc:
+            raise (self._transport_failure(exc, self.settings.tastytrade_api_url) or StepFailed(str(exc))) from None
+
+    def step_balances(self) -> str:
+        data = self._account_call(self._need_token().balances)
+        net = _float(data.get("net-liquidating-value"))
+        used = _float(data.get("used-derivative-buying-power"))
+        if net is None:
+            raise StepFailed("the balances have no net-liquidating-value")
+        shown = f"net liq {net:,.2f} in account {_masked(self.account or '')}"
+        if used is None:
+            return shown + "; no used-derivative-buying-power (BP used % unknown)"
+        return shown + f", BP used {used:,.2f} ({used / net:.1%} of net liq)" if net else shown
+
+    def step_margin(self) -> str:
+        report = self._account_call(self._need_token().margin_requirements)
+        groups = [g for g in report.get("groups") or [] if isinstance(g, dict) and g]
+        requirement = _float(report.get("maintenance-requirement"))
+        total = f", maintenance requirement {requirement:,.2f}" if requirement is not None else ""
+        return f"{len(groups)} underlying group{'' if len(groups) == 1 else 's'} in the margin report{total}"
+
     def step_metrics(self) -> str:
         client = self._need_token()
         try:
@@ -346,6 +374,8 @@ class Doctor:
             self.run_step("oauth token", self.step_token)
             self.run_step("accounts", self.step_accounts)
             self.run_step("positions", self.step_positions)
+            self.run_step("balances", self.step_balances)
+            self.run_step("margin report", self.step_margin)
             self.run_step("market metrics", self.step_metrics)
             self.run_step("yahoo chart", lambda: self.step_chart(now))
             self.run_step("risk-free rate", self.step_rate)
@@ -370,6 +400,13 @@ def _num(value: Any) -> str:
         return f"{float(value):.4g}"
     except (TypeError, ValueError):
         return repr(value)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _masked(account: str) -> str:

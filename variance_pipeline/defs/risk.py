@@ -137,10 +137,11 @@ def position_greeks(
             "sessions": dg.MetadataValue.text(", ".join(str(d) for d in days)),
             "options_priced": int(options.sum()),
             "positions_unpriced": len(unpriced),
-            "net_position_delta": float(priced["position_delta"].sum()),
-            "net_beta_weighted_delta": float(priced["beta_weighted_delta"].sum()),
-            "net_theta_per_day": float(priced["position_theta"].sum()),
-            "net_vega_per_point": float(priced["position_vega"].sum()),
+            # Deltas of different underlyings do not add up; beta-weighted (SPY shares) they do.
+            "net_beta_weighted_delta_spy_shares": round(float(priced["beta_weighted_delta"].sum()), 1),
+            "net_theta_per_day_usd": round(float(priced["position_theta"].sum()), 2),
+            "net_vega_per_vol_point_usd": round(float(priced["position_vega"].sum()), 2),
+            "options_iv_from_mark": int((priced["iv_source"] == "mark").sum()),
             "unpriced": preview(unpriced[["account_number", "symbol", "reason"]], rows=50),
         }
     )
