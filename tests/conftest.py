@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from servers import Postgres, postgres_server
 from support import CLOCK, RECORDED
 from variance_pipeline.simulator import SimulatorServer
 
@@ -16,6 +18,20 @@ def recorded_dir() -> Path:
     if not RECORDED.exists():
         pytest.fail(f"recorded fixtures not found at {RECORDED}")
     return RECORDED
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server on loopback for the session (skips, saying why, when it cannot run)."""
+    try:
+        server = postgres_server()
+        pg = server.__enter__()
+    except (RuntimeError, subprocess.CalledProcessError, FileNotFoundError) as exc:
+        pytest.skip(f"PostgreSQL could not be started on loopback, so the Postgres instance is untested: {exc}")
+    try:
+        yield pg
+    finally:
+        server.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -59,6 +59,8 @@ FAULT_CASES: dict[str, str] = {
     "kill-9-candles": "a run is killed while it lands candles",
     "kill-9-volatility": "a run is killed while it writes realised volatility",
     "kill-9-warehouse": "a run is killed inside the warehouse load",
+    "kill-9-publish": "a run is killed while it publishes the warehouse",
+    "reader-holds-warehouse": "a reader holds the warehouse open across a run",
     "two-runs-at-once": "two runs start at once on one data dir and Dagster instance",
     "disk-full": "the disk fills up during a run",
     "disk-below-floor": "a run starts with less free space than the floor",
@@ -206,7 +208,7 @@ def assert_same_parquet(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> 
 
 
 def temp_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob(".*.tmp") if p.is_file())
+    return sorted(p for pattern in (".*.tmp", ".*.tmp.wal") for p in data_dir.rglob(pattern) if p.is_file())
 
 
 def assert_like_clean(data_dir: Path, clean: Path) -> None:
@@ -305,7 +307,11 @@ KILL_POINTS = {
     "kill-9-candles": "lake/candles/date=2025-11-21/",
     "kill-9-volatility": "lake/realized_volatility/date=2025-11-21/",
     "kill-9-warehouse": "warehouse-transaction",
+    "kill-9-publish": "/warehouse.duckdb",  # the private copy loaded, checkpointed, about to be renamed
 }
+# What a kill leaves behind, per case: a temporary file of that step (never a half-written one
+# under its final name); the warehouse cases leave the private copy (and its WAL) beside the file.
+LEFT_BEHIND = {**KILL_POINTS, "kill-9-warehouse": ".warehouse.duckdb.", "kill-9-publish": ".warehouse.duckdb."}
 
 
 def start_killable_run(data_dir: Path, url: str, pause_at: str, work: Path) -> tuple[subprocess.Popen, Path, Path]:
@@ -357,13 +363,55 @@ def test_kill_9_at_each_step_then_a_rerun_heals(
     # Killed: nothing previously good is lost, duplicated or half-visible.
     assert warehouse_rows(data_dir) == before, "the warehouse changed although the run never committed"
     assert_every_parquet_readable(data_dir)
-    if case != "kill-9-warehouse":
-        left = temp_files(data_dir)
-        assert left and all(KILL_POINTS[case] in str(p) for p in left), left  # what the kill leaves behind
+    left = temp_files(data_dir)
+    assert left and all(LEFT_BEHIND[case] in str(p) for p in left), left  # what the kill leaves behind
 
     result = run(data_dir, sim.url)  # a clean re-run of the same range
     assert result.success, failures(result)
     assert_like_clean(data_dir, clean)  # no temporary file survives, the rows equal a clean run's
+
+
+READER = r"""
+import json, sys, time
+from pathlib import Path
+import duckdb
+
+path, go, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+con = duckdb.connect(path, read_only=True)  # a user's session, open across the whole run
+count = "SELECT count(*), max(session_date)::VARCHAR FROM candles"
+before = list(con.execute(count).fetchone())
+out.write_text(json.dumps([before]))
+while not go.exists():
+    time.sleep(0.05)
+out.write_text(json.dumps([before, list(con.execute(count).fetchone())]))
+"""
+
+
+def test_a_reader_holding_the_warehouse_never_blocks_a_run(
+    seed: Path, clean: Path, tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The published warehouse is never edited in place: a reader's session across the evening
+    neither fails the run nor sees half a load; a connection opened afterwards sees the new sessions."""
+    data_dir = copy_of(seed, tmp_path / "data")
+    go, out = tmp_path / "go", tmp_path / "reader.out"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(data_dir / "warehouse.duckdb"), str(go), str(out)])
+    try:
+        deadline = time.monotonic() + 60
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [before] = json.loads(out.read_text())
+        result = run(data_dir, sim.url, retry=RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0))
+        assert result.success, failures(result)
+        go.touch()
+        assert reader.wait(timeout=60) == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+    seen_before, seen_after = json.loads(out.read_text())
+    assert seen_before == before and seen_after == before  # one consistent view, never half a load
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT max(session_date) FROM candles").fetchone()[0] == date(2025, 11, 25)
+    assert_like_clean(data_dir, clean)
 
 
 def test_the_sweep_removes_a_dead_writers_temp_files_and_keeps_a_live_ones(tmp_path: Path) -> None:
@@ -795,7 +843,7 @@ def readme_cases() -> dict[str, str]:
 
 def test_the_readme_table_lists_exactly_these_cases() -> None:
     exercised = [
-        *KILL_POINTS, "two-runs-at-once", "disk-full", "disk-below-floor",
+        *KILL_POINTS, "reader-holds-warehouse", "two-runs-at-once", "disk-full", "disk-below-floor",
         "corrupt-cache-parquet", "corrupt-cache-sidecar", "truncated-warehouse",
         *FATAL_API_FAULTS, *HARMLESS_API_FAULTS, *BAD_BARS, "clock-skew",
     ]

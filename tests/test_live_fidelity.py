@@ -608,3 +608,33 @@ def test_an_adjusted_deliverable_is_never_priced_as_100_shares() -> None:
     assert "AAPL1 260116C00250000" not in set(priced["symbol"])
     reason = unpriced.set_index("symbol").loc["AAPL1 260116C00250000", "reason"]
     assert reason.startswith("adjusted deliverable: OCC root AAPL1 of AAPL")
+
+
+def test_vix_options_are_priced_on_their_own_future_with_black76() -> None:
+    """Issue #19: a VIX option settles to the VX future of its expiration, not to spot VIX.
+    Spot 17.5, future 21.0, IV 1.10, 27 days, the 20 call: BSM on spot gave 1.19 and delta 0.38;
+    Black-76 on the future gives 2.96 and 0.62 (vollib)."""
+    from vollib.black import black
+    from vollib.black.greeks.analytical import delta as black_delta
+
+    day = STAMP["as_of_date"]
+    close = session_close(day)
+    expires = close + timedelta(days=27)
+    call = {**POSITION, "symbol": f"VIX   {expires:%y%m%d}C00020000", "instrument-type": "Equity Option",
+            "underlying-symbol": "VIX", "quantity": "1", "quantity-direction": "Short", "multiplier": 100,
+            "expires-at": expires.isoformat()}
+    frame = positions_frame([call], **STAMP)
+    future = f"/VX{'FGHJKMNQUVXZ'[expires.month - 1]}{expires.year % 10}"
+    term = pd.DataFrame({"symbol": ["VIX"], "expiration_date": [expires.date()], "settlement_type": ["AM"],
+                         "implied_volatility": [1.10], "as_of_date": [day]})
+    no_metrics = pd.DataFrame(columns=["symbol", "beta", "dividend_yield"])
+    priced, unpriced = position_greeks(frame, {"VIX": 17.5, future: 21.0}, term, no_metrics, 0.04, None, day, close)
+    assert unpriced.empty
+    row = priced.iloc[0]
+    T = row["years_to_expiration"]
+    assert row["model"] == "black_76" and row["underlying_price"] == 21.0
+    assert row["price"] == pytest.approx(black("c", 21.0, 20.0, T, 0.04, 1.10), abs=1e-9)
+    assert row["delta"] == pytest.approx(black_delta("c", 21.0, 20.0, T, 0.04, 1.10), abs=1e-9)
+    assert row["price"] == pytest.approx(2.96, abs=0.05) and row["delta"] == pytest.approx(0.62, abs=0.01)
+    _, unpriced = position_greeks(frame, {"VIX": 17.5}, term, no_metrics, 0.04, None, day, close)
+    assert f"no close for {future}" in unpriced["reason"].item() and "own future" in unpriced["reason"].item()

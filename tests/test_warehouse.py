@@ -21,6 +21,7 @@ from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.connection import WarehouseLockedError, open_warehouse, warehouse_connection
 from variance_pipeline.warehouse import load
+from variance_pipeline.warehouse.publish import publishing
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES, load_sessions, migrate, rebuild
 
 DAYS = [date(2025, 11, 20), date(2025, 11, 21), date(2025, 11, 24)]
@@ -187,6 +188,73 @@ def test_a_held_lock_gives_a_bounded_wait_and_names_the_holder(tmp_path: Path, r
         holder.kill()
         holder.wait()
     assert table_state(lake.warehouse_path) == before
+
+
+HOLD_LOAD_LOCK = """
+import sys
+from pathlib import Path
+from variance_pipeline.warehouse.publish import load_lock
+with load_lock(Path(sys.argv[1]), wait_seconds=5, run_id="run-of-the-other-process"):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["writer", "reader"])
+def test_a_load_publishes_whatever_session_holds_the_file(tmp_path: Path, read_only: bool) -> None:
+    """A DuckDB session on the published file (even a read-write one, or the CLI's) never blocks
+    a load: the load works on a private copy and renames it into place."""
+    lake = Lake(tmp_path)
+    fill_lake(lake, DAYS[:2])
+    with publishing(lake.warehouse_path) as con:
+        load_sessions(con, lake, DAYS[:2])
+    holder = hold_lock(lake.warehouse_path, read_only)
+    try:
+        fill_lake(lake, DAYS)
+        with publishing(lake.warehouse_path, wait_seconds=5) as con:
+            load_sessions(con, lake, DAYS)
+    finally:
+        holder.kill()
+        holder.wait()
+    with duckdb.connect(str(lake.warehouse_path), read_only=True) as con:
+        assert con.execute("SELECT max(session_date) FROM candles").fetchone()[0] == DAYS[-1]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".tmp.wal"))]
+
+
+def test_two_loads_serialise_with_a_bounded_wait_naming_the_holder(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    fill_lake(lake)
+    with publishing(lake.warehouse_path) as con:
+        load_sessions(con, lake, DAYS)
+    before = table_state(lake.warehouse_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOAD_LOCK, str(lake.warehouse_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match=rf"PID {holder.pid} on .*run-of-the-other-process"):
+            with publishing(lake.warehouse_path, wait_seconds=1.0) as con:
+                load_sessions(con, lake, DAYS)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+    assert table_state(lake.warehouse_path) == before
+
+
+def test_a_failed_load_leaves_the_published_file_as_it_was(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    fill_lake(lake)
+    with publishing(lake.warehouse_path) as con:
+        load_sessions(con, lake, DAYS)
+    before = lake.warehouse_path.read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        with publishing(lake.warehouse_path) as con:
+            con.execute("DELETE FROM candles")
+            raise RuntimeError("boom")
+    assert lake.warehouse_path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".tmp.wal"))]
 
 
 def test_the_pip_duckdb_cli_opens_the_file_views_included(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def account_book(
     book_rules: BookRules,
 ) -> dg.MaterializeResult:
     sessions = run_sessions(context)
-    with warehouse_db.connect() as con:
+    with warehouse_db.publish(context.run_id) as con:
         report = load_sessions(
             con, pipeline.lake, sessions, run_id=context.run_id, tables=ACCOUNT_SNAPSHOT, refresh_history=False
         )
@@ -61,7 +61,7 @@ def account_book(
         manage = con.execute(MANAGE_SQL).df()
     metadata: dict = {}
     try:
-        with warehouse_db.connect(read_only=True) as con:
+        with warehouse_db.connect() as con:
             drawn = render_account_chart(con, pipeline.lake.reports_dir)
         if drawn is not None:
             metadata = picture("account_chart", *drawn, "BP used % of net liq and theta per day over the evenings")

@@ -43,7 +43,7 @@ def candles_cover_universe(pipeline: PipelineResource) -> dg.AssetCheckResult:
 )
 def warehouse_is_fresh(pipeline: PipelineResource, warehouse_db: WarehouseResource) -> dg.AssetCheckResult:
     expected = last_closed_session(pipeline.clock())
-    with warehouse_db.connect(read_only=True) as con:
+    with warehouse_db.connect() as con:
         latest = con.execute("SELECT max(session_date) FROM candles").fetchone()[0]
     return dg.AssetCheckResult(
         passed=latest is not None and latest >= expected,

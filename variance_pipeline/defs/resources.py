@@ -23,6 +23,7 @@ from variance_pipeline.sources.tastytrade import OAuthSession, TastytradeClient,
 from variance_pipeline.transforms.position_pnl import Thresholds
 from variance_pipeline.sources.yahoo import DEFAULT_JITTER, DEFAULT_RATE_PER_SECOND, YahooChartClient
 from variance_pipeline.warehouse.connection import warehouse_connection
+from variance_pipeline.warehouse.publish import publishing
 
 SECRET_VARIABLES = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN")
 MIN_FREE_VARIABLE = "VARIANCE_MIN_FREE_MB"
@@ -264,13 +265,19 @@ class BookRules(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file; one writer at a time (the ``duckdb`` concurrency pool) and bounded lock waits."""
+    """The DuckDB file: loads work on a private copy and publish it (``warehouse.publish``), so a
+    reader's open session never blocks them; two loads serialise with a bounded wait."""
 
     path: str
     lock_wait_seconds: float = 60.0
 
-    def connect(self, *, read_only: bool = False):  # noqa: ANN201 - a context manager
-        return warehouse_connection(Path(self.path), read_only=read_only, wait_seconds=self.lock_wait_seconds)
+    def publish(self, run_id: str | None = None):  # noqa: ANN201 - a context manager
+        """A connection to the private copy a load writes; published when the block succeeds."""
+        return publishing(Path(self.path), wait_seconds=self.lock_wait_seconds, run_id=run_id)
+
+    def connect(self):  # noqa: ANN201 - a context manager
+        """A read-only connection to the published warehouse."""
+        return warehouse_connection(Path(self.path), read_only=True, wait_seconds=self.lock_wait_seconds)
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

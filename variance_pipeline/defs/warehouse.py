@@ -58,7 +58,7 @@ def warehouse(
     warehouse_db: WarehouseResource,
 ) -> dg.MaterializeResult:
     sessions = run_sessions(context)
-    with warehouse_db.connect() as con:
+    with warehouse_db.publish(context.run_id) as con:
         report = load_sessions(con, pipeline.lake, sessions, run_id=context.run_id, tables=MARKET_AND_POSITIONS)
         dashboard = con.execute("SELECT * FROM vol_dashboard ORDER BY symbol").df()
         risk = con.execute(
@@ -74,7 +74,7 @@ def warehouse(
     chart_metadata: dict[str, dg.MetadataValue] = {}
     if config.charts:
         try:
-            with warehouse_db.connect(read_only=True) as con:
+            with warehouse_db.connect() as con:
                 chart_metadata = _draw_charts(con, pipeline.lake, sessions)
         except Exception as exc:  # noqa: BLE001
             if is_disk_full(exc):  # a full disk is not a drawing problem: the run must not look green

@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 
 TEMP_SUFFIX = ".tmp"
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# A temporary file, or the WAL DuckDB keeps beside a private warehouse copy (``...tmp.wal``).
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+\.tmp(?:\.wal)?$")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 LEGACY_TEMP_AGE = 3600.0
 """Seconds after which a temporary file without a PID in its name (an older version's) is stale."""
@@ -123,7 +124,9 @@ def sweep_stale_temp_files(folders: Iterable[Path]) -> list[Path]:
         except OSError:
             continue
         for entry in entries:
-            if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)) or not entry.is_file():
+            if not (entry.name.startswith(".") and entry.name.endswith((TEMP_SUFFIX, TEMP_SUFFIX + ".wal"))):
+                continue
+            if not entry.is_file():
                 continue
             match = _TEMP_NAME.match(entry.name)
             if match is not None and _pid_alive(int(match.group("pid"))):

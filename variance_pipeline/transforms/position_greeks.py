@@ -25,6 +25,9 @@ Conventions (the contract's ``position_greeks`` table):
   ``/ZNH6``, the ``underlying-symbol``). When a future or future option's own contract has no
   close, the root's continuous close (``/ZN``, the front month) is used and
   ``underlying_price_source`` says ``root_continuous`` instead of ``close``.
+* Options on VIX settle to the VX future of their expiration (``/VXF6`` for a January 2026 VIX
+  option): Black-76 on that future's close, never BSM on the spot index; without the future's
+  close they are unpriced with the reason (VXN and RVX options likewise, having no future here).
 * Dividend yield: market metrics' ``dividend_yield`` (a fraction) of the root; for an index whose
   metrics carry none (SPX, NDX, RUT...), its tracking ETF's from the same snapshot
   (``instruments.symbology.DIVIDEND_PROXIES``: SPY for SPX); else 0. ``dividend_yield_source``
@@ -78,6 +81,20 @@ def _mark_per_unit(pos: pd.DataFrame, quantity: np.ndarray, multiplier: np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         derived = total / (np.abs(quantity) * multiplier)
     return np.where(np.isfinite(per_unit), per_unit, derived)
+
+
+# Volatility indices whose options settle to a future: the future's root (None: no listed future
+# this pipeline can price; such options stay unpriced rather than priced on the spot index).
+VOLATILITY_INDEX_ROOTS: dict[str, str | None] = {"VIX": "/VX", "VIXW": "/VX", "VXN": None, "RVX": None}
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+
+def _volatility_future(root: str, expiration: date | None) -> str | None:
+    """The future a volatility-index option settles to: ``/VX`` + month code + year digit."""
+    future = VOLATILITY_INDEX_ROOTS.get(root)
+    if future is None or expiration is None:
+        return None
+    return f"{future}{MONTH_CODES[expiration.month - 1]}{expiration.year % 10}"
 
 
 def _prices(underlying_prices: Mapping[str, float] | pd.Series) -> pd.Series:
@@ -204,9 +221,23 @@ def position_greeks(
         lambda i: f"expired: expires {expiration[i]} (at {expires_at.iloc[i]}), on or before the session of {as_of_date}",
     )
 
+    # Options on a volatility index settle to (and are priced off) the index's future of the same
+    # expiration (Cboe: a VIX option expires with that month's VX future, AM-settled to the SOQ),
+    # never the spot index: Black-76 on /VX<month><year> (e.g. /VXF6), unpriced without its close.
+    vol_root = np.isin(root, list(VOLATILITY_INDEX_ROOTS)) & is_option
+    vol_future = np.array(
+        [_volatility_future(r, e) if v else None for r, e, v in zip(root, expiration, vol_root)], dtype=object
+    )
+    _first_missing(
+        reason, vol_root & np.equal(vol_future, None),
+        lambda i: f"options on {root[i]} settle to its future of the same expiration, which has no listed "
+        "contract here: not priced on the spot index",
+    )
+    black = is_future_option | vol_root
+
     # Underlying price: own contract's close, else (futures only) the root's continuous close.
     prices = _prices(underlying_prices)
-    price_key = np.where(is_option, underlying, symbol)
+    price_key = np.where(vol_root, vol_future, np.where(is_option, underlying, symbol))
     S = pd.Series(price_key, dtype="object").map(prices).to_numpy(dtype=float)
     price_source = np.where(np.isfinite(S), "close", None).astype(object)
     root_close = pd.Series(root, dtype="object").map(prices).to_numpy(dtype=float)
@@ -217,6 +248,7 @@ def position_greeks(
         reason, ~np.isfinite(S),
         lambda i: f"no close for {price_key[i]}"
         + (f" or its root {root[i]}" if is_futurish[i] and root[i] != price_key[i] else "")
+        + (f" (the {root[i]} option's own future: hold or watch it)" if vol_root[i] else "")
         + f" on {as_of_date}",
     )
 
@@ -245,8 +277,8 @@ def position_greeks(
     q_source = np.where(
         np.isfinite(own_q), "metrics", np.where(np.isfinite(proxy_q), "proxy:" + proxy.fillna("").to_numpy(dtype=str), "none")
     ).astype(object)
-    q = np.where(is_futurish, np.nan, q)
-    q_source = np.where(is_futurish, None, q_source)
+    q = np.where(is_futurish | black, np.nan, q)
+    q_source = np.where(is_futurish | black, None, q_source)
     beta = root_series.map(pd.to_numeric(mx["beta"], errors="coerce")).to_numpy(dtype=float) if "beta" in mx else np.full(n, np.nan)
     beta = np.where(~np.isfinite(beta) & (root == "SPY"), 1.0, beta)
     r = np.full(n, float(risk_free_rate) if risk_free_rate is not None else np.nan)
@@ -266,7 +298,7 @@ def position_greeks(
     if solvable.any():
         mark_iv[solvable], mark_note[solvable] = implied_vol_from_mark(
             mark_price[solvable], S[solvable], strike[solvable], years[solvable], r[solvable],
-            np.where(np.isnan(q), 0.0, q)[solvable], is_call[solvable], is_future_option[solvable],
+            np.where(np.isnan(q), 0.0, q)[solvable], is_call[solvable], black[solvable],
         )
     use_mark = np.isfinite(mark_iv) & (mark_iv > 0)
     sigma = np.where(use_mark, mark_iv, term_iv)
@@ -284,7 +316,7 @@ def position_greeks(
         result = om.option_values(
             S[price_now], strike[price_now], years[price_now], r[price_now],
             np.where(np.isnan(q), 0.0, q)[price_now], sigma[price_now], is_call[price_now],
-            is_future_option[price_now],
+            black[price_now],
         )
         for name in GREEKS:
             values[name][price_now] = getattr(result, name)
@@ -302,7 +334,7 @@ def position_greeks(
     nan_greek = np.equal(reason, None) & ~np.all([np.isfinite(values[g]) for g in GREEKS], axis=0)
     _first_missing(reason, nan_greek, "the model returned a non-finite value")
 
-    model = np.where(is_option, np.where(is_future_option, om.MODEL_BLACK_76, om.MODEL_BSM), None).astype(object)
+    model = np.where(is_option, np.where(black, om.MODEL_BLACK_76, om.MODEL_BSM), None).astype(object)
     size = quantity * multiplier
     position_delta = values["delta"] * size
     with np.errstate(invalid="ignore", divide="ignore"):

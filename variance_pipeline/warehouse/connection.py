@@ -108,8 +108,12 @@ def _lock_holder(message: str) -> str:
     return f"{match.group(1)} (PID {match.group(2)})" if match else "another process"
 
 
-def open_warehouse(path: Path, *, read_only: bool = False, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Connect, retrying on a held lock for at most ``wait_seconds``."""
+def open_warehouse(
+    path: Path, *, read_only: bool = False, wait_seconds: float = 30.0, shown_as: Path | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying on a held lock for at most ``wait_seconds``; errors name ``shown_as``
+    (the published file a private copy stands for), else ``path``."""
+    named = shown_as or path
     if read_only and not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist yet: materialize the pipeline first")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,15 +128,14 @@ def open_warehouse(path: Path, *, read_only: bool = False, wait_seconds: float =
         except duckdb.Error as exc:
             message = str(exc)
             if not isinstance(exc, duckdb.IOException) or "lock" not in message.lower():
-                translated = _translated(path, exc, stage="open")
+                translated = _translated(named, exc, stage="open")
                 if translated is not None:
                     raise translated from exc
                 raise
             if time.monotonic() >= deadline:
                 raise WarehouseLockedError(
-                    f"warehouse {path} is locked by {_lock_holder(message)}; waited {wait_seconds:.0f} s. "
-                    "Close that DuckDB session (or open yours with read_only=True only while no load runs) "
-                    "and re-run: loads are idempotent."
+                    f"warehouse {named} is locked by {_lock_holder(message)}; waited {wait_seconds:.0f} s. "
+                    "Close that DuckDB session and re-run: loads are idempotent."
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -140,11 +143,12 @@ def open_warehouse(path: Path, *, read_only: bool = False, wait_seconds: float =
 
 @contextmanager
 def warehouse_connection(
-    path: Path, *, read_only: bool = False, wait_seconds: float = 30.0
+    path: Path, *, read_only: bool = False, wait_seconds: float = 30.0, shown_as: Path | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """``open_warehouse`` as a context manager; a write connection is checkpointed before it closes,
     and a corrupt file or a full disk met inside the block is reported as such (see the module)."""
-    con = open_warehouse(path, read_only=read_only, wait_seconds=wait_seconds)
+    con = open_warehouse(path, read_only=read_only, wait_seconds=wait_seconds, shown_as=shown_as)
+    path = shown_as or path
     try:
         try:
             yield con

@@ -170,21 +170,10 @@ def load_sessions(
 
 
 def rebuild(lake: Lake, path: Path | None = None) -> LoadReport:
-    """Recreate the warehouse from the lake: a new file, every partition, then swapped in."""
-    from variance_pipeline.warehouse.connection import open_warehouse
+    """Recreate the warehouse from the lake: a new file, every partition, then published (readers
+    of the old file keep it until they close it)."""
+    from variance_pipeline.warehouse.publish import publishing
 
-    target = path or lake.warehouse_path
-    tmp = target.with_name(target.name + ".rebuild")
-    tmp.unlink(missing_ok=True)
     days = sorted({d for spec in TABLES for d in lake.partition_days(spec.name)})
-    con = open_warehouse(tmp)
-    try:
-        report = load_sessions(con, lake, days, run_id="rebuild")
-    finally:
-        con.close()
-    # The old file's WAL belongs to the old file (a corrupt one, say): DuckDB would replay it onto
-    # the rebuilt one, so it goes first.
-    Path(str(target) + ".wal").unlink(missing_ok=True)
-    tmp.replace(target)
-    Path(str(tmp) + ".wal").unlink(missing_ok=True)
-    return report
+    with publishing(path or lake.warehouse_path, fresh=True, run_id="rebuild") as con:
+        return load_sessions(con, lake, days, run_id="rebuild")

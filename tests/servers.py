@@ -1,0 +1,106 @@
+"""Real servers the suite starts on loopback in a temporary directory (PostgreSQL), and stops.
+
+Nothing here is mocked: the tests talk to the server the way a deployment would. When the server
+cannot be installed on this machine the fixture skips with the reason, loudly (``.ci/run``
+installs it in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def postgres_bin() -> Path | None:
+    """The folder with initdb and pg_ctl (Debian's layout), or None when PostgreSQL is not installed."""
+    for folder in sorted(Path("/").glob(POSTGRES_BIN_GLOB.lstrip("/")), reverse=True):
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    port: int
+    database: str
+    user: str
+
+    @property
+    def url(self) -> str:
+        """The URL Dagster's instance takes (``postgresql+psycopg2://``, as the README says)."""
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    """initdb refuses to run as root: as root, run it as the unprivileged ``postgres`` user."""
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextmanager
+def postgres_server(database: str = "dagster") -> Iterator[Postgres]:
+    """A PostgreSQL server on 127.0.0.1, trust auth, one database, its data in a temporary folder
+    of its own under /tmp (pytest's folders are private to root, and the server runs as ``postgres``)."""
+    binaries = postgres_bin()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does)")
+    root = Path(tempfile.mkdtemp(prefix="variance-postgres-"))
+    data = root / "pgdata"
+    socket_dir = root / "socket"
+    data.mkdir(parents=True)
+    socket_dir.mkdir()
+    user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        for path in (data, socket_dir):
+            shutil.chown(path, "postgres")
+    port = free_port()
+    log = root / "postgres.log"
+    subprocess.run(
+        _as_server_user([str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync"]),
+        check=True, capture_output=True, timeout=120,
+    )
+    subprocess.run(
+        _as_server_user([
+            str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
+            "-o", f"-p {port} -h 127.0.0.1 -k {socket_dir} -c fsync=off",
+        ]),
+        check=True, capture_output=True, timeout=120,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            created = subprocess.run(
+                _as_server_user([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, database]),
+                capture_output=True, text=True, timeout=30,
+            )
+            if created.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if created.returncode != 0:
+            raise RuntimeError(f"createdb failed: {created.stderr}")
+        yield Postgres(port, database, user)
+    finally:
+        subprocess.run(
+            _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+            capture_output=True, timeout=120,
+        )
+        shutil.rmtree(root, ignore_errors=True)
