@@ -19,6 +19,13 @@ The steps, each at most one logical request (a paginated list follows its pages)
    must not be answered with more requests).
 7. ``risk-free rate``: ``GET /margin-requirements-public-configuration``.
 8. ``balances`` and ``margin report`` of that first open account (net liq, BP used, the groups).
+9. What the token can reach, each one read-only line: ``quote token`` (``GET /api-quote-tokens``:
+   the streaming grant; the token itself is never shown), ``market data`` (``GET
+   /market-data/by-type`` for SPY and one option: funded accounts only; says whether the option's
+   IV and Greeks are sent), ``futures bars`` (ES=F's ``currentTradingPeriod`` and its last two bar
+   stamps: futures bars are calendar-day bars), ``earnings history`` (AAPL's last two historic
+   items, which are dated by quarter end, and the metrics' report date and ``time-of-day``) and
+   ``index dividend`` (SPX's ``dividend-yield``, or that SPY's is used).
 
 Nothing is written to disk (no data directory, no raw files) and no secret is printed: every line
 goes through ``TastytradeCredentials.redact``. Exit code 0 when every step is OK, 1 otherwise.
@@ -28,11 +35,13 @@ In simulator mode the same steps run against ``VARIANCE_SIMULATOR_URL``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from variance_pipeline.calendar import last_closed_session, sessions_back
@@ -86,6 +95,7 @@ class Doctor:
         self.unreachable: set[str] = set()  # base URLs nothing answered at
         self.token_ok = False
         self.account: str | None = None
+        self.held_option: str | None = None  # an equity option of that account, for the market-data line
         self.symbol = symbol or FALLBACK_SYMBOL
         self.symbol_reason = "--symbol" if symbol else "nothing held"
 
@@ -267,6 +277,8 @@ class Doctor:
             except ValueError:
                 continue
         held.discard("")
+        options = sorted(str(i.get("symbol")) for i in items if i.get("instrument-type") == "Equity Option")
+        self.held_option = options[0] if options else None
         if held and not self.symbol_override:
             # An equity or index first (the cheapest, most familiar check), a futures root otherwise.
             self.symbol, self.symbol_reason = sorted(held, key=lambda s: (s.startswith("/"), s))[0], "held"
@@ -299,6 +311,67 @@ class Doctor:
         requirement = _float(report.get("maintenance-requirement"))
         total = f", maintenance requirement {requirement:,.2f}" if requirement is not None else ""
         return f"{len(groups)} underlying group{'' if len(groups) == 1 else 's'} in the margin report{total}"
+
+    # -- what the token can reach (read-only; nothing of a secret is printed) ----------------------
+
+    def _tastytrade_call(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except SourceError as exc:
+            if exc.status in (401, 403):
+                raise StepFailed(f"not granted to this token (HTTP {exc.status})") from None
+            raise (self._transport_failure(exc, self.settings.tastytrade_api_url) or StepFailed(str(exc))) from None
+
+    def step_quote_token(self) -> str:
+        data = self._tastytrade_call(self._need_token().api_quote_tokens)
+        url = str(data.get("dxlink-url") or data.get("websocket-url") or "?")
+        return f"streaming token granted (level {data.get('level', '?')}, {url}); the token is not shown"
+
+    def step_market_data(self) -> str:
+        client = self._need_token()
+        option = self.held_option or "SPY   260116C00700000"
+        items = self._tastytrade_call(lambda: client.market_data({"equity": ["SPY"], "equity-option": [option]}))
+        quoted = [i for i in items if i.get("symbol") == option]
+        greeks = bool(quoted and all(quoted[0].get(k) not in (None, "") for k in ("volatility", "delta", "theta")))
+        return (f"{len(items)} of 2 symbols quoted; the option's IV and Greeks "
+                + ("are sent (stored beside the model's)" if greeks else "are not sent (the model's are used)"))
+
+    def step_futures_bars(self, now: datetime) -> str:
+        base = self.settings.yahoo_chart_url
+        if base in self.unreachable:
+            raise Skipped(f"{base} did not answer")
+        sessions = sessions_back(last_closed_session(now), CHART_SESSIONS)
+        with YahooChartClient(base, policy=YAHOO_POLICY, rate_per_second=0, jitter=0, stats=self.stats) as yahoo:
+            try:
+                fetched = yahoo.fetch("ES=F", sessions[0], sessions[-1], now=now)
+            except ChartError as exc:
+                raise StepFailed(str(exc)) from None
+        period = (fetched.chart.meta.get("currentTradingPeriod") or {}).get("regular") or {}
+        zone = ZoneInfo(str(fetched.chart.meta.get("exchangeTimezoneName") or "America/New_York"))
+
+        def stamp(epoch: Any) -> str:
+            return datetime.fromtimestamp(int(epoch), zone).strftime("%a %Y-%m-%d %H:%M %Z") if epoch else "?"
+
+        bars = json.loads(fetched.raw).get("chart", {}).get("result", [{}])[0].get("timestamp") or []
+        return (f"ES=F regular period {stamp(period.get('start'))} .. {stamp(period.get('end'))}; "
+                f"last bars stamped {', '.join(stamp(t) for t in bars[-2:]) or 'none'}")
+
+    def step_earnings_history(self) -> str:
+        client = self._need_token()
+        start = (self.settings.now() - timedelta(days=800)).date()
+        items = self._tastytrade_call(lambda: client.earnings_reports("AAPL", start))
+        metrics = self._tastytrade_call(lambda: client.market_metrics(["AAPL"])).items
+        earnings = (metrics[0].get("earnings") or {}) if metrics else {}
+        last = ", ".join(f"{i.get('occurred-date')} (eps {i.get('eps')})" for i in list(items)[-2:]) or "none"
+        return (f"AAPL historic earnings, last two: {last}; metrics expected-report-date "
+                f"{earnings.get('expected-report-date', '?')}, time-of-day {earnings.get('time-of-day', 'not sent')}")
+
+    def step_index_dividend(self) -> str:
+        metrics = self._tastytrade_call(lambda: self._need_token().market_metrics(["SPX"])).items
+        value = metrics[0].get("dividend-yield") if metrics else None
+        if value in (None, ""):
+            return "SPX metrics carry no dividend-yield: index options use SPY's (dividend_yield_source proxy:SPY)"
+        return f"SPX dividend-yield {_num(value)} (used for SPX options)"
 
     def step_metrics(self) -> str:
         client = self._need_token()
@@ -379,6 +452,11 @@ class Doctor:
             self.run_step("market metrics", self.step_metrics)
             self.run_step("yahoo chart", lambda: self.step_chart(now))
             self.run_step("risk-free rate", self.step_rate)
+            self.run_step("quote token", self.step_quote_token)
+            self.run_step("market data", self.step_market_data)
+            self.run_step("futures bars", lambda: self.step_futures_bars(now))
+            self.run_step("earnings history", self.step_earnings_history)
+            self.run_step("index dividend", self.step_index_dividend)
         finally:
             if self.client is not None:
                 self.client.close()

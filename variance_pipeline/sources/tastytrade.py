@@ -448,6 +448,11 @@ class TastytradeClient:
             raise SourceError(f"GET {path}: response has no data object", path=path)
         return data
 
+    def api_quote_tokens(self, on_raw: RawCallback | None = None) -> dict[str, Any]:
+        """``GET /api-quote-tokens``: the streaming token (``token``, ``dxlink-url``, ``level``).
+        The token itself is a secret of the session: callers never print or store it."""
+        return self._account_object("/api-quote-tokens", "api_quote_tokens.json", on_raw)
+
     def balances(self, account_number: str, on_raw: RawCallback | None = None) -> dict[str, Any]:
         """``GET /accounts/{n}/balances``: the account's balances (one object)."""
         number = quote(account_number, safe="")
