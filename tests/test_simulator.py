@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -28,7 +27,7 @@ from variance_pipeline.simulator.faults import FaultRule, parse_spec
 from variance_pipeline.simulator.replay import chart_symbol
 from variance_pipeline.simulator.server import RequestLog
 
-from support import RECORDED
+from support import GRANT, RECORDED, UA, chart_result as _chart, login as _login
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,8 +35,7 @@ needs_recorded = pytest.mark.usefixtures("recorded_dir")
 
 CLOCK = datetime(2026, 1, 16, 22, 0, tzinfo=timezone.utc)  # Friday, after the close
 IN_SESSION = datetime(2025, 11, 24, 17, 0, tzinfo=timezone.utc)  # Monday 12:00 New York
-UA = {"User-Agent": "variance-pipeline-tests/1.0"}
-GRANT = {"grant_type": "refresh_token", "refresh_token": "refresh", "client_secret": "secret"}
+SIMULATOR = {"now": CLOCK, "seed": 42}  # the module's ``sim`` (conftest.py); ``api`` is logged in to it
 
 
 def _recorded(relative: str) -> Any:
@@ -80,27 +78,6 @@ def assert_shape(recorded: Any, actual: Any, where: str = "$", loose_numbers: bo
         assert_shape(recorded[0], actual[0], f"{where}[0]", loose_numbers)
 
 
-@contextmanager
-def _login(base: str) -> Iterator[httpx.Client]:
-    """A client holding a fresh access token."""
-    with httpx.Client(base_url=base, headers=UA, timeout=10) as client:
-        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(now=CLOCK, seed=42) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with _login(sim.url) as client:
-        yield client
-
-
 @pytest.fixture()
 def clean(sim: SimulatorServer, api: httpx.Client) -> Iterator[httpx.Client]:
     """A client on a simulator with no faults and an empty request log, restored afterwards."""
@@ -108,12 +85,6 @@ def clean(sim: SimulatorServer, api: httpx.Client) -> Iterator[httpx.Client]:
     api.delete("/_sim/requests")
     yield api
     api.delete("/_sim/faults")
-
-
-def _chart(client: httpx.Client, ticker: str, **params: Any) -> dict[str, Any]:
-    response = client.get(f"/v8/finance/chart/{ticker}", params={"interval": "1d", **params})
-    assert response.status_code == 200, response.text
-    return response.json()["chart"]["result"][0]
 
 
 # --- shapes against the recorded responses ----------------------------------------------------
@@ -225,7 +196,7 @@ def test_chart_has_recorded_shape(api: httpx.Client) -> None:
 
 
 def test_chart_bars_are_nyse_sessions_with_sane_ohlc(api: httpx.Client) -> None:
-    result = _chart(api, "ES%3DF", **_window(date(2025, 1, 1), date(2026, 1, 1)))
+    result = _chart(api, "ES=F", **_window(date(2025, 1, 1), date(2026, 1, 1)))
     days = sessions_in_range(date(2025, 1, 1), date(2025, 12, 31))
     assert result["timestamp"] == [_epoch(d) for d in days]
     as_dates = {datetime.fromtimestamp(t, timezone.utc).date() for t in result["timestamp"]}
@@ -247,7 +218,7 @@ def test_chart_errors_and_empty_window(api: httpx.Client) -> None:
     assert early.status_code == 400 and early.json()["chart"]["error"]["code"] == "Bad Request"
     weekend = _chart(api, "SPY", **_window(date(2025, 11, 22), date(2025, 11, 24)))
     assert "timestamp" not in weekend and weekend["indicators"]["quote"] == [{}]
-    caret = _chart(api, "%5EVIX", range="5d")
+    caret = _chart(api, "^VIX", range="5d")
     assert caret["meta"]["symbol"] == "^VIX" and len(caret["timestamp"]) == 5
 
 
