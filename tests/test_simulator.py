@@ -379,20 +379,26 @@ def test_replay_merges_and_slices_recorded_charts(replay: httpx.Client) -> None:
     assert replay.get("/v8/finance/chart/SPY", params={"range": "1mo"}).status_code == 404
 
 
-def test_replay_sends_recorded_bodies_byte_for_byte(replay: httpx.Client) -> None:
+def test_verbatim_replay_sends_recorded_bodies_byte_for_byte(replay: httpx.Client) -> None:
     recorded = {
         "/customers/me/accounts": "customer_accounts.json",
         "/accounts/ANY00000/positions": "positions.json",
         "/margin-requirements-public-configuration": "margin_requirements_public_configuration.json",
     }
-    for path, name in recorded.items():
-        assert replay.get(path).content == (RECORDED / "tastytrade" / name).read_bytes(), path
-    extra = {"endpoint": "accounts", "kind": "extra_field", "count": 1}
-    assert replay.post("/_sim/faults", json=extra).status_code == 200
-    altered = replay.get("/customers/me/accounts").json()  # a fault re-encodes what it alters
-    assert all(item["x-simulator-extra"] == "unexpected" for item in altered["data"]["items"])
-    paged = replay.get("/accounts/ANY00000/positions", params={"per-page": 1}).json()
-    assert paged["pagination"]["total-pages"] == 1 and paged["data"] == _recorded("tastytrade/positions.json")["data"]
+    for path, name in recorded.items():  # by default re-encoded, like every other answer
+        compact = json.dumps(_recorded(f"tastytrade/{name}"), separators=(",", ":")).encode()
+        assert replay.get(path).content == compact, path
+    with SimulatorServer(replay_dir=RECORDED, verbatim=True) as sim, _login(sim.url) as client:
+        for path, name in recorded.items():
+            assert client.get(path).content == (RECORDED / "tastytrade" / name).read_bytes(), path
+        extra = {"endpoint": "accounts", "kind": "extra_field", "count": 1}
+        assert client.post("/_sim/faults", json=extra).status_code == 200
+        altered = client.get("/customers/me/accounts").json()  # a fault re-encodes what it alters
+        assert all(item["x-simulator-extra"] == "unexpected" for item in altered["data"]["items"])
+        paged = client.get("/accounts/ANY00000/positions", params={"per-page": 1})
+        assert paged.json()["pagination"]["total-pages"] == 1 and b'"pagination"' in paged.content
+    with pytest.raises(ValueError, match="verbatim"):
+        SimulatorServer(verbatim=True)
 
 
 def test_server_page_size_pages_what_the_client_did_not(api: httpx.Client) -> None:
@@ -565,11 +571,12 @@ def test_fault_specs_parse_from_cli_syntax() -> None:
         parse_spec("chart:teapot")
 
 
-def test_cli_takes_token_lifetime_rotation_and_page_size() -> None:
-    args = build_parser().parse_args(["--token-ttl", "100", "--rotate-refresh-tokens", "--per-page", "2"])
-    assert (args.token_ttl, args.rotate_refresh_tokens, args.per_page) == (100.0, True, 2)
+def test_cli_takes_token_lifetime_rotation_page_size_and_verbatim() -> None:
+    argv = ["--token-ttl", "100", "--rotate-refresh-tokens", "--per-page", "2", "--replay", "x", "--verbatim"]
+    args = build_parser().parse_args(argv)
+    assert (args.token_ttl, args.rotate_refresh_tokens, args.per_page, args.verbatim) == (100.0, True, 2, True)
     defaults = build_parser().parse_args([])
-    assert (defaults.rotate_refresh_tokens, defaults.per_page) == (False, DEFAULT_PER_PAGE)
+    assert (defaults.rotate_refresh_tokens, defaults.per_page, defaults.verbatim) == (False, DEFAULT_PER_PAGE, False)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--per-page", "0"])
 

@@ -1,7 +1,7 @@
 """The Tastytrade client over real HTTP on loopback: endpoints, tokens, retries.
 
 The server is the project's simulator (``variance_pipeline.simulator``) replaying the recorded
-responses byte for byte from a copy of ``fixtures/recorded/tastytrade`` and accepting exactly one
+responses verbatim (byte for byte) from a copy of ``fixtures/recorded/tastytrade``, accepting one
 pair of credentials, as the API does. What a test scripts (statuses, Retry-After, a body cut in
 half, a careless server that echoes what it was sent) is a fault rule, and what the client sent
 (paths and queries as on the wire, headers, the token request's body) is read from the
@@ -65,7 +65,9 @@ def serve(folder: Path) -> Iterator[Callable[..., SimulatorServer]]:
     with ExitStack() as servers:
 
         def start(**options: Any) -> SimulatorServer:
-            server = SimulatorServer(replay_dir=folder, client_secret=SECRET, refresh_token=REFRESH, **options)
+            server = SimulatorServer(
+                replay_dir=folder, verbatim=True, client_secret=SECRET, refresh_token=REFRESH, **options
+            )
             return servers.enter_context(server)
 
         yield start

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--now", type=_instant, default=None, help="market clock, ISO-8601 with offset; default real time")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--replay", type=Path, default=None, metavar="DIR", help="serve recorded responses from DIR")
+    parser.add_argument(
+        "--verbatim", action="store_true",
+        help="with --replay: send recorded accounts, positions and margin configuration byte for byte",
+    )
     parser.add_argument("--client-secret", default=None, help="accept only this OAuth client secret")
     parser.add_argument("--refresh-token", default=None, help="accept only this OAuth refresh token")
     parser.add_argument("--token-ttl", type=float, default=900.0, metavar="SECONDS", help="access-token lifetime")
@@ -82,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbatim and args.replay is None:
+        parser.error("--verbatim goes with --replay")
     server = SimulatorServer(
         host=args.host,
         port=args.port,
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         universe=args.universe,
         rotate_refresh_tokens=args.rotate_refresh_tokens,
         per_page=args.per_page,
+        verbatim=args.verbatim,
     )
     stopped = threading.Event()
 

@@ -9,8 +9,9 @@
                                            ``earnings__ES.json``), items filtered to start-date
     yahoo/chart_<SYMBOL>*.json          -> /v8/finance/chart/<SYMBOL>, merged and sliced
 
-Accounts, positions and the margin configuration are sent byte for byte as recorded (unless a
-fault alters them or the positions are paged); filtered answers are re-encoded.
+Every answer is encoded as the synthetic market's are (compact JSON). With ``verbatim``, the
+accounts, positions and margin configuration are sent byte for byte as recorded instead (unless a
+fault alters them or the positions are paged): what a test of a client's raw copies compares with.
 
 ``<SYMBOL>`` is everything between ``chart_`` and ``_1d_`` or ``.json`` (``chart_GS2C.DE.json``
 is ``GS2C.DE``). Files for one symbol are merged by timestamp in file-name order; a timestamp
@@ -63,14 +64,14 @@ def _load_if_present(path: Path) -> Any:
     return _load(path) if path.exists() else None
 
 
-def _recording(path: Path) -> Reply:
-    """A recorded body as a 200 that sends the file's own bytes."""
+def _recording(path: Path, verbatim: bool) -> Reply:
+    """A recorded body as a 200; ``verbatim``: one that sends the file's own bytes."""
     raw = path.read_bytes()
-    return Reply(200, json.loads(raw), raw=raw)
+    return Reply(200, json.loads(raw), raw=raw if verbatim else None)
 
 
-def _recording_if_present(path: Path) -> Reply | None:
-    return _recording(path) if path.exists() else None
+def _recording_if_present(path: Path, verbatim: bool) -> Reply | None:
+    return _recording(path, verbatim) if path.exists() else None
 
 
 def _recorded_adjclose(result: dict[str, Any]) -> dict[int, float]:
@@ -148,18 +149,18 @@ def merge_charts(paths: list[Path]) -> chart.ChartData:
 class ReplayBackend:
     """Answers from a recorded folder; the clock is ignored (recordings are fixed in time)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, verbatim: bool = False) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"replay folder {self.folder} does not exist")
         tasty = self.folder / "tastytrade"
-        self._accounts = _recording_if_present(tasty / "customer_accounts.json")
+        self._accounts = _recording_if_present(tasty / "customer_accounts.json", verbatim)
         self._positions = {
-            path.stem.removeprefix("positions_"): _recording(path) for path in tasty.glob("positions_*.json")
+            path.stem.removeprefix("positions_"): _recording(path, verbatim) for path in tasty.glob("positions_*.json")
         }
-        self._default_positions = _recording_if_present(tasty / "positions.json")
+        self._default_positions = _recording_if_present(tasty / "positions.json", verbatim)
         self._metrics = _load_if_present(tasty / "market_metrics.json")
-        self._margin = _recording_if_present(tasty / "margin_requirements_public_configuration.json")
+        self._margin = _recording_if_present(tasty / "margin_requirements_public_configuration.json", verbatim)
         self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):

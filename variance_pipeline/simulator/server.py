@@ -339,7 +339,8 @@ class SimulatorServer:
     """The embedded simulator: ``with SimulatorServer(now=...) as sim: httpx.get(sim.url + ...)``.
 
     ``now`` fixes the market clock (tz-aware; None = real time per request); ``seed`` picks the
-    synthetic market; ``replay_dir`` serves recorded responses instead; ``client_secret`` and
+    synthetic market; ``replay_dir`` serves recorded responses instead (``verbatim``: the recorded
+    accounts, positions and margin configuration byte for byte, see ``replay``); ``client_secret`` and
     ``refresh_token`` restrict OAuth to exactly those; ``token_ttl`` is the access-token life in
     real seconds; ``rotate_refresh_tokens`` answers each grant with a new refresh token, and then
     accepts only the newest; ``per_page`` is the page size of positions when the client sends no
@@ -364,6 +365,7 @@ class SimulatorServer:
         universe: int = 0,
         rotate_refresh_tokens: bool = False,
         per_page: int = DEFAULT_PER_PAGE,
+        verbatim: bool = False,
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
@@ -371,9 +373,11 @@ class SimulatorServer:
             raise ValueError("universe must be >= 0")
         if per_page < 1:
             raise ValueError("per_page must be >= 1")
+        if verbatim and replay_dir is None:
+            raise ValueError("verbatim applies to a replay (replay_dir)")
         self.faults = FaultStore(faults)
         backend: Backend = (
-            ReplayBackend(replay_dir)
+            ReplayBackend(replay_dir, verbatim)
             if replay_dir is not None
             else SyntheticBackend(seed, self.faults.splits_for, delisted, universe)
         )
