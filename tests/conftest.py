@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from servers import Postgres, postgres_server
-from support import CLOCK, RECORDED
+from support import CLOCK, RECORDED, login
 from variance_pipeline.simulator import SimulatorServer
 
 
@@ -38,6 +39,24 @@ def postgres() -> Iterator[Postgres]:
 def simulator() -> Iterator[SimulatorServer]:
     with SimulatorServer(port=0, now=CLOCK) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def sim(request: pytest.FixtureRequest) -> Iterator[SimulatorServer]:
+    """A simulator of the module's own, so that the faults and clocks one module installs reach no
+    other. A module sets its ``SimulatorServer`` arguments in a module-level ``SIMULATOR`` dict
+    (e.g. ``{"now": CLOCK, "seed": 7}``); the default is ``now=support.CLOCK`` and the simulator's
+    default seed."""
+    options = {"now": CLOCK, **getattr(request.module, "SIMULATOR", {})}
+    with SimulatorServer(port=0, **options) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
+    """An httpx client logged in to the module's ``sim``."""
+    with login(sim.url) as client:
+        yield client
 
 
 # Which modules are slow (real Dagster runs, seconds each), end to end (a CLI or the demo in a

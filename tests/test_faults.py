@@ -88,11 +88,8 @@ FAULT_CASES: dict[str, str] = {
 # --- the simulator, runs and snapshots of what landed ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    """A simulator of this module's own: the faults installed here reach no other module."""
-    with SimulatorServer(port=0, now=CLOCK) as server:
-        yield server
+# ``sim`` (conftest.py) is a simulator of this module's own at ``CLOCK``: the faults installed
+# here reach no other module.
 
 
 @pytest.fixture(autouse=True)
