@@ -41,6 +41,8 @@ from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import parse_rules
 from variance_pipeline.warehouse import cli as warehouse_cli
 
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
 PROJECT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 README = PROJECT / "README.md"

@@ -31,6 +31,8 @@ import pytest
 from support import EXTRACT, NO_CHARTS, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 
+pytestmark = pytest.mark.slow
+
 LAST = date(2025, 11, 25)
 EVENINGS = 30
 BACKFILL_START = date(2025, 6, 30)

@@ -27,6 +27,8 @@ from support import CLOCK, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
 
+pytestmark = pytest.mark.slow
+
 SESSION = date(2025, 11, 25)
 PARTITION = SESSION.isoformat()
 NEW_YORK = ZoneInfo("America/New_York")
