@@ -37,6 +37,7 @@ from variance_pipeline.simulator.faults import (
     parse_rules,
 )
 from variance_pipeline.simulator.formats import Reply, paginate, tt_error
+from variance_pipeline.simulator.portfolio import Holding
 from variance_pipeline.simulator.replay import ReplayBackend
 
 DEFAULT_PER_PAGE = 250
@@ -315,7 +316,8 @@ class SimulatorServer:
     real seconds; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``);
     ``delisted`` are well-formed symbols to treat as unknown (default ``backend.DEFAULT_DELISTED``,
     also settable via ``/_sim/delisted``); ``universe`` adds that many synthetic underlyings held in
-    extra accounts (``portfolio.book``; 0 = the fixed book only).
+    extra accounts (``portfolio.book``; 0 = the fixed book only); ``holdings`` adds
+    ``portfolio.Holding`` positions to the fixed accounts.
     """
 
     def __init__(
@@ -331,6 +333,7 @@ class SimulatorServer:
         faults: Iterable[FaultRule] = (),
         delisted: Iterable[str] | None = None,
         universe: int = 0,
+        holdings: Iterable[Holding] = (),
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
@@ -340,7 +343,7 @@ class SimulatorServer:
         backend: Backend = (
             ReplayBackend(replay_dir)
             if replay_dir is not None
-            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe)
+            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe, holdings)
         )
         self.app = SimulatorApp(backend, OAuth(TokenStore(token_ttl), client_secret, refresh_token), self.faults, now)
         self._address = (host, port)

@@ -1,5 +1,11 @@
 """``earnings_moves``: each past report's move across it, and what the options had priced.
 
+``move`` spans the XNYS sessions on both sides of the report date (the API gives no time of day).
+``implied_move = iv * sqrt(T)`` from the last snapshot before the report: the IV and T of that
+snapshot's first expiration that straddles the report (``straddling_expiration``, migration 006; the
+IV by the one rule of ``transforms/term_structure.py``, read from
+``iv_term_structure_by_expiration``), else Tastytrade's iv30 over the days to the session after.
+
 A refresh recomputes the reports dated within ``EARNINGS_WINDOW_DAYS`` of the refreshed sessions
 (their closes, or the snapshot before them, may have changed), every report without a row yet, and
 drops rows whose report is gone (a corrected date).
@@ -61,17 +67,16 @@ snapshot AS (
     GROUP BY t.symbol, t.occurred_date
 ),
 straddle AS (
-    -- The snapshot's first expiration after the report date.
+    -- The snapshot's first expiration that straddles the report (straddling_expiration, migration
+    -- 006: on or after the report date), its IV and T by the one IV rule.
     SELECT
-        s.symbol,
-        s.occurred_date,
-        min(e.expiration_date)                             AS expiration_date,
-        arg_min(e.implied_volatility, e.expiration_date)   AS iv,
-        arg_min(e.days_to_expiration, e.expiration_date)   AS days
-    FROM snapshot AS s
-    JOIN (SELECT * FROM iv_term_structure_by_expiration WHERE as_of_date BETWEEN $snap_lo AND $snap_hi) AS e
-      ON e.symbol = s.symbol AND e.as_of_date = s.snapshot_date AND e.expiration_date > s.occurred_date
-    GROUP BY s.symbol, s.occurred_date
+        symbol,
+        occurred_date,
+        s.expiration_date       AS expiration_date,
+        s.implied_volatility    AS iv,
+        s.days_to_expiration    AS days,
+        s.years_to_expiration   AS years
+    FROM (SELECT symbol, occurred_date, straddling_expiration(symbol, snapshot_date, occurred_date) AS s FROM snapshot)
 ),
 implied AS (
     SELECT
@@ -83,6 +88,10 @@ implied AS (
         coalesce(st.iv, cm.iv30, mm.iv_30_day)                                AS iv,
         CASE WHEN st.iv IS NOT NULL THEN st.days
              ELSE CAST(t.session_after - s.snapshot_date AS INTEGER) END      AS days,
+        -- T: the expiration's (session close to settlement); without one, calendar days to
+        -- session_after over 365 (iv30 belongs to no expiration, so no settlement instant).
+        CASE WHEN st.iv IS NOT NULL THEN st.years
+             ELSE (t.session_after - s.snapshot_date) / 365.0 END           AS years,
         st.expiration_date
     FROM snapshot AS s
     JOIN targets AS t USING (symbol, occurred_date)
@@ -111,7 +120,7 @@ priced AS (
     SELECT
         m.*,
         abs(m.move)                                                  AS abs_move,
-        CASE WHEN i.iv IS NOT NULL THEN i.iv * sqrt(i.days / 365.0) END AS implied_move,
+        CASE WHEN i.iv IS NOT NULL THEN i.iv * sqrt(i.years) END     AS implied_move,
         i.snapshot_date,
         CASE WHEN i.source IS NOT NULL THEN i.iv END                 AS implied_iv,
         CASE WHEN i.source IS NOT NULL THEN i.days END               AS implied_days,

@@ -1,11 +1,12 @@
 """Volatility history nobody else keeps: constant-maturity IV, the variance risk premium, earnings
-moves and our own IV rank, as set-based DuckDB SQL with an O(day) incremental refresh.
+moves and our own IV rank, with an O(day) incremental refresh: set-based DuckDB SQL, except the IV
+of an expiration, which comes from the one rule the position Greeks use (``transforms/term_structure``).
 
 ``refresh_vol_history(con, sessions)`` is called after a load with the sessions it just loaded. It
 recomputes only what those sessions can change:
 
-* ``iv_constant_maturity`` for ``as_of_date`` in ``sessions`` (an evening's term structure only
-  affects that evening);
+* ``iv_term_structure_by_expiration`` and ``iv_constant_maturity`` for ``as_of_date`` in
+  ``sessions`` (an evening's term structure only affects that evening);
 * ``vrp`` for ``as_of_date`` from the 21st XNYS session before ``min(sessions)`` to
   ``max(sessions)``: a close on session s enters the forward window of the 21 sessions before it,
   which is how a row that was NULL "fills in" 21 sessions later without rescanning history;
@@ -39,9 +40,10 @@ from variance_pipeline.warehouse.xnys_sessions import sessions_after, sessions_b
 PACKAGE = "variance_pipeline.warehouse"
 MIGRATION = "002_vol_history.sql"
 VIEWS_FILE = "vol_history.sql"
-VIEW_NAMES = ("iv_term_structure_by_expiration", "vrp_summary", "next_earnings", "iv_rank_own")
+VIEW_NAMES = ("vrp_summary", "next_earnings", "iv_rank_own")
 TABLE_NAMES = (
     "xnys_sessions",
+    "iv_term_structure_by_expiration",
     "iv_constant_maturity",
     "vrp",
     "earnings_reports",
