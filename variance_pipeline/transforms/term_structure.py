@@ -93,7 +93,9 @@ def _settlements(values: pd.Series | Sequence | None, n: int) -> np.ndarray:
         text = value.strip()
         return text.upper() if text.upper() in (AM, PM) else text
 
-    return pd.Series(values, dtype="object").reset_index(drop=True).map(clean).to_numpy(dtype=object)
+    text = pd.Series(values, dtype="object").reset_index(drop=True)
+    spelled = {value: clean(value) for value in pd.unique(text.dropna())}  # a handful of distinct values
+    return text.map(spelled).astype("object").where(text.notna(), None).to_numpy(dtype=object)
 
 
 def settlement_of(expires_at: pd.Series) -> np.ndarray:
@@ -168,9 +170,9 @@ def expiration_nodes(term_structure: pd.DataFrame, session_close: SessionClose =
     chain = _column(term_structure, "option_chain_type").astype("object")
     rows = pd.DataFrame(
         {
-            "as_of_date": as_of.to_numpy(dtype=object),
+            "as_of_date": as_of.to_numpy(),
             "symbol": _column(term_structure, "symbol").to_numpy(dtype=object),
-            "expiration_date": _column(term_structure, "expiration_date").to_numpy(dtype=object),
+            "expiration_date": _column(term_structure, "expiration_date").to_numpy(),
             "settlement_type": _settlements(_column(term_structure, "settlement_type"), n),
             "implied_volatility": pd.to_numeric(term_structure["implied_volatility"], errors="coerce").to_numpy(dtype=float),
             "years_to_expiration": settlement_years(
@@ -250,7 +252,7 @@ def implied_vol_at(nodes: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
                 "code": node_code,
                 "key": node_dates,
                 "settlement_type": nodes["settlement_type"].to_numpy(dtype=object),
-                "expiration_date": nodes["expiration_date"].to_numpy(dtype=object),
+                "expiration_date": nodes["expiration_date"].to_numpy(),
                 "iv": nodes["implied_volatility"].to_numpy(dtype=float),
                 "years": nodes["years_to_expiration"].to_numpy(dtype=float),
                 "is_node": nodes["is_node"].to_numpy(dtype=bool),
@@ -262,7 +264,7 @@ def implied_vol_at(nodes: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
                 "code": target_code,
                 "key": _date_key(_column(targets, "expiration_date")).to_numpy(),
                 "settlement_type": _settlements(_column(targets, "settlement_type"), n),
-                "expiration_date": _column(targets, "expiration_date").to_numpy(dtype=object),
+                "expiration_date": _column(targets, "expiration_date").to_numpy(),
                 "years": pd.to_numeric(targets["years_to_expiration"], errors="coerce").to_numpy(dtype=float),
             }
         )

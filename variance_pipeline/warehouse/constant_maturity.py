@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import date
 
 import duckdb
-import pandas as pd
 
 from variance_pipeline.transforms.term_structure import constant_maturity, expiration_nodes
 
@@ -85,9 +84,7 @@ def _refresh_chunk(con: duckdb.DuckDBPyConnection, days: list[date]) -> None:
     bounds = {"first": days[0], "last": days[-1], "days": days}
     con.execute(f"DELETE FROM iv_term_structure_by_expiration WHERE {_DAYS}", bounds)
     con.execute(f"DELETE FROM iv_constant_maturity WHERE {_DAYS}", bounds)
-    rows = con.execute(_READ_SQL, bounds).df()
-    for column in ("as_of_date", "expiration_date"):
-        rows[column] = pd.to_datetime(rows[column]).dt.date
+    rows = con.execute(_READ_SQL, bounds).df()  # dates as datetime64: the transform compares days
     nodes = expiration_nodes(rows)  # T from each session's XNYS close
     nodes = nodes[nodes["is_node"].to_numpy(dtype=bool)]
     curve = constant_maturity(nodes, TARGET_DAYS)
