@@ -20,7 +20,8 @@ stored by ``warehouse.constant_maturity``), the ``expected_move`` and ``next_ear
    its ``expires_at`` minus the same close, a constant maturity of d days is d / 365.
 3. **Settlement.** A target that names its settlement takes the row of its own date *and*
    settlement (``exact``): an AM-settled SPX monthly gets the AM IV, the PM SPXW of the same date
-   the PM IV, never their mean. A target that names none takes its date's node. The **node** of a
+   the PM IV, never their mean (a position's settlement is AM when its ``expires_at`` is before
+   noon New York, ``settlement_of``). A target that names none takes its date's node. The **node** of a
    date, which is also what interpolation, the expected move, the front IV and the straddle of an
    earnings report use, is its ``PM`` row when one is listed, else its ``AM`` row (else the first
    other settlement by name). Why PM: the PM series (SPXW, NDXP, RUTW, every equity and ETF) is
@@ -28,10 +29,11 @@ stored by ``warehouse.constant_maturity``), the ``expected_move`` and ``next_ear
    monthly's IV also prices the next morning's opening print and would kink it.
 4. **Between nodes** ``T1 < T < T2`` of the same symbol and snapshot (``interpolated``): linear in
    total variance ``w = sigma^2 T``, ``w(T) = w1 + (w2 - w1) (T - T1) / (T2 - T1)``,
-   ``sigma = sqrt(w(T) / T)``. This is the CBOE VIX white paper's interpolation between its near
-   and next terms (Cboe, "VIX White Paper", 2019, step 3), and keeps the curve free of calendar
-   arbitrage whenever the nodes are (total variance non-decreasing in T, Gatheral, "The Volatility
-   Surface", 2006, ch. 3). A target at a node's T takes that node's IV.
+   ``sigma = sqrt(w(T) / T)``. This is how the Cboe VIX White Paper weights its near and next
+   terms to 30 days (its step 3), and it keeps the curve free of calendar arbitrage whenever the
+   nodes are: no calendar arbitrage means total variance non-decreasing in T (Gatheral and
+   Jacquier, "Arbitrage-free SVI volatility surfaces", Quantitative Finance 14(1), 2014), which a
+   straight line between two such nodes is. A target at a node's T takes that node's IV.
 5. **Outside the nodes**: flat, the nearest node's IV, flagged ``extrapolated``. Callers decide:
    the position Greeks use it (and store the flag); constant maturity refuses it and stores NULL
    ("NULL when not bracketed").
