@@ -48,6 +48,7 @@ from variance_pipeline.simulator.faults import (
     parse_rules,
 )
 from variance_pipeline.simulator.formats import Reply, paginate, tt_error
+from variance_pipeline.simulator.portfolio import Holding
 from variance_pipeline.simulator.replay import ReplayBackend
 
 DEFAULT_PER_PAGE = 250
@@ -347,7 +348,8 @@ class SimulatorServer:
     ``per-page``; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``);
     ``delisted`` are well-formed symbols to treat as unknown (default ``backend.DEFAULT_DELISTED``,
     also settable via ``/_sim/delisted``); ``universe`` adds that many synthetic underlyings held in
-    extra accounts (``portfolio.book``; 0 = the fixed book only).
+    extra accounts (``portfolio.book``; 0 = the fixed book only); ``holdings`` adds
+    ``portfolio.Holding`` positions to the fixed accounts.
     """
 
     def __init__(
@@ -366,6 +368,7 @@ class SimulatorServer:
         rotate_refresh_tokens: bool = False,
         per_page: int = DEFAULT_PER_PAGE,
         verbatim: bool = False,
+        holdings: Iterable[Holding] = (),
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
@@ -379,7 +382,7 @@ class SimulatorServer:
         backend: Backend = (
             ReplayBackend(replay_dir, verbatim)
             if replay_dir is not None
-            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe)
+            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe, holdings)
         )
         oauth = OAuth(TokenStore(token_ttl), client_secret, refresh_token, rotate_refresh_tokens)
         self.app = SimulatorApp(backend, oauth, self.faults, now, per_page)
