@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The fast part alone (no full pipeline runs, CLI, demo or browser): for a developer's inner loop.
+# The fast part alone (no Dagster run, CLI, real server, demo or browser; under a minute): the inner loop.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 

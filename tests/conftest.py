@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from servers import Postgres, postgres_server
-from support import CLOCK, RECORDED
+from support import CLOCK, RECORDED, login
 from variance_pipeline.simulator import SimulatorServer
 
 
@@ -40,25 +41,34 @@ def simulator() -> Iterator[SimulatorServer]:
         yield server
 
 
-# Which modules are slow (real Dagster runs, seconds each), end to end (a CLI or the demo in a
-# subprocess) or drive a browser: `make test-fast` (-m "not slow") runs the rest in well under a
-# minute; `make test` runs everything.
-MODULE_MARKS: dict[str, tuple[str, ...]] = {
-    "test_pipeline": ("slow",),
-    "test_extraction_pipeline": ("slow",),
-    "test_candles_pipeline": ("slow",),
-    "test_history_pipeline": ("slow",),
-    "test_charts": ("slow",),
-    "test_defs": ("slow",),
-    "test_demo": ("slow", "e2e"),
-    "test_ui_browser": ("slow", "e2e", "browser"),
-    "test_faults": ("slow", "faults"),
-    "test_scale": ("slow",),
-    "test_risk_pipeline": ("slow",),
-}
+@pytest.fixture(scope="module")
+def sim(request: pytest.FixtureRequest) -> Iterator[SimulatorServer]:
+    """A simulator of the module's own, so that the faults and clocks one module installs reach no
+    other. A module sets its ``SimulatorServer`` arguments in a module-level ``SIMULATOR`` dict
+    (e.g. ``{"now": CLOCK, "seed": 7}``); the default is ``now=support.CLOCK`` and the simulator's
+    default seed."""
+    options = {"now": CLOCK, **getattr(request.module, "SIMULATOR", {})}
+    with SimulatorServer(port=0, **options) as server:
+        yield server
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        for mark in MODULE_MARKS.get(item.module.__name__ if item.module else "", ()):
-            item.add_marker(mark)
+@pytest.fixture(scope="module")
+def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
+    """An httpx client logged in to the module's ``sim``."""
+    with login(sim.url) as client:
+        yield client
+
+
+# Speed lanes are declared by the test modules themselves (``pytestmark = pytest.mark.slow``, or
+# per test): `make test-fast` (-m "not slow") runs the rest in under a minute and never a Dagster
+# run, which this guard enforces: a test outside the slow lane that starts one fails at once.
+@pytest.fixture(autouse=True)
+def _no_dagster_run_in_the_fast_lane(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import dagster as dg
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a Dagster run: mark it (or its module) slow")
+
+    monkeypatch.setattr(dg, "materialize", refuse)

@@ -7,12 +7,15 @@ one place and never from each other.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
+from urllib.parse import quote
 
 import dagster as dg
+import httpx
 import pandas as pd
 import pytest
 
@@ -37,6 +40,26 @@ EXTRACT = ("positions", "universe", "market_metrics", "iv_term_structure")
 CANDLES = ("positions", "universe", "candles")
 # Run config for a warehouse load without its pictures (many runs in a row: only the last draws).
 NO_CHARTS = {"ops": {"warehouse": {"config": {"charts": False}}}}
+# What a test's own HTTP client sends the simulator: a User-Agent (Tastytrade 401s without one)
+# and a refresh-token grant (a simulator without enforced credentials takes any).
+UA = {"User-Agent": "variance-pipeline-tests/1.0"}
+GRANT = {"grant_type": "refresh_token", "refresh_token": "refresh", "client_secret": "secret"}
+
+
+@contextmanager
+def login(base: str) -> Iterator[httpx.Client]:
+    """An httpx client on the simulator at ``base`` holding a fresh access token."""
+    with httpx.Client(base_url=base, headers=UA, timeout=60) as client:
+        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def chart_result(client: httpx.Client, ticker: str, **params: Any) -> dict[str, Any]:
+    """The daily chart result of ``ticker`` (Yahoo spelling, URL-encoded here), asserting a 200."""
+    response = client.get(f"/v8/finance/chart/{quote(ticker, safe='')}", params={"interval": "1d", **params})
+    assert response.status_code == 200, (ticker, response.text)
+    return response.json()["chart"]["result"][0]
 
 
 def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES") -> Settings:

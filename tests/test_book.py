@@ -102,9 +102,7 @@ def test_days_tested_and_events(book: pd.DataFrame) -> None:
     # The AAPL put is in the money (strike 280 > close 272); the AAPL call has |delta| 0.31 >= 0.30.
     assert book.loc["AAPL  251212P00280000", "tested"] and book.loc["AAPL  260116C00290000", "tested"]
     assert not book.loc["SPY   251219P00640000", "tested"] and not book.loc["SPY   251219P00630000", "tested"]
-    # Earnings on 2026-01-15: before the AAPL January call expires (01-16), after the December put.
-    assert book.loc["AAPL  260116C00290000", "earnings_before_expiration"]
-    assert not book.loc["AAPL  251212P00280000", "earnings_before_expiration"]
+    assert book.loc["AAPL  260116C00290000", "earnings_date"] == date(2026, 1, 15)
     # MSFT call: ex-dividend 12-03 before its 12-05 expiry, extrinsic 5.10 - (475 - 470) = 0.10 < 0.91.
     msft = book.loc["MSFT  251205C00470000"]
     assert msft["extrinsic_value"] == pytest.approx(5.10 - 5.0)

@@ -50,6 +50,8 @@ from variance_pipeline.sources.yahoo import YahooChartClient
 from variance_pipeline.warehouse.connection import open_warehouse
 from variance_pipeline.warehouse.load import load_sessions
 
+pytestmark = pytest.mark.slow
+
 CHART = "/v8/finance/chart/"
 NEW_YORK = ZoneInfo("America/New_York")
 WATCHLIST = "SPY,NVDA"  # both held too: the universe is the simulator's ten held underlyings

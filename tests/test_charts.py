@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import base64
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -20,6 +22,8 @@ from variance_pipeline.defs.metadata import picture
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.connection import warehouse_connection
 from variance_pipeline.warehouse.load import load_sessions
+
+pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAST = date(2025, 11, 24)

@@ -46,6 +46,7 @@ def test_definitions_resolve_for_both_sources(tmp_path: Path, monkeypatch: pytes
         dg.Definitions.validate_loadable(definitions_for(settings))
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_dagster_definitions_validate_cli(tmp_path: Path) -> None:
     done = subprocess.run(
@@ -55,6 +56,7 @@ def test_dagster_definitions_validate_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_dg_check_and_list_defs(tmp_path: Path) -> None:
     check = subprocess.run(
@@ -68,6 +70,7 @@ def test_dg_check_and_list_defs(tmp_path: Path) -> None:
     assert '"universe"' in listed.stdout and '"eod_schedule"' in listed.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_missing_source_is_a_clear_error_when_the_location_loads(tmp_path: Path) -> None:
     env = {k: v for k, v in _env(tmp_path).items() if k != "VARIANCE_SOURCE"}

@@ -3,6 +3,8 @@ evening-by-evening replays with the clocks stepped together, and the SQL results
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -12,6 +14,8 @@ import duckdb
 
 from support import CLOCK
 from variance_pipeline.calendar import sessions_back
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PROJECT = Path(__file__).resolve().parents[1]
 SESSIONS = 30

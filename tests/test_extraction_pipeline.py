@@ -32,6 +32,8 @@ from variance_pipeline.settings import Settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 SESSION = "2025-11-25"  # the current session at CLOCK
 SESSION_DAY = date(2025, 11, 25)

@@ -41,6 +41,8 @@ from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import parse_rules
 from variance_pipeline.warehouse import cli as warehouse_cli
 
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
 PROJECT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 README = PROJECT / "README.md"
@@ -88,11 +90,8 @@ FAULT_CASES: dict[str, str] = {
 # --- the simulator, runs and snapshots of what landed ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    """A simulator of this module's own: the faults installed here reach no other module."""
-    with SimulatorServer(port=0, now=CLOCK) as server:
-        yield server
+# ``sim`` (conftest.py) is a simulator of this module's own at ``CLOCK``: the faults installed
+# here reach no other module.
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import exchange_calendars as xcals
@@ -30,6 +31,8 @@ import pytest
 
 from support import EXTRACT, NO_CHARTS, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
+
+pytestmark = pytest.mark.slow
 
 LAST = date(2025, 11, 25)
 EVENINGS = 30
@@ -42,6 +45,7 @@ MIN_RANK = 20
 HISTORY = [*EXTRACT, "candles", "realized_volatility", "earnings_reports", "warehouse"]
 
 XNYS = xcals.get_calendar("XNYS", start="2024-01-01", end="2026-12-31")
+NEW_YORK = ZoneInfo("America/New_York")
 
 
 def _sessions(start: date, end: date) -> list[date]:
@@ -108,33 +112,43 @@ def test_every_evening_landed_one_snapshot(con) -> None:
 
 
 def _numpy_constant_maturity(ts: pd.DataFrame) -> dict[tuple[str, date, int], float | None]:
+    """The IV rule by hand (README): Standard chain only; an expiration's IV is its PM row, else its
+    AM row; T = years of 365 days from the session's XNYS close to 16:00 (09:30 for AM) New York;
+    iv<d> at T = d / 365, linear in total variance, NULL unless bracketed."""
     out: dict[tuple[str, date, int], float | None] = {}
-    ts = ts[ts["implied_volatility"].notna() & (ts["implied_volatility"] > 0)]
+    ts = ts[ts["implied_volatility"].notna() & (ts["implied_volatility"] > 0) & (ts["option_chain_type"] == "Standard")]
     ts = ts[ts["expiration_date"] > ts["as_of_date"]]
     for (symbol, day), group in ts.groupby(["symbol", "as_of_date"]):
+        close = XNYS.session_close(pd.Timestamp(day)).to_pydatetime()
         per_exp = {}
         for exp, rows in group.groupby("expiration_date"):
-            pm = rows[rows["settlement_type"].str.upper() == "PM"]
-            per_exp[(exp - day).days] = float((pm if len(pm) else rows)["implied_volatility"].mean())
-        days = np.array(sorted(per_exp))
+            by = dict(zip(rows["settlement_type"].str.upper(), rows["implied_volatility"]))
+            settlement = "PM" if "PM" in by else "AM"
+            at = datetime.combine(exp, time(16, 0) if settlement == "PM" else time(9, 30), NEW_YORK)
+            per_exp[(at - close).total_seconds() / (365 * 86400)] = float(by[settlement])
+        years = np.array(sorted(per_exp))
         for target in (30, 60, 90):
-            below, above = days[days <= target], days[days >= target]
+            t = target / 365
+            below, above = years[years <= t], years[years >= t]
             if not len(below) or not len(above):
                 out[(symbol, day, target)] = None
                 continue
-            d1, d2 = below.max(), above.min()
-            v1, v2 = per_exp[d1], per_exp[d2]
-            if d1 == d2:
+            t1, t2 = below.max(), above.min()
+            v1, v2 = per_exp[t1], per_exp[t2]
+            if t1 == t2:
                 out[(symbol, day, target)] = v1
                 continue
-            w1, w2 = v1 * v1 * d1 / 365, v2 * v2 * d2 / 365
-            w = w1 + (w2 - w1) * (target - d1) / (d2 - d1)
-            out[(symbol, day, target)] = math.sqrt(w / (target / 365))
+            w1, w2 = v1 * v1 * t1, v2 * v2 * t2
+            w = w1 + (w2 - w1) * (t - t1) / (t2 - t1)
+            out[(symbol, day, target)] = math.sqrt(w / t)
     return out
 
 
 def test_constant_maturity_equals_numpy_on_the_landed_term_structure(con) -> None:
-    ts = _frame(con, "SELECT symbol, as_of_date, expiration_date, settlement_type, implied_volatility FROM iv_term_structure")
+    ts = _frame(con, "SELECT symbol, as_of_date, expiration_date, settlement_type, option_chain_type, implied_volatility "
+                     "FROM iv_term_structure")
+    # The held AAPL's term structure lists a Non-standard chain beside the Standard one: both landed.
+    assert set(ts.loc[ts["symbol"] == "AAPL", "option_chain_type"]) == {"Standard", "Non-standard"}
     ts["as_of_date"] = pd.to_datetime(ts["as_of_date"]).dt.date
     ts["expiration_date"] = pd.to_datetime(ts["expiration_date"]).dt.date
     expected = _numpy_constant_maturity(ts)
@@ -154,7 +168,7 @@ def test_constant_maturity_equals_numpy_on_the_landed_term_structure(con) -> Non
         if not (np.isnan(row.iv30) or np.isnan(row.iv90)):
             assert row.term_slope == pytest.approx(row.iv90 - row.iv30, abs=1e-12)
     # Some simulated chains end before 60/90 days: those maturities are NULL, never extrapolated.
-    # The simulator lists PM settlements only, so "PM over AM" is proven on a copy below.
+    # No symbol here lists AM beside PM, so "PM over AM" is proven on a copy below.
     assert nulls > 0
 
 

@@ -19,6 +19,8 @@ from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 

@@ -266,3 +266,46 @@ def test_empty_book():
     assert priced.empty and unpriced.empty
     assert list(priced.columns) == list(PRICED_COLUMNS)
     assert put_call_parity_gaps(priced).empty
+
+
+def test_am_settled_monthly_and_pm_series_each_take_their_own_iv() -> None:
+    """Issue #19 (a): an SPX monthly (AM, expires-at 09:30 New York) priced with the mean of the
+    date's AM and PM IVs. Each position takes its own settlement's IV; vollib re-prices both."""
+    rows = [
+        ("5WT1", "SPX   251219P06500000", "Equity Option", "SPX", "SPX", -1, 100, "2025-12-19T14:30:00Z"),  # AM
+        ("5WT1", "SPXW  251219P06500000", "Equity Option", "SPX", "SPX", 1, 100, "2025-12-19T21:00:00Z"),  # PM
+    ]
+    term = pd.DataFrame(
+        {
+            "as_of_date": [AS_OF] * 3,
+            "symbol": ["SPX"] * 3,
+            "expiration_date": [date(2025, 12, 19), date(2025, 12, 19), date(2026, 1, 16)],
+            "settlement_type": ["AM", "PM", "PM"],
+            "option_chain_type": ["Standard"] * 3,
+            "implied_volatility": [0.21, 0.17, 0.18],
+        }
+    )
+    metrics = pd.DataFrame({"as_of_date": [AS_OF], "symbol": ["SPX"], "beta": [1.0], "dividend_yield": [0.013]})
+    priced, unpriced = _price(positions=_positions(rows), term_structure=term, metrics=metrics,
+                              underlying_prices={"SPX": 6700.0, "SPY": SPY_CLOSE})
+    assert unpriced.empty
+    by_symbol = priced.set_index("symbol")
+    am, pm = by_symbol.loc["SPX   251219P06500000"], by_symbol.loc["SPXW  251219P06500000"]
+    assert (am["implied_volatility"], am["iv_source"]) == (0.21, "exact")
+    assert (pm["implied_volatility"], pm["iv_source"]) == (0.17, "exact")
+    assert am["years_to_expiration"] == pytest.approx((24 * 86400 - 6.5 * 3600) / YEAR, rel=1e-15)
+    assert pm["years_to_expiration"] == pytest.approx(24 * 86400 / YEAR, rel=1e-15)
+    _assert_matches_vollib(priced)
+
+
+def test_a_non_standard_chain_is_never_an_expirations_iv() -> None:
+    """Issue #19 (b): the Non-standard chain's IV on the same date and settlement was averaged in."""
+    term = pd.concat(
+        [TERM, pd.DataFrame({"as_of_date": [AS_OF], "symbol": ["AAPL"], "expiration_date": [date(2026, 1, 16)],
+                             "settlement_type": ["PM"], "implied_volatility": [0.90]})],
+        ignore_index=True,
+    ).assign(option_chain_type=["Standard"] * len(TERM) + ["Non-standard"])
+    priced, _ = _price(term_structure=term)
+    aapl = priced.set_index("symbol").loc["AAPL  260116C00280000"]
+    assert (aapl["implied_volatility"], aapl["iv_source"]) == (0.25, "exact")
+    _assert_matches_vollib(priced)

@@ -10,10 +10,14 @@ import math
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+
 from support import CLOCK, materialize, pipeline_settings
 from variance_pipeline.candles.store import CandleCache
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
+
+pytestmark = pytest.mark.slow
 
 SESSION_DATE = date(2025, 11, 25)  # the current session at CLOCK
 SESSION = SESSION_DATE.isoformat()

@@ -2,9 +2,20 @@
 
 One clean run of the current session (2025-11-25, clock 22:00Z) is checked against independent
 computations: vollib re-prices every model row, numpy re-interpolates the IV term structure,
-pandas re-sums ``portfolio_risk`` and numpy recomputes ``expected_move``. A second run on a
-private simulator with faults (no risk-free rate, one symbol's term structure without IVs) shows
-the options unpriced with a reason, nothing NaN landed and the run still succeeding.
+pandas re-sums ``portfolio_risk`` and numpy recomputes ``expected_move``. The clean run's book is
+the simulator's plus an AM-settled SPX monthly put and a PM SPXW put on the same date (the SPX term
+structure lists that date AM and PM with different IVs), and AAPL's term structure lists a
+Non-standard chain beside the Standard one on the date of the book's AAPL call: each position
+must take its own settlement's Standard IV, and every table the same IV per expiration.
+A second run on a private simulator with faults (no risk-free rate, one symbol's term structure
+without IVs) shows the options unpriced with a reason, nothing NaN landed and the run still
+succeeding.
+
+The IV rule the references here implement by hand (README, transforms/term_structure.py):
+Standard chain only; a position takes the row of its own date and settlement (AM when its
+expires_at is before noon New York); a date's node is its PM row, else its AM row; T runs from
+the session close to 16:00 (PM) or 09:30 (AM) New York; linear in total variance between nodes,
+flat outside.
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ import vollib.black_scholes_merton.greeks.analytical as v_bsm_greeks
 from support import CLOCK, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
+from variance_pipeline.simulator.portfolio import Holding
+
+pytestmark = pytest.mark.slow
 
 SESSION = date(2025, 11, 25)
 PARTITION = SESSION.isoformat()
@@ -38,6 +52,14 @@ POSITION_COLUMNS = ("position_delta", "position_gamma", "position_theta", "posit
 FAULTED_SYMBOL = "AAPL"  # held as stock and as an option
 # position_greeks, its inputs and the warehouse (realized_volatility and earnings_reports feed none of it).
 RISK = [*EXTRACT, "candles", "risk_free_rate", "position_greeks", "warehouse"]
+# Beside the fixed book: the December SPX monthly (AM-settled, expires-at 09:30 New York) and the
+# SPXW (PM) of the same date.
+SPX_HOLDINGS = (
+    Holding("5WT00001", "Equity Option", "SPX", -1, 5, "P", 0.95, 1),
+    Holding("5WT00001", "Equity Option", "SPX", 1, 5, "P", 0.90, 1, series="SPXW"),
+)
+SPX_EXPIRATION = date(2025, 12, 19)
+NON_STANDARD = ("AAPL", date(2026, 1, 16))  # the simulator's Non-standard chain, beside the book's AAPL call
 
 
 class Run:
@@ -65,9 +87,10 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorServer) -> Run:
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Run:
     data_dir = tmp_path_factory.mktemp("risk")
-    result = materialize(pipeline_settings(data_dir, simulator.url), partition_key=PARTITION, select=RISK)
+    with SimulatorServer(port=0, now=CLOCK, holdings=SPX_HOLDINGS) as server:
+        result = materialize(pipeline_settings(data_dir, server.url), partition_key=PARTITION, select=RISK)
     assert result.success
     return Run(data_dir, result)
 
@@ -159,19 +182,38 @@ def test_position_greeks_and_beta_weighting(clean: Run) -> None:
 
 def _node_years(expiration: date, settlement: str | None) -> float:
     at = time(9, 30) if isinstance(settlement, str) and settlement.strip().upper() == "AM" else time(16, 0)
-    return (datetime.combine(expiration, at, NEW_YORK) - SESSION_CLOSE).total_seconds() / YEAR_SECONDS
+    # In UTC: two datetimes with one tzinfo subtract as wall clocks, which would ignore DST.
+    settles = datetime.combine(expiration, at, NEW_YORK).astimezone(timezone.utc)
+    return (settles - SESSION_CLOSE.astimezone(timezone.utc)).total_seconds() / YEAR_SECONDS
 
 
-def _expected_iv(term: pd.DataFrame, root: str, expiration: date, years: float) -> tuple[float, str]:
-    nodes = term[(term["symbol"] == root) & (term["implied_volatility"] > 0)].copy()
-    nodes["t"] = [_node_years(d, s) for d, s in zip(nodes["expiration_date"], nodes["settlement_type"])]
-    nodes = nodes[nodes["t"] > 0].groupby("expiration_date", as_index=False).agg(
-        iv=("implied_volatility", "mean"), t=("t", "mean")
-    ).sort_values("t")
+def _standard(term: pd.DataFrame) -> pd.DataFrame:
+    """The usable rows of the landed term structure: Standard chain, positive IV, not yet expired."""
+    rows = term[(term["option_chain_type"] == "Standard") & (term["implied_volatility"] > 0)].copy()
+    rows["expiration_date"] = pd.to_datetime(rows["expiration_date"]).dt.date
+    return rows[rows["expiration_date"] > SESSION]
+
+
+def _nodes(term: pd.DataFrame, root: str) -> pd.DataFrame:
+    """One row per expiration date of ``root``: its PM row, else its AM row; with T by hand."""
+    rows = _standard(term)
+    rows = rows[rows["symbol"] == root]
+    picked = []
+    for expiration, same_day in rows.groupby("expiration_date"):
+        by = dict(zip(same_day["settlement_type"], same_day["implied_volatility"]))
+        settlement = "PM" if "PM" in by else "AM"
+        picked.append((expiration, settlement, float(by[settlement]), _node_years(expiration, settlement)))
+    return pd.DataFrame(picked, columns=["expiration_date", "settlement_type", "iv", "t"]).sort_values("t")
+
+
+def _expected_iv(term: pd.DataFrame, root: str, expiration: date, settlement: str, years: float) -> tuple[float, str]:
+    rows = _standard(term)
+    own = rows[(rows["symbol"] == root) & (rows["expiration_date"] == expiration) & (rows["settlement_type"] == settlement)]
+    if len(own):
+        assert len(own) == 1, (root, expiration, settlement)
+        return float(own["implied_volatility"].iloc[0]), "exact"
+    nodes = _nodes(term, root)
     assert len(nodes), root
-    exact = nodes[nodes["expiration_date"] == expiration]
-    if len(exact):
-        return float(exact["iv"].iloc[0]), "exact"
     t, iv = nodes["t"].to_numpy(), nodes["iv"].to_numpy()
     if years <= t[0]:
         return float(iv[0]), "extrapolated"
@@ -198,7 +240,8 @@ def test_iv_is_the_same_evenings_term_structure(clean: Run) -> None:
         _close(row.years_to_expiration, years, f"{row.symbol} years_to_expiration")
         expiration = pd.Timestamp(row.expiration_date).date()
         assert row.days_to_expiration == (expiration - SESSION).days
-        iv, source = _expected_iv(term, row.root_symbol, expiration, years)
+        settlement = "AM" if expires_at.tz_convert(NEW_YORK).hour < 12 else "PM"
+        iv, source = _expected_iv(term, row.root_symbol, expiration, settlement, years)
         assert row.iv_source == source, row.symbol
         if source == "exact":
             assert row.implied_volatility == iv, row.symbol
@@ -281,30 +324,106 @@ def test_expected_move_equals_numpy(clean: Run) -> None:
     )
     closes = clean.sql("SELECT symbol, close FROM candles WHERE session_date = DATE '2025-11-25'").set_index("symbol")["close"]
     metrics = clean.sql("SELECT symbol, earnings_date FROM market_metrics WHERE as_of_date = DATE '2025-11-25'").set_index("symbol")
-    term = term[(term["implied_volatility"] > 0) & (pd.to_datetime(term["expiration_date"]).dt.date > SESSION)]
-    assert len(moves) == term.groupby(["symbol", "expiration_date"]).ngroups > 0
+    standard = _standard(term)
+    assert len(moves) == standard.groupby(["symbol", "expiration_date"]).ngroups > 0
     assert not moves.duplicated(["symbol", "expiration_date"]).any()
+    nodes = {symbol: _nodes(term, symbol).set_index("expiration_date") for symbol in set(standard["symbol"])}
     for row in moves.itertuples():
-        nodes = term[(term["symbol"] == row.symbol) & (term["expiration_date"] == row.expiration_date)]
-        pm = nodes[nodes["settlement_type"] == "PM"]
-        iv = float((pm if len(pm) else nodes)["implied_volatility"].mean())
+        expiration = pd.Timestamp(row.expiration_date).date()
+        node = nodes[row.symbol].loc[expiration]
+        iv, years = float(node["iv"]), float(node["t"])
         price = float(closes[row.symbol])
-        days = (pd.Timestamp(row.expiration_date).date() - SESSION).days
-        move = price * iv * np.sqrt(days / 365.0)
-        assert row.days_to_expiration == days
+        days = (expiration - SESSION).days
+        move = price * iv * np.sqrt(years)
+        assert row.days_to_expiration == days and row.settlement_type == node["settlement_type"]
+        _close(row.years_to_expiration, years, f"{row.symbol} years")
         _close(row.underlying_price, price, f"{row.symbol} price")
         _close(row.implied_volatility, iv, f"{row.symbol} iv")
         _close(row.expected_move, move, f"{row.symbol} {row.expiration_date} move")
         _close(row.lower, price - move, f"{row.symbol} lower")
         _close(row.upper, price + move, f"{row.symbol} upper")
         earnings = metrics["earnings_date"].get(row.symbol)
-        expiration = pd.Timestamp(row.expiration_date).date()
-        before = earnings is not None and not pd.isna(earnings) and SESSION < pd.Timestamp(earnings).date() <= expiration
+        # The straddle rule: the report on or after the snapshot's date and on or before the expiration.
+        before = earnings is not None and not pd.isna(earnings) and SESSION <= pd.Timestamp(earnings).date() <= expiration
         assert bool(row.earnings_before_expiration) == before, (row.symbol, row.expiration_date)
     assert moves["earnings_before_expiration"].any() and not moves["earnings_before_expiration"].all()
 
 
-# 7. Faults through a real run --------------------------------------------------------------------
+# 7. One IV per expiration: its own settlement, the Standard chain only, the same in every table ------
+
+
+def _landed_term(clean: Run) -> pd.DataFrame:
+    return clean.sql("SELECT * FROM iv_term_structure WHERE as_of_date = DATE '2025-11-25'")
+
+
+def test_am_settled_spx_monthly_and_the_spxw_take_their_own_ivs(clean: Run) -> None:
+    term = _standard(_landed_term(clean))
+    spx = term[(term["symbol"] == "SPX") & (term["expiration_date"] == SPX_EXPIRATION)]
+    ivs = spx.set_index("settlement_type")["implied_volatility"]
+    assert set(ivs.index) == {"AM", "PM"} and ivs["AM"] != ivs["PM"]  # the date is listed AM and PM
+    greeks = _greeks(clean)
+    rows = greeks[greeks["root_symbol"] == "SPX"]
+    am = rows[rows["symbol"].str.startswith("SPX ")]
+    pm = rows[rows["symbol"].str.startswith("SPXW")]
+    assert len(am) == 1 and len(pm) == 1
+    for row, settlement in ((am.iloc[0], "AM"), (pm.iloc[0], "PM")):
+        assert pd.Timestamp(row["expiration_date"]).date() == SPX_EXPIRATION
+        assert row["iv_source"] == "exact" and row["implied_volatility"] == ivs[settlement], settlement
+        _close(row["years_to_expiration"], _node_years(SPX_EXPIRATION, settlement), settlement)
+    # The expected move of the date uses its node, the PM row.
+    move = clean.sql("SELECT * FROM expected_move WHERE symbol = 'SPX' AND expiration_date = DATE '2025-12-19'")
+    assert move["implied_volatility"].iloc[0] == ivs["PM"] and move["settlement_type"].iloc[0] == "PM"
+
+
+def test_a_non_standard_chain_lands_beside_the_standard_and_is_never_an_iv(clean: Run) -> None:
+    symbol, expiration = NON_STANDARD
+    landed = _landed_term(clean)
+    both = landed[(landed["symbol"] == symbol) & (pd.to_datetime(landed["expiration_date"]).dt.date == expiration)]
+    by_chain = both.set_index("option_chain_type")["implied_volatility"]
+    assert set(both["settlement_type"]) == {"PM"} and set(by_chain.index) == {"Standard", "Non-standard"}
+    assert by_chain["Standard"] != by_chain["Non-standard"]
+    assert clean.checks()["iv_term_structure_schema"].passed  # nothing quarantined
+    greeks = _greeks(clean)
+    call = greeks[(greeks["root_symbol"] == symbol) & (greeks["model"].notna())]
+    assert len(call) == 1 and pd.Timestamp(call["expiration_date"].iloc[0]).date() == expiration
+    assert call["iv_source"].iloc[0] == "exact" and call["implied_volatility"].iloc[0] == by_chain["Standard"]
+    node = clean.sql(f"SELECT * FROM iv_term_structure_by_expiration WHERE symbol = '{symbol}' "
+                     f"AND expiration_date = DATE '{expiration}'")
+    move = clean.sql(f"SELECT * FROM expected_move WHERE symbol = '{symbol}' AND expiration_date = DATE '{expiration}'")
+    assert node["implied_volatility"].iloc[0] == by_chain["Standard"] == move["implied_volatility"].iloc[0]
+
+
+def test_every_table_reads_the_same_iv_of_an_expiration(clean: Run) -> None:
+    """The stored nodes and constant maturities equal numpy over the by-hand nodes, the ones the
+    position Greeks were checked against above: one IV per (symbol, expiration) in the warehouse."""
+    term = _landed_term(clean)
+    stored = clean.sql("SELECT * FROM iv_term_structure_by_expiration WHERE as_of_date = DATE '2025-11-25'")
+    curves = clean.sql("SELECT * FROM iv_constant_maturity WHERE as_of_date = DATE '2025-11-25'").set_index("symbol")
+    symbols = set(_standard(term)["symbol"])
+    assert set(stored["symbol"]) == symbols and symbols <= set(curves.index)
+    bracketed = 0
+    for symbol in sorted(symbols):
+        nodes = _nodes(term, symbol)
+        mine = stored[stored["symbol"] == symbol].sort_values("years_to_expiration")
+        assert [pd.Timestamp(d).date() for d in mine["expiration_date"]] == list(nodes["expiration_date"])
+        assert list(mine["settlement_type"]) == list(nodes["settlement_type"])
+        assert list(mine["implied_volatility"]) == list(nodes["iv"])
+        np.testing.assert_allclose(mine["years_to_expiration"], nodes["t"], rtol=1e-12)
+        t, iv = nodes["t"].to_numpy(), nodes["iv"].to_numpy()
+        row = curves.loc[symbol]
+        for days in (30, 60, 90):
+            target = days / 365.0
+            if not t[0] <= target <= t[-1]:
+                assert pd.isna(row[f"iv{days}"]), (symbol, days)  # never extrapolated
+                continue
+            w = np.interp(target, t, iv * iv * t)
+            _close(row[f"iv{days}"], float(np.sqrt(w / target)), f"{symbol} iv{days}")
+            bracketed += 1
+        assert row["front_iv"] == iv[0] and row["expirations_used"] == len(nodes)
+    assert bracketed > len(symbols)
+
+
+# 8. Faults through a real run --------------------------------------------------------------------
 
 
 def test_faults_leave_options_unpriced_with_reasons_and_no_nan(faulted: Run) -> None:

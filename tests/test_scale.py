@@ -3,6 +3,8 @@ budget the design promises (ceil(N/100) metrics batches, one chart per symbol)."
 
 from __future__ import annotations
 
+import pytest
+
 import logging
 import math
 import time
@@ -14,6 +16,8 @@ from support import CLOCK, materialize, pipeline_settings
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.backend import known_tickers
+
+pytestmark = pytest.mark.slow
 
 N_SYMBOLS = 500
 SESSION = date(2025, 11, 25)  # the current session at CLOCK

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from itertools import pairwise
 from pathlib import Path
@@ -26,9 +25,10 @@ from variance_pipeline.calendar import session_open, sessions_in_range
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule, parse_spec
 from variance_pipeline.simulator.replay import chart_symbol
-from variance_pipeline.simulator.server import RequestLog
+from variance_pipeline.simulator.__main__ import build_parser
+from variance_pipeline.simulator.server import DEFAULT_PER_PAGE, RequestLog
 
-from support import RECORDED
+from support import GRANT, RECORDED, UA, chart_result as _chart, login as _login
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,8 +36,7 @@ needs_recorded = pytest.mark.usefixtures("recorded_dir")
 
 CLOCK = datetime(2026, 1, 16, 22, 0, tzinfo=timezone.utc)  # Friday, after the close
 IN_SESSION = datetime(2025, 11, 24, 17, 0, tzinfo=timezone.utc)  # Monday 12:00 New York
-UA = {"User-Agent": "variance-pipeline-tests/1.0"}
-GRANT = {"grant_type": "refresh_token", "refresh_token": "refresh", "client_secret": "secret"}
+SIMULATOR = {"now": CLOCK, "seed": 42}  # the module's ``sim`` (conftest.py); ``api`` is logged in to it
 
 
 def _recorded(relative: str) -> Any:
@@ -80,27 +79,6 @@ def assert_shape(recorded: Any, actual: Any, where: str = "$", loose_numbers: bo
         assert_shape(recorded[0], actual[0], f"{where}[0]", loose_numbers)
 
 
-@contextmanager
-def _login(base: str) -> Iterator[httpx.Client]:
-    """A client holding a fresh access token."""
-    with httpx.Client(base_url=base, headers=UA, timeout=10) as client:
-        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(now=CLOCK, seed=42) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with _login(sim.url) as client:
-        yield client
-
-
 @pytest.fixture()
 def clean(sim: SimulatorServer, api: httpx.Client) -> Iterator[httpx.Client]:
     """A client on a simulator with no faults and an empty request log, restored afterwards."""
@@ -108,12 +86,6 @@ def clean(sim: SimulatorServer, api: httpx.Client) -> Iterator[httpx.Client]:
     api.delete("/_sim/requests")
     yield api
     api.delete("/_sim/faults")
-
-
-def _chart(client: httpx.Client, ticker: str, **params: Any) -> dict[str, Any]:
-    response = client.get(f"/v8/finance/chart/{ticker}", params={"interval": "1d", **params})
-    assert response.status_code == 200, response.text
-    return response.json()["chart"]["result"][0]
 
 
 # --- shapes against the recorded responses ----------------------------------------------------
@@ -225,7 +197,7 @@ def test_chart_has_recorded_shape(api: httpx.Client) -> None:
 
 
 def test_chart_bars_are_nyse_sessions_with_sane_ohlc(api: httpx.Client) -> None:
-    result = _chart(api, "ES%3DF", **_window(date(2025, 1, 1), date(2026, 1, 1)))
+    result = _chart(api, "ES=F", **_window(date(2025, 1, 1), date(2026, 1, 1)))
     days = sessions_in_range(date(2025, 1, 1), date(2025, 12, 31))
     assert result["timestamp"] == [_epoch(d) for d in days]
     as_dates = {datetime.fromtimestamp(t, timezone.utc).date() for t in result["timestamp"]}
@@ -247,7 +219,7 @@ def test_chart_errors_and_empty_window(api: httpx.Client) -> None:
     assert early.status_code == 400 and early.json()["chart"]["error"]["code"] == "Bad Request"
     weekend = _chart(api, "SPY", **_window(date(2025, 11, 22), date(2025, 11, 24)))
     assert "timestamp" not in weekend and weekend["indicators"]["quote"] == [{}]
-    caret = _chart(api, "%5EVIX", range="5d")
+    caret = _chart(api, "^VIX", range="5d")
     assert caret["meta"]["symbol"] == "^VIX" and len(caret["timestamp"]) == 5
 
 
@@ -338,6 +310,32 @@ def test_enforced_credentials_reject_others() -> None:
         assert right.json()["token_type"] == "Bearer" and right.json()["expires_in"] == 900
 
 
+def test_tokens_are_listed_revoked_and_refresh_tokens_rotated(api: httpx.Client) -> None:
+    assert "refresh_token" not in api.post("/oauth/token", json=GRANT).json()  # no rotation unless asked
+    with (
+        SimulatorServer(now=CLOCK, refresh_token="refresh", rotate_refresh_tokens=True) as sim,
+        httpx.Client(base_url=sim.url, headers=UA) as client,
+    ):
+        first = client.post("/oauth/token", json=GRANT).json()
+        rotated = first["refresh_token"]
+        assert rotated != "refresh"
+        stale = client.post("/oauth/token", json=GRANT)  # the old refresh token is spent
+        assert stale.status_code == 401 and stale.json()["error"]["code"] == "invalid_grant"
+        second = client.post("/oauth/token", json={**GRANT, "refresh_token": rotated}).json()
+        assert second["refresh_token"] not in (rotated, "refresh")
+        listed = client.get("/_sim/tokens").json()
+        assert listed["access"] == [first["access_token"], second["access_token"]]
+        assert listed["refresh_token"] == second["refresh_token"]
+        assert sim.oauth.tokens.issued() == listed["access"]
+        bearer = {"Authorization": f"Bearer {second['access_token']}"}
+        assert client.get("/customers/me/accounts", headers=bearer).status_code == 200
+        assert client.delete("/_sim/tokens").json() == {"revoked": 2}
+        revoked = client.get("/customers/me/accounts", headers=bearer)
+        assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "token_invalid"
+        assert client.delete("/_sim/tokens").json() == {"revoked": 0}
+        assert not any(entry["path"].startswith("/_sim") for entry in sim.requests.entries())
+
+
 # --- replay --------------------------------------------------------------------------------------
 
 
@@ -379,6 +377,41 @@ def test_replay_merges_and_slices_recorded_charts(replay: httpx.Client) -> None:
     assert list(sliced["events"]["dividends"]) == ["1596807000"]
     assert _chart(replay, "GS2C.DE", range="max")["meta"]["currency"] == "EUR"
     assert replay.get("/v8/finance/chart/SPY", params={"range": "1mo"}).status_code == 404
+
+
+def test_verbatim_replay_sends_recorded_bodies_byte_for_byte(replay: httpx.Client) -> None:
+    recorded = {
+        "/customers/me/accounts": "customer_accounts.json",
+        "/accounts/ANY00000/positions": "positions.json",
+        "/margin-requirements-public-configuration": "margin_requirements_public_configuration.json",
+    }
+    for path, name in recorded.items():  # by default re-encoded, like every other answer
+        compact = json.dumps(_recorded(f"tastytrade/{name}"), separators=(",", ":")).encode()
+        assert replay.get(path).content == compact, path
+    with SimulatorServer(replay_dir=RECORDED, verbatim=True) as sim, _login(sim.url) as client:
+        for path, name in recorded.items():
+            assert client.get(path).content == (RECORDED / "tastytrade" / name).read_bytes(), path
+        extra = {"endpoint": "accounts", "kind": "extra_field", "count": 1}
+        assert client.post("/_sim/faults", json=extra).status_code == 200
+        altered = client.get("/customers/me/accounts").json()  # a fault re-encodes what it alters
+        assert all(item["x-simulator-extra"] == "unexpected" for item in altered["data"]["items"])
+        paged = client.get("/accounts/ANY00000/positions", params={"per-page": 1})
+        assert paged.json()["pagination"]["total-pages"] == 1 and b'"pagination"' in paged.content
+    with pytest.raises(ValueError, match="verbatim"):
+        SimulatorServer(verbatim=True)
+
+
+def test_server_page_size_pages_what_the_client_did_not(api: httpx.Client) -> None:
+    full = api.get("/accounts/5WT00001/positions").json()["data"]["items"]
+    with SimulatorServer(now=CLOCK, seed=42, per_page=2) as sim, _login(sim.url) as client:
+        first = client.get("/accounts/5WT00001/positions").json()
+        second = client.get("/accounts/5WT00001/positions", params={"page-offset": 1}).json()
+        asked = client.get("/accounts/5WT00001/positions", params={"per-page": 3}).json()
+    assert first["data"]["items"] == full[:2] and second["data"]["items"] == full[2:4]
+    assert first["pagination"]["per-page"] == 2 and first["pagination"]["total-pages"] == math.ceil(len(full) / 2)
+    assert asked["data"]["items"] == full[:3] and asked["pagination"]["per-page"] == 3  # the client's size wins
+    with pytest.raises(ValueError, match="per_page"):
+        SimulatorServer(per_page=0)
 
 
 # --- faults and the request log ----------------------------------------------------------------
@@ -455,6 +488,62 @@ def test_fault_split_rescales_history_and_live_bar_stamp(clean: httpx.Client) ->
     assert _chart(clean, "AAPL", events="splits", **window)["indicators"]["quote"][0]["close"] == old
 
 
+def test_fault_reply_and_one_answering_rule_per_request(clean: httpx.Client) -> None:
+    rules = [
+        {"endpoint": "accounts", "kind": "503", "count": 1},
+        {"endpoint": "accounts", "kind": "reply", "status": 418, "body": "short and stout", "count": 1},
+        {"endpoint": "accounts", "kind": "reply", "status": 200, "body": {"data": {"items": []}}, "count": 1},
+        {"endpoint": "oauth", "kind": "401", "count": 1},
+    ]
+    assert clean.post("/_sim/faults", json=rules).status_code == 200
+    answers = [clean.get("/customers/me/accounts") for _ in range(4)]
+    assert [a.status_code for a in answers] == [503, 418, 200, 200]
+    assert answers[1].text == "short and stout" and answers[1].headers["Content-Type"].startswith("text/plain")
+    assert answers[2].json() == {"data": {"items": []}}
+    assert len(answers[3].json()["data"]["items"]) == 3  # the real answer again
+    assert [e["faults"] for e in clean.get("/_sim/requests").json()] == [["503"], ["reply"], ["reply"], []]
+    refused = clean.post("/oauth/token", json=GRANT)  # a 401 from the token endpoint is a refused grant
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_grant"
+    with pytest.raises(ValueError, match="reply needs an HTTP status"):
+        FaultRule.from_json({"endpoint": "oauth", "kind": "reply", "body": {}})
+
+
+def test_fault_echo_quotes_what_the_request_sent_in_errors(clean: httpx.Client) -> None:
+    rules = [
+        {"endpoint": "oauth", "kind": "echo"},
+        {"endpoint": "oauth", "kind": "reply", "status": 400, "body": {"error": "invalid_grant"}, "count": 1},
+        {"endpoint": "chart", "kind": "429", "count": 1},
+        {"endpoint": "chart", "kind": "echo", "count": 2},
+    ]
+    clean.post("/_sim/faults", json=rules)
+    scripted = clean.post("/oauth/token", json={**GRANT, "refresh_token": "sent-R1"})
+    assert scripted.status_code == 400 and scripted.json()["error"] == "invalid_grant"
+    assert "sent-R1" in scripted.json()["error_description"]
+    refused = clean.post("/oauth/token", json={**GRANT, "grant_type": "password", "client_secret": "sent-S2"})
+    message = refused.json()["error"]["message"]
+    prefix = "grant_type must be refresh_token (sent: "
+    assert refused.status_code == 400 and message.startswith(prefix)
+    assert json.loads(message.removeprefix(prefix).removesuffix(")"))["client_secret"] == "sent-S2"
+    limited = clean.get("/v8/finance/chart/SPY", params={"range": "5d"})
+    assert limited.status_code == 429 and limited.text == "Too Many Requests (sent: /v8/finance/chart/SPY?range=5d)"
+    assert "sent" not in clean.get("/v8/finance/chart/SPY", params={"range": "5d"}).text  # successes untouched
+    unknown = clean.get("/v8/finance/chart/NOPE", params={"range": "5d"})  # the rule's count is spent
+    assert unknown.status_code == 404 and "sent" not in unknown.text
+
+
+def test_request_log_keeps_what_was_sent(clean: httpx.Client) -> None:
+    clean.get("/accounts/5WT00001/positions?include-marks=true&page-offset=0", headers={"Accept-Version": "20250101"})
+    clean.get("/market-metrics?symbols=%2FES,AAPL")
+    clean.post("/oauth/token", json=GRANT)
+    positions, metrics, grant = clean.get("/_sim/requests").json()
+    assert positions["target"] == "/accounts/5WT00001/positions?include-marks=true&page-offset=0"
+    assert positions["headers"]["accept-version"] == "20250101"
+    assert positions["headers"]["user-agent"] == UA["User-Agent"]
+    assert positions["headers"]["authorization"].startswith("Bearer ") and positions["body"] == ""
+    assert metrics["target"] == "/market-metrics?symbols=%2FES,AAPL" and metrics["query"] == {"symbols": "/ES,AAPL"}
+    assert grant["endpoint"] == "oauth" and json.loads(grant["body"]) == GRANT
+
+
 def test_one_fault_rule_counts_separately_on_each_server() -> None:
     rule = FaultRule(endpoint="chart", kind="500", count=2)
     for _ in range(2):
@@ -476,8 +565,20 @@ def test_fault_specs_parse_from_cli_syntax() -> None:
     assert (rule.endpoint, rule.kind, rule.count, rule.retry_after, rule.symbol) == ("chart", "429", 2, 3.0, "ES=F")
     (split,) = parse_spec('{"endpoint": "*", "kind": "split", "symbol": "NVDA", "split": {"date": "2025-06-02", "ratio": "3:2"}}')
     assert split.split is not None and (split.split.numerator, split.split.denominator) == (3, 2)
+    (reply,) = parse_spec("oauth:reply:status=503:body=down:count=1")
+    assert (reply.endpoint, reply.kind, reply.status, reply.body, reply.count) == ("oauth", "reply", 503, "down", 1)
     with pytest.raises(ValueError):
         parse_spec("chart:teapot")
+
+
+def test_cli_takes_token_lifetime_rotation_page_size_and_verbatim() -> None:
+    argv = ["--token-ttl", "100", "--rotate-refresh-tokens", "--per-page", "2", "--replay", "x", "--verbatim"]
+    args = build_parser().parse_args(argv)
+    assert (args.token_ttl, args.rotate_refresh_tokens, args.per_page, args.verbatim) == (100.0, True, 2, True)
+    defaults = build_parser().parse_args([])
+    assert (defaults.rotate_refresh_tokens, defaults.per_page, defaults.verbatim) == (False, DEFAULT_PER_PAGE, False)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--per-page", "0"])
 
 
 # --- CLI -----------------------------------------------------------------------------------------

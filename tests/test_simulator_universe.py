@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
+from support import UA, chart_result as _chart, login as _login
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator import market
 from variance_pipeline.simulator.backend import DEFAULT_DELISTED, risk_free_rate
@@ -31,39 +31,12 @@ from variance_pipeline.simulator.portfolio import PER_ACCOUNT, universe_symbols
 REPO = Path(__file__).resolve().parent.parent
 CLOCK = datetime(2026, 1, 16, 22, 0, tzinfo=timezone.utc)  # Friday, after the close
 PAST = datetime(2024, 3, 15, 22, 0, tzinfo=timezone.utc)  # an older Friday evening
-UA = {"User-Agent": "variance-pipeline-tests/1.0"}
-GRANT = {"grant_type": "refresh_token", "refresh_token": "refresh", "client_secret": "secret"}
+SIMULATOR = {"now": CLOCK}  # the module's ``sim`` (conftest.py); ``api`` is logged in to it
 NOT_FOUND = {"chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}}
 EARNINGS = "/market-metrics/historic-corporate-events/earnings-reports/"
 MARGIN = "/margin-requirements-public-configuration"
 SYNTHETIC = ["ABCD", "BRK/B", "QWER", "/XX", "NDX", "XSP", "VIX9D"]
 YAHOO = {"ABCD": "ABCD", "BRK/B": "BRK-B", "QWER": "QWER", "/XX": "XX=F", "NDX": "^NDX", "XSP": "^XSP", "VIX9D": "^VIX9D"}
-
-
-@contextmanager
-def _login(base: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base, headers=UA, timeout=60) as client:
-        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorServer]:
-    with SimulatorServer(port=0, now=CLOCK) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with _login(sim.url) as client:
-        yield client
-
-
-def _chart(client: httpx.Client, ticker: str, **params: Any) -> dict[str, Any]:
-    response = client.get(f"/v8/finance/chart/{quote(ticker, safe='')}", params={"interval": "1d", **params})
-    assert response.status_code == 200, (ticker, response.text)
-    return response.json()["chart"]["result"][0]
 
 
 def _metrics(client: httpx.Client, symbols: list[str]) -> dict[str, dict[str, Any]]:

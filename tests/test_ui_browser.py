@@ -51,6 +51,8 @@ EXEC_WITH_DEFAULT_SIGNALS = (
     "signal.signal(signal.SIGTERM, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
 )
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.browser]
+
 
 def browser_missing() -> str | None:
     if not CHROMIUM.exists():

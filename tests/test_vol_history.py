@@ -7,6 +7,12 @@ monthlies beside PM weeklies) is loaded session by session, as the daily load wo
 ``refresh_vol_history`` after each session. Every quantity is then re-derived in Python from the
 same input frames, one row at a time, never calling the code under test. Session boundaries
 around reports are written out by hand below.
+
+The IV rule the references apply (README, transforms/term_structure.py): an expiration's IV is its
+PM row, else its AM row (else the first other settlement by name); T is in years of 365 days from
+the session's XNYS close (exchange_calendars, read here directly) to 16:00 New York (09:30 for AM)
+on the expiration date; constant maturity d is T = d / 365, NULL unless bracketed. An expiration
+straddles a report dated d, seen from the snapshot of s, when s <= d <= expiration.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 import duckdb
@@ -23,6 +30,7 @@ import pandas as pd
 import pytest
 
 from variance_pipeline.calendar import sessions_back, sessions_in_range
+import exchange_calendars as xcals
 from variance_pipeline.warehouse.connection import open_warehouse
 from variance_pipeline.warehouse.load import migrate
 from variance_pipeline.warehouse.vol_history import (
@@ -227,7 +235,7 @@ def daily(inputs, tmp_path_factory) -> dict:
 _CURVES: dict[int, tuple[pd.DataFrame, dict]] = {}
 
 
-def ref_curves(terms: pd.DataFrame) -> dict[tuple[str, date], list[tuple[int, float, date]]]:
+def ref_curves(terms: pd.DataFrame) -> dict[tuple[str, date], list[tuple[int, float, date, float]]]:
     """Memoised per input frame (the module's inputs fixture lives for the whole module)."""
     cached = _CURVES.get(id(terms))
     if cached is None or cached[0] is not terms:
@@ -235,32 +243,46 @@ def ref_curves(terms: pd.DataFrame) -> dict[tuple[str, date], list[tuple[int, fl
     return cached[1]
 
 
-def _ref_curves(terms: pd.DataFrame) -> dict[tuple[str, date], list[tuple[int, float, date]]]:
-    """(symbol, as_of) -> sorted [(days, iv, expiration)], PM when present else the mean."""
+XNYS = xcals.get_calendar("XNYS", start="2024-01-02")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def ref_years(as_of: date, expiration: date, settlement: str) -> float:
+    """T by hand: the session's XNYS close to the settlement instant in New York, years of 365 days."""
+    close_utc = XNYS.session_close(pd.Timestamp(as_of)).to_pydatetime()
+    at = time(9, 30) if settlement == "AM" else time(16, 0)
+    return (datetime.combine(expiration, at, NEW_YORK) - close_utc).total_seconds() / (365 * 86400)
+
+
+def _ref_curves(terms: pd.DataFrame) -> dict[tuple[str, date], list[tuple[int, float, date, float]]]:
+    """(symbol, as_of) -> [(days, iv, expiration, years)] sorted by date: PM, else AM, else the first
+    other settlement by name."""
     out: dict = {}
     for (symbol, as_of, exp), group in terms.groupby(["symbol", "as_of_date", "expiration_date"]):
         days = (exp - as_of).days
         if days <= 0:
             continue
-        pm = group[group.settlement_type == "PM"]
-        iv = float(pm.implied_volatility.mean()) if len(pm) else float(group.implied_volatility.mean())
-        out.setdefault((symbol, as_of), []).append((days, iv, exp))
+        by_settlement = dict(zip(group.settlement_type, group.implied_volatility))
+        settlement = "PM" if "PM" in by_settlement else "AM" if "AM" in by_settlement else min(by_settlement)
+        out.setdefault((symbol, as_of), []).append(
+            (days, float(by_settlement[settlement]), exp, ref_years(as_of, exp, settlement))
+        )
     return {k: sorted(v) for k, v in out.items()}
 
 
-def ref_constant_maturity(curve: list[tuple[int, float, date]], target: int) -> float | None:
-    days = np.array([c[0] for c in curve], dtype=float)
+def ref_constant_maturity(curve: list[tuple[int, float, date, float]], target: int) -> float | None:
+    years = np.array([c[3] for c in curve])
     ivs = np.array([c[1] for c in curve])
-    below, above = days[days <= target], days[days >= target]
+    t = target / 365
+    below, above = years[years <= t], years[years >= t]
     if not len(below) or not len(above):
         return None
-    d1, d2 = below.max(), above.min()
-    v1, v2 = ivs[days == d1][0], ivs[days == d2][0]
-    if d1 == d2:
+    t1, t2 = below.max(), above.min()
+    v1, v2 = ivs[years == t1][0], ivs[years == t2][0]
+    if t1 == t2:
         return float(v1)
-    w1, w2 = v1**2 * d1 / 365, v2**2 * d2 / 365
-    w = np.interp(target, [d1, d2], [w1, w2])
-    return float(np.sqrt(w / (target / 365)))
+    w = np.interp(t, [t1, t2], [v1**2 * t1, v2**2 * t2])
+    return float(np.sqrt(w / t))
 
 
 def ref_forward_hv(candles: pd.DataFrame, symbol: str, as_of: date) -> float | None:
@@ -305,7 +327,7 @@ def test_constant_maturity_matches_reference(daily, inputs) -> None:
     assert all(r["iv90"] is None for k, r in got.items() if k[0] == "CCC")
 
 
-def test_settlement_rule_pm_over_am_else_mean(daily, inputs) -> None:
+def test_settlement_rule_pm_else_am(daily, inputs) -> None:
     con = daily["con"]
     terms = inputs["iv_term_structure"]
     spx = terms[(terms.symbol == "SPX") & (terms.settlement_type == "AM")].iloc[0]
@@ -314,13 +336,17 @@ def test_settlement_rule_pm_over_am_else_mean(daily, inputs) -> None:
     pm = terms[(terms.symbol == "SPX") & (terms.as_of_date == spx.as_of_date)
                & (terms.expiration_date == spx.expiration_date) & (terms.settlement_type == "PM")]
     assert len(view) == 1 and close(view[0]["implied_volatility"], float(pm.implied_volatility.iloc[0]))
-    assert view[0]["settlement_types"] == "AM,PM"
+    assert view[0]["settlement_type"] == "PM" and view[0]["settlement_types"] == "AM,PM"
+    assert close(view[0]["years_to_expiration"], ref_years(spx.as_of_date, spx.expiration_date, "PM"), 1e-15)
+    # No PM row: the AM one (never a mean), at its own 09:30 settlement.
     ccc = terms[(terms.symbol == "CCC") & (terms.settlement_type == "Other")].iloc[0]
-    both = terms[(terms.symbol == "CCC") & (terms.as_of_date == ccc.as_of_date)
-                 & (terms.expiration_date == ccc.expiration_date)]
+    am = terms[(terms.symbol == "CCC") & (terms.as_of_date == ccc.as_of_date)
+               & (terms.expiration_date == ccc.expiration_date) & (terms.settlement_type == "AM")]
     view = rows(con, "SELECT * FROM iv_term_structure_by_expiration WHERE symbol = 'CCC' AND as_of_date = ? "
                 "AND expiration_date = ?", [ccc.as_of_date, ccc.expiration_date])
-    assert close(view[0]["implied_volatility"], float(both.implied_volatility.mean()))
+    assert close(view[0]["implied_volatility"], float(am.implied_volatility.iloc[0]))
+    assert view[0]["settlement_type"] == "AM" and view[0]["settlement_types"] == "AM,Other"
+    assert close(view[0]["years_to_expiration"], ref_years(ccc.as_of_date, ccc.expiration_date, "AM"), 1e-15)
     # A same-day expiration (Friday evenings) has expired: never in the curve.
     friday = next(d for d in SESSIONS if d.weekday() == 4 and d >= date(2025, 7, 1))
     assert terms[(terms.as_of_date == friday) & (terms.expiration_date == friday)].shape[0] > 0
@@ -402,9 +428,9 @@ def ref_moves(inputs) -> dict:
         implied = source = None
         if snaps:
             snap = snaps[-1]
-            curve = [c for c in curves.get((symbol, snap), []) if c[2] > d]
+            curve = [c for c in curves.get((symbol, snap), []) if snap <= d <= c[2]]  # straddles d
             if curve:
-                implied, source = curve[0][1] * math.sqrt((curve[0][2] - snap).days / 365), "term_structure"
+                implied, source = curve[0][1] * math.sqrt(curve[0][3]), "term_structure"
             else:
                 iv30 = float(metrics[(metrics.symbol == symbol) & (metrics.as_of_date == snap)].iv_30_day.iloc[0])
                 implied, source = iv30 * math.sqrt((after - snap).days / 365), "iv30"
@@ -458,7 +484,7 @@ def test_next_earnings(daily, inputs) -> None:
     curve = [c for c in ref_curves(inputs["iv_term_structure"])[("AAA", last)] if c[2] >= date(2026, 1, 29)][0]
     candles = inputs["candles"]
     price = float(candles[(candles.symbol == "AAA") & (candles.session_date == last)].close.iloc[0])
-    fraction = curve[1] * math.sqrt(curve[0] / 365)
+    fraction = curve[1] * math.sqrt(curve[3])
     assert aaa["straddle_expiration"] == curve[2]
     assert close(aaa["expected_move_fraction"], fraction)
     assert close(aaa["expected_move"], price * fraction, 1e-7)

@@ -74,9 +74,8 @@ POSITION_PNL = Dataset(
         Column("intrinsic_value", FLOAT, "max(0, S - K) for a call, max(0, K - S) for a put", True, "USD per unit"),
         Column("extrinsic_value", FLOAT, "mark - intrinsic value", True, "USD per unit"),
         Column("tested", BOOLEAN, "a short option in the money or with |delta| >= the tested threshold"),
-        Column("earnings_date", DATE, "the underlying's next earnings report date", nullable=True),
-        Column("earnings_before_expiration", BOOLEAN, "an earnings report falls before this option expires",
-               nullable=True),
+        Column("earnings_date", DATE, "the underlying's next earnings report date (whether it falls inside "
+               "the option's life is the warehouse's one rule, straddles_earnings, in book_groups)", nullable=True),
         Column("ex_dividend_date", DATE, "the underlying's next ex-dividend date", nullable=True),
         Column("dividend_amount", FLOAT, "the dividend per share expected on it", True, "USD per share"),
         Column("early_assignment_risk", BOOLEAN, "a short call with an ex-dividend date before expiration and "

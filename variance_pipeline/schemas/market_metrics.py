@@ -9,12 +9,32 @@ a real hard-to-borrow rate can exceed 500 %.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandera.pandas as pda
 
 from variance_pipeline.schemas.columns import (
     BOOLEAN, DATE, FINITE, FLOAT, INTEGER, NON_EMPTY, STRING, TIMESTAMP, Column, fraction,
 )
 from variance_pipeline.schemas.dataset import Dataset
+
+STANDARD_CHAIN = "Standard"
+"""The chain type of an underlying's own options, and what a missing ``option_chain_type`` means."""
+
+
+@dataclass(frozen=True)
+class MeaningWhenMissing(Column):
+    """A required column whose absence has a meaning: validation fills ``when_missing`` in (pandera's
+    column default), so an API entry without the field is neither quarantined nor a NULL in the
+    grain. The parser keeps what the API sent (nothing); the validated frame, which is what lands,
+    holds the meaning."""
+
+    when_missing: str = ""
+
+    def pandera_column(self, unique: bool = False) -> pda.Column:
+        column = super().pandera_column(unique)
+        column.default = self.when_missing
+        return column
 
 
 def _vol(name: str, description: str) -> Column:
@@ -67,15 +87,21 @@ MARKET_METRICS = Dataset(
 
 IV_TERM_STRUCTURE = Dataset(
     name="iv_term_structure",
-    description="Implied volatility per option expiration of each underlying (evening snapshot).",
+    description="Implied volatility per option expiration, settlement and chain of each underlying (evening "
+    "snapshot); a Non-standard chain lands beside the Standard one of its date and settlement.",
     date_column="as_of_date",
-    grain=("as_of_date", "symbol", "expiration_date", "settlement_type"),
+    # The chain type is part of the grain (schema version 7): a Non-standard entry on the date and
+    # settlement of a Standard one is another row, not a duplicate that quarantines both.
+    grain=("as_of_date", "symbol", "expiration_date", "settlement_type", "option_chain_type"),
     columns=(
         Column("as_of_date", DATE, "the session whose evening snapshot this is"),
         Column("symbol", STRING, "the underlying", checks=(NON_EMPTY,)),
         Column("expiration_date", DATE, "the option expiration"),
         Column("settlement_type", STRING, "AM or PM settlement"),
-        Column("option_chain_type", STRING, "Standard or Non-standard", nullable=True),
+        MeaningWhenMissing(
+            "option_chain_type", STRING, f"Standard or Non-standard (adjusted deliverables); missing in the API: "
+            f"{STANDARD_CHAIN}. Only Standard rows are an expiration's IV", when_missing=STANDARD_CHAIN,
+        ),
         _vol("implied_volatility", "the expiration's implied volatility"),
         Column("fetched_at", TIMESTAMP, "when the snapshot was taken", unit="UTC"),
     ),

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from variance_pipeline.simulator.faults import FaultRule, parse_spec
-from variance_pipeline.simulator.server import SimulatorServer
+from variance_pipeline.simulator.server import DEFAULT_PER_PAGE, SimulatorServer
 
 DEFAULT_PORT = 8765
 
@@ -35,6 +35,13 @@ def _faults(text: str) -> list[FaultRule]:
         raise argparse.ArgumentTypeError(f"--fault {text!r}: {exc}") from exc
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def _symbols(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -48,9 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--now", type=_instant, default=None, help="market clock, ISO-8601 with offset; default real time")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--replay", type=Path, default=None, metavar="DIR", help="serve recorded responses from DIR")
+    parser.add_argument(
+        "--verbatim", action="store_true",
+        help="with --replay: send recorded accounts, positions and margin configuration byte for byte",
+    )
     parser.add_argument("--client-secret", default=None, help="accept only this OAuth client secret")
     parser.add_argument("--refresh-token", default=None, help="accept only this OAuth refresh token")
-    parser.add_argument("--token-ttl", type=float, default=900.0, metavar="SECONDS")
+    parser.add_argument("--token-ttl", type=float, default=900.0, metavar="SECONDS", help="access-token lifetime")
+    parser.add_argument(
+        "--rotate-refresh-tokens", action="store_true",
+        help="answer each grant with a new refresh token; then accept only the newest",
+    )
+    parser.add_argument(
+        "--per-page", type=_positive, default=DEFAULT_PER_PAGE, metavar="N",
+        help=f"positions page size when the client sends no per-page (default {DEFAULT_PER_PAGE})",
+    )
     parser.add_argument(
         "--delisted", type=_symbols, default=None, metavar="SYM,SYM",
         help="well-formed symbols to answer as unknown (default: NOPE,GONE; '' for none)",
@@ -67,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbatim and args.replay is None:
+        parser.error("--verbatim goes with --replay")
     server = SimulatorServer(
         host=args.host,
         port=args.port,
@@ -80,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         faults=[rule for rules in args.fault for rule in rules],
         delisted=args.delisted,
         universe=args.universe,
+        rotate_refresh_tokens=args.rotate_refresh_tokens,
+        per_page=args.per_page,
+        verbatim=args.verbatim,
     )
     stopped = threading.Event()
 

@@ -2,7 +2,12 @@
 
 Token lifetimes run on the real (monotonic) clock even when the simulator's market clock is
 fixed, because expiry is about the client's wall-clock behaviour (refresh before 15 minutes,
-refresh once on a 401), not about market data.
+refresh once on a 401), not about market data. ``DELETE /_sim/tokens`` revokes every access token
+issued so far (a server that expires tokens early); ``GET /_sim/tokens`` lists them in the order
+they were issued, with the refresh token now required (null: any is accepted).
+
+With ``rotate`` each grant also answers a new ``refresh_token`` (OAuth 2 rotation, RFC 6749 6):
+from then on only the newest one is accepted.
 """
 
 from __future__ import annotations
@@ -36,6 +41,19 @@ class TokenStore:
             expiry = self._expiry.get(token)
         return expiry is not None and time.monotonic() < expiry
 
+    def issued(self) -> list[str]:
+        """Every access token issued, oldest first (revoked and expired ones included)."""
+        with self._lock:
+            return list(self._expiry)
+
+    def revoke_all(self) -> int:
+        """Expire every token issued so far, at once; how many were still valid."""
+        now = time.monotonic()
+        with self._lock:
+            live = sum(1 for expiry in self._expiry.values() if now < expiry)
+            self._expiry = dict.fromkeys(self._expiry, now)
+        return live
+
 
 def _form(body: bytes, content_type: str) -> dict[str, Any]:
     """The grant as JSON (what the docs show) or form-encoded (what OAuth libraries send)."""
@@ -49,13 +67,20 @@ def _form(body: bytes, content_type: str) -> dict[str, Any]:
     return {key: values[-1] for key, values in parse_qs(text).items()}
 
 
+INVALID_GRANT = ("invalid_grant", "Grant is invalid, expired or revoked")
+"""What the token endpoint says to credentials it does not accept (code, message)."""
+
+
 class OAuth:
     """``POST /oauth/token``: any non-empty credentials, or exactly the configured ones."""
 
-    def __init__(self, tokens: TokenStore, client_secret: str | None, refresh_token: str | None) -> None:
+    def __init__(
+        self, tokens: TokenStore, client_secret: str | None, refresh_token: str | None, rotate: bool = False
+    ) -> None:
         self.tokens = tokens
         self.client_secret = client_secret
         self.refresh_token = refresh_token
+        self.rotate = rotate
 
     def grant(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         form = _form(body, headers.get("Content-Type", ""))
@@ -67,16 +92,16 @@ class OAuth:
         if (self.refresh_token is not None and refresh != self.refresh_token) or (
             self.client_secret is not None and secret != self.client_secret
         ):
-            return Reply(401, tt_error("invalid_grant", "Grant is invalid, expired or revoked"))
-        return Reply(
-            200,
-            {
-                "access_token": self.tokens.issue(),
-                "token_type": "Bearer",
-                "expires_in": int(self.tokens.ttl),
-                "id_token": secrets.token_urlsafe(48),
-            },
-        )
+            return Reply(401, tt_error(*INVALID_GRANT))
+        body = {
+            "access_token": self.tokens.issue(),
+            "token_type": "Bearer",
+            "expires_in": int(self.tokens.ttl),
+            "id_token": secrets.token_urlsafe(48),
+        }
+        if self.rotate:
+            self.refresh_token = body["refresh_token"] = secrets.token_urlsafe(32)
+        return Reply(200, body)
 
     @staticmethod
     def check_user_agent(headers: Mapping[str, str]) -> Reply | None:

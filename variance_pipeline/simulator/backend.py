@@ -97,7 +97,8 @@ class SyntheticBackend:
     request so that installing or removing a split fault takes effect immediately. ``delisted``
     names symbols (either spelling) to treat as unknown; settable while serving (``/_sim/delisted``).
     ``universe`` adds that many synthetic underlyings in extra accounts (``portfolio.book``), named
-    avoiding the constructor's delisted set.
+    avoiding the constructor's delisted set; ``holdings`` adds positions to the fixed accounts (a
+    test that needs one the fixed book lacks, e.g. an AM-settled SPX monthly).
     """
 
     def __init__(
@@ -106,13 +107,14 @@ class SyntheticBackend:
         extra_splits: Callable[[str], tuple[Split, ...]],
         delisted: Iterable[str] | None = None,
         universe: int = 0,
+        holdings: Iterable[portfolio.Holding] = (),
     ) -> None:
         self.seed = seed
         self.extra_splits = extra_splits
         self._lock = threading.Lock()
         self._delisted: frozenset[str] = frozenset()
         self.delisted = DEFAULT_DELISTED if delisted is None else delisted
-        self.book = portfolio.book(seed, max(0, int(universe)), self.delisted)
+        self.book = portfolio.book(seed, max(0, int(universe)), self.delisted, tuple(holdings))
 
     @property
     def delisted(self) -> frozenset[str]:

@@ -1,8 +1,15 @@
 """Fault injection: the failures the pipeline must survive, on demand and countable.
 
 A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
-(``count``; null = every time). Error kinds (429/500/503/401) replace the answer; ``slow`` delays
-it; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
+(``count``; null = every time). Error kinds (429/500/503/401; a 401 from ``oauth`` is the
+``invalid_grant`` of rejected credentials) replace the answer with the error each API sends, and
+``reply`` with the rule's own ``status`` and ``body`` (a JSON value, or a string sent as text): a
+reply scripted as a test needs it. At most one of these answers a request: the first installed
+that matches; the others wait for later requests and do not count this one, so
+``[503 count 1, 500 count 1]`` answers 503, then 500, then the real answer. ``echo`` makes the
+error answers (status >= 400) to the requests it matches quote what each request sent (its body,
+else its path and query), credentials included, as a careless server's might. ``slow`` delays
+the answer; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
 (schema drift: every value of ``field`` re-typed), ``bad_bar`` (one chart bar made ``null``,
 ``zero``, ``negative``, ``high_below_low`` or ``duplicate`` as ``field`` says, on ``date`` or the
 last bar) and ``live_bar`` alter a successful body;
@@ -14,6 +21,7 @@ JSON form (``POST /_sim/faults`` takes one rule, a list, or ``{"rules": [...]}``
     {"endpoint": "chart", "symbol": "SPY", "kind": "429", "count": 2, "retry_after": 3}
     {"endpoint": "chart", "symbol": "NVDA", "kind": "split", "split": {"date": "2025-06-02", "ratio": 4}}
     {"endpoint": "chart", "symbol": "SPY", "kind": "bad_bar", "field": "zero", "date": "2025-11-21"}
+    {"endpoint": "oauth", "kind": "reply", "status": 400, "body": {"error": "invalid_grant"}, "count": 1}
 
 CLI form (``--fault``): the same JSON, or ``ENDPOINT:KIND[:key=value]...``, e.g.
 ``chart:429:count=2:retry_after=3`` or ``chart:split:symbol=NVDA:date=2025-06-02:ratio=4``.
@@ -21,6 +29,8 @@ CLI form (``--fault``): the same JSON, or ``ENDPOINT:KIND[:key=value]...``, e.g.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import threading
 from dataclasses import dataclass
@@ -28,6 +38,7 @@ from datetime import date, datetime
 from typing import Any, Collection, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
+from variance_pipeline.simulator.auth import INVALID_GRANT
 from variance_pipeline.simulator.formats import Reply, tt_error
 from variance_pipeline.simulator.market import Split, spellings
 
@@ -35,9 +46,11 @@ ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oaut
 """``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
 earnings-reports endpoint (its symbol is the path's)."""
 ERROR_KINDS = frozenset({"429", "500", "503", "401"})
+ANSWER_KINDS = ERROR_KINDS | {"reply"}
+"""Kinds that decide the answer: at most one of them fires per request."""
 REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar"})
 """Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
-KINDS = ERROR_KINDS | REWRITE_KINDS | {"truncated", "slow", "split"}
+KINDS = ANSWER_KINDS | REWRITE_KINDS | {"truncated", "slow", "split", "echo"}
 DEFAULT_EXTRA_FIELD = "x-simulator-extra"
 BAD_BARS = frozenset({"null", "zero", "negative", "high_below_low", "duplicate"})
 FIELD_KINDS = frozenset({"missing_field", "number_as_string", "string_as_number"})
@@ -57,13 +70,17 @@ class FaultRule:
     split: Split | None = None
     field: str | None = None
     bar_date: date | None = None  # bad_bar: the bar to spoil (JSON "date"); None = the last one
+    status: int | None = None  # reply: the HTTP status
+    body: Any = dataclasses.field(default="", hash=False)  # reply: a JSON value, or a string sent as text
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
         """Validate one rule; ValueError names the offending key."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"a fault rule must be an object, got {raw!r}")
-        unknown = set(raw) - {"endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date"}
+        unknown = set(raw) - {
+            "endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date", "status", "body"
+        }
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
         endpoint = str(raw.get("endpoint", "*"))
@@ -94,6 +111,9 @@ class FaultRule:
                 raise ValueError(f"bad_bar date must be YYYY-MM-DD: {exc}") from exc
         if kind == "slow" and not float(raw.get("delay") or 0) > 0:
             raise ValueError("slow needs a positive delay in seconds")
+        status = raw.get("status")
+        if kind == "reply" and not (isinstance(status, int) and 100 <= status <= 599):
+            raise ValueError(f"reply needs an HTTP status from 100 to 599, got {status!r}")
         return cls(
             endpoint=endpoint,
             kind=kind,
@@ -104,6 +124,8 @@ class FaultRule:
             split=split,
             field=str(raw["field"]) if raw.get("field") else None,
             bar_date=bar_date,
+            status=status if kind == "reply" else None,
+            body=raw.get("body", "") if kind == "reply" else "",
         )
 
     def to_json(self, fired: int) -> dict[str, Any]:
@@ -120,6 +142,8 @@ class FaultRule:
             "split": split,
             "field": self.field,
             "date": self.bar_date.isoformat() if self.bar_date else None,
+            "status": self.status,
+            "body": self.body,
             "fired": fired,
         }
 
@@ -181,7 +205,7 @@ def parse_spec(spec: str) -> list[FaultRule]:
             raw[key] = value
         elif key in ("date", "ratio"):
             split[key] = value
-        elif key == "count":
+        elif key in ("count", "status"):
             raw[key] = int(value)
         elif key in ("delay", "retry_after"):
             raw[key] = float(value) if key == "delay" or value.replace(".", "", 1).isdigit() else value
@@ -212,14 +236,20 @@ class FaultStore:
             return [rule.to_json(fired) for rule, fired in self._rules]
 
     def fire(self, endpoint: str, symbols: Collection[str]) -> list[FaultRule]:
-        """The per-request rules that apply now, counted; exhausted rules are dropped."""
+        """The per-request rules that apply now, counted; exhausted rules are dropped.
+
+        At most one ``ANSWER_KINDS`` rule fires: the first that matches, in the order installed.
+        """
         fired: list[FaultRule] = []
+        answered = False
         with self._lock:
             kept: list[tuple[FaultRule, int]] = []
             for rule, count in self._rules:
-                if rule.kind != "split" and rule.matches(endpoint, symbols):
+                answers = rule.kind in ANSWER_KINDS
+                if rule.kind != "split" and not (answers and answered) and rule.matches(endpoint, symbols):
                     count += 1
                     fired.append(rule)
+                    answered = answered or answers
                 if rule.count is None or count < rule.count:
                     kept.append((rule, count))
             self._rules = kept
@@ -239,7 +269,10 @@ class FaultStore:
 
 
 def error_reply(rule: FaultRule, endpoint: str) -> Reply:
-    """The error each API really sends for that status (Yahoo's 429 is plain text)."""
+    """The error each API really sends for that status (Yahoo's 429 is plain text); a ``reply``
+    rule's own status and body."""
+    if rule.kind == "reply":
+        return Reply(rule.status or 200, copy.deepcopy(rule.body))
     headers: dict[str, str] = {}
     if rule.kind == "429" and rule.retry_after is not None:
         value = rule.retry_after
@@ -256,11 +289,35 @@ def error_reply(rule: FaultRule, endpoint: str) -> Reply:
         return Reply(status, {"chart": {"result": None, "error": {"code": code, "description": code}}})
     tt = {
         429: ("too_many_requests", "Rate limit exceeded, slow down"),
-        401: ("token_invalid", "This token is invalid or has expired"),
+        401: INVALID_GRANT if endpoint == "oauth" else ("token_invalid", "This token is invalid or has expired"),
         500: ("internal_server_error", "Internal server error"),
         503: ("service_unavailable", "Service temporarily unavailable"),
     }[status]
     return Reply(status, tt_error(*tt), headers)
+
+
+def echo_request(reply: Reply, sent: str) -> Reply:
+    """An error answer whose message quotes ``sent`` (what the request sent), as a careless
+    server's does: Tastytrade's ``error.message``, OAuth's ``error_description``, Yahoo's
+    ``error.description`` or a text body."""
+
+    def quoted(text: Any) -> str:
+        return f"{str(text).rstrip()} (sent: {sent})" if text else f"sent: {sent}"
+
+    body = copy.deepcopy(reply.body)
+    if isinstance(body, str):
+        body = quoted(body)
+    elif isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            error["message"] = quoted(error.get("message"))
+        elif isinstance(error, str):
+            body["error_description"] = quoted(body.get("error_description"))
+        for api in ("chart", "finance"):
+            inner = body.get(api)
+            if isinstance(inner, dict) and isinstance(inner.get("error"), dict):
+                inner["error"]["description"] = quoted(inner["error"].get("description"))
+    return dataclasses.replace(reply, body=body, raw=None)
 
 
 def alter_body(rule: FaultRule, body: Any, endpoint: str) -> None:

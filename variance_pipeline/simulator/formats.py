@@ -25,6 +25,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     truncate: bool = False
     """Send only the first half of the encoded body (the ``truncated`` fault)."""
+    raw: bytes | None = None
+    """The exact bytes to send for ``body`` (a recording replayed unchanged: re-encoding would
+    change its spacing); whatever alters the body drops them."""
 
 
 def num(value: float, places: int = 2) -> str:

@@ -123,12 +123,23 @@ def _borrow_fields(seed: int, symbol: str, kind: str) -> dict[str, str]:
     return {"lendability": "Locate Required", "borrow-rate": num(float(rng.uniform(3.0, 80.0)), 4)}
 
 
+NON_STANDARD_CHAINS = frozenset({"AAPL"})
+"""Underlyings whose second monthly expiration also lists a ``Non-standard`` chain (adjusted
+deliverables after a corporate action) beside the Standard one, on the same date and settlement,
+with its own IV (as real term structures do for a while after a split or merger)."""
+NON_STANDARD_IV_FACTOR = 1.35
+"""The Non-standard chain's IV relative to the Standard one: far enough apart that a pipeline using
+it instead of (or averaged with) the Standard row shows in every number derived from it."""
+
+
 def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float) -> list[dict[str, Any]]:
     """4-8 future expirations: weeklies plus monthlies for stocks and ETFs, monthlies for futures.
 
     SPX lists its monthly expirations twice, as in the real term structure: the AM-settled
     standard monthly and the PM-settled SPXW on the same date (a slightly different IV, since AM
-    settlement prices the next morning's open); SPX weeklies are PM only.
+    settlement prices the next morning's open); SPX weeklies are PM only. The
+    ``NON_STANDARD_CHAINS`` list a Non-standard chain beside the Standard second monthly (on the
+    suite's clock, 2025-11-25, the 2026-01-16 expiration of the book's AAPL call).
     """
     monthly = [dates.monthly_expiration(*dates.add_months(today.year, today.month, k)) for k in range(0, 7)]
     monthly = [d for d in monthly if d > today]
@@ -139,13 +150,15 @@ def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float)
         if symbol == "SPX" and expiry in monthly:
             entries.append(_expiration(expiry, "AM", term_iv * 1.004))
         entries.append(_expiration(expiry, "PM", term_iv))
+        if symbol in NON_STANDARD_CHAINS and expiry == monthly[1]:
+            entries.append(_expiration(expiry, "PM", term_iv * NON_STANDARD_IV_FACTOR, chain="Non-standard"))
     return entries
 
 
-def _expiration(expiry: date, settlement: str, implied_volatility: float) -> dict[str, Any]:
+def _expiration(expiry: date, settlement: str, implied_volatility: float, chain: str = "Standard") -> dict[str, Any]:
     return {
         "expiration-date": expiry.isoformat(),
-        "option-chain-type": "Standard",
+        "option-chain-type": chain,
         "settlement-type": settlement,
         "implied-volatility": num(implied_volatility, 9),
     }

@@ -74,6 +74,7 @@ class Holding:
     right: Literal["C", "P"] | None = None
     moneyness: float = 1.0
     months_out: int = 1
+    series: str | None = None  # an option root other than the underlying: SPXW, the PM series of SPX
 
 
 HOLDINGS: tuple[Holding, ...] = (
@@ -91,6 +92,9 @@ HOLDINGS: tuple[Holding, ...] = (
     Holding("5WT00002", "Equity Option", "QQQ", -1, 2, "C", 1.04, 1),
     Holding("5WT00002", "Equity Option", "IWM", 5, 6, "P", 0.93, 2),
 )
+AM_SETTLED_MONTHLIES = frozenset({"SPX", "NDX", "RUT", "XSP"})
+"""Index roots whose standard monthly options settle on the opening print: ``expires-at`` 09:30 New
+York on the expiration date. Their PM-settled series trade under another root (SPXW, NDXP, RUTW)."""
 _MULTIPLIERS = {"/ES": 50, "/ZN": 1000, "/6E": 125000, "/CL": 1000, "/GC": 100}
 _FUTURE_OPTION_CODES = {"/ZN": "OZN"}
 PER_ACCOUNT = 50
@@ -131,13 +135,16 @@ def universe_symbols(seed: int, count: int, exclude: frozenset[str] = frozenset(
 
 
 @lru_cache(maxsize=16)
-def book(seed: int, universe: int = 0, exclude: frozenset[str] = frozenset()) -> Book:
-    """The fixed book plus ``universe`` synthetic underlyings in ``5WU`` accounts (see the docstring)."""
+def book(
+    seed: int, universe: int = 0, exclude: frozenset[str] = frozenset(), extra: tuple[Holding, ...] = ()
+) -> Book:
+    """The fixed book plus ``universe`` synthetic underlyings in ``5WU`` accounts (see the docstring),
+    plus the ``extra`` holdings (in the fixed accounts: a test's own positions)."""
     if universe <= 0:
-        return FIXED_BOOK
+        return Book(ACCOUNTS, HOLDINGS + extra) if extra else FIXED_BOOK
     names = universe_symbols(seed, universe, exclude)
     accounts = list(ACCOUNTS)
-    holdings = list(HOLDINGS)
+    holdings = list(HOLDINGS + extra)
     for start in range(0, len(names), PER_ACCOUNT):
         number = f"5WU{start // PER_ACCOUNT + 1:05d}"
         accounts.append(Account(number, f"Universe {start // PER_ACCOUNT + 1}", "Individual", "Margin", False,
@@ -300,9 +307,13 @@ def _contract(holding: Holding, clock: datetime, spot_at_open: float) -> _Contra
         step = 5.0 if spot_at_open >= 200 else 1.0 if spot_at_open >= 25 else 0.5
         strike = _round_to(spot_at_open * holding.moneyness, step)
         right = holding.right or "C"
-        occ = f"{root:<6}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
-        streamer = f".{root}{expiry:%y%m%d}{right}{_strike_text(strike)}"
-        return _Contract(occ, root, streamer, 100, dates.new_york_time(expiry, 16), strike)
+        series = holding.series or root
+        occ = f"{series:<6}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
+        streamer = f".{series}{expiry:%y%m%d}{right}{_strike_text(strike)}"
+        # An index's standard monthly settles at the open; its own series (SPXW) and equities at the close.
+        am = series in AM_SETTLED_MONTHLIES
+        expires_at = dates.new_york_time(expiry, 9, 30) if am else dates.new_york_time(expiry, 16)
+        return _Contract(occ, root, streamer, 100, expires_at, strike)
     listed = lookup(root)
     exchange = listed.listed_market if listed else "XCME"
     if holding.kind == "Future":

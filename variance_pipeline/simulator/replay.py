@@ -9,6 +9,10 @@
                                            ``earnings__ES.json``), items filtered to start-date
     yahoo/chart_<SYMBOL>*.json          -> /v8/finance/chart/<SYMBOL>, merged and sliced
 
+Every answer is encoded as the synthetic market's are (compact JSON). With ``verbatim``, the
+accounts, positions and margin configuration are sent byte for byte as recorded instead (unless a
+fault alters them or the positions are paged): what a test of a client's raw copies compares with.
+
 ``<SYMBOL>`` is everything between ``chart_`` and ``_1d_`` or ``.json`` (``chart_GS2C.DE.json``
 is ``GS2C.DE``). Files for one symbol are merged by timestamp in file-name order; a timestamp
 already seen keeps the earlier file's bar, so overlapping recordings never duplicate a bar. The
@@ -58,6 +62,16 @@ def _load(path: Path) -> Any:
 def _load_if_present(path: Path) -> Any:
     """A recorded body, or None: a folder may record only some endpoints."""
     return _load(path) if path.exists() else None
+
+
+def _recording(path: Path, verbatim: bool) -> Reply:
+    """A recorded body as a 200; ``verbatim``: one that sends the file's own bytes."""
+    raw = path.read_bytes()
+    return Reply(200, json.loads(raw), raw=raw if verbatim else None)
+
+
+def _recording_if_present(path: Path, verbatim: bool) -> Reply | None:
+    return _recording(path, verbatim) if path.exists() else None
 
 
 def _recorded_adjclose(result: dict[str, Any]) -> dict[int, float]:
@@ -135,18 +149,18 @@ def merge_charts(paths: list[Path]) -> chart.ChartData:
 class ReplayBackend:
     """Answers from a recorded folder; the clock is ignored (recordings are fixed in time)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, verbatim: bool = False) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"replay folder {self.folder} does not exist")
         tasty = self.folder / "tastytrade"
-        self._accounts = _load_if_present(tasty / "customer_accounts.json")
+        self._accounts = _recording_if_present(tasty / "customer_accounts.json", verbatim)
         self._positions = {
-            path.stem.removeprefix("positions_"): _load(path) for path in tasty.glob("positions_*.json")
+            path.stem.removeprefix("positions_"): _recording(path, verbatim) for path in tasty.glob("positions_*.json")
         }
-        self._default_positions = _load_if_present(tasty / "positions.json")
+        self._default_positions = _recording_if_present(tasty / "positions.json", verbatim)
         self._metrics = _load_if_present(tasty / "market_metrics.json")
-        self._margin = _load_if_present(tasty / "margin_requirements_public_configuration.json")
+        self._margin = _recording_if_present(tasty / "margin_requirements_public_configuration.json", verbatim)
         self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
@@ -156,12 +170,12 @@ class ReplayBackend:
         self._charts = {symbol: merge_charts(paths) for symbol, paths in grouped.items()}
 
     def accounts(self, clock: datetime) -> Reply:
-        return Reply(200, self._accounts or tt_items([], "/customers/me/accounts"))
+        return self._accounts or Reply(200, tt_items([], "/customers/me/accounts"))
 
     def positions(self, account: str, clock: datetime, include_marks: bool = False) -> Reply:
         """The recorded body as it is: ``positions.json`` has no marks, asked for or not."""
-        body = self._positions.get(account) or self._default_positions
-        return Reply(200, body or tt_items([], f"/accounts/{account}/positions"))
+        recorded = self._positions.get(account) or self._default_positions
+        return recorded or Reply(200, tt_items([], f"/accounts/{account}/positions"))
 
     def market_metrics(self, symbols: list[str], clock: datetime) -> Reply:
         if self._metrics is None:
@@ -179,7 +193,7 @@ class ReplayBackend:
 
     def margin_configuration(self, clock: datetime) -> Reply:
         """The recorded body, else an empty configuration (the folder did not record it)."""
-        return Reply(200, self._margin or {"data": {}, "context": "/margin-requirements-public-configuration"})
+        return self._margin or Reply(200, {"data": {}, "context": "/margin-requirements-public-configuration"})
 
     def earnings(self, symbol: str, query: Mapping[str, str], clock: datetime) -> Reply:
         """The recorded reports of ``symbol`` on or after ``start-date``; none recorded: an empty list."""

@@ -6,9 +6,19 @@ URL. Admin paths live under ``/_sim/`` and are not recorded in the request log, 
 only what the pipeline asked for.
 
 Admin paths: ``GET /_sim/health``; ``GET|DELETE /_sim/requests``; ``GET|POST|DELETE /_sim/faults``;
+``GET|POST|DELETE /_sim/clock``; ``GET|DELETE /_sim/tokens`` (the access tokens issued, oldest
+first, and the refresh token required; DELETE revokes every access token: ``auth``);
 ``GET|POST|DELETE /_sim/delisted`` (synthetic market only: POST a JSON list of symbols, either
 spelling, to *replace* the delisted set; DELETE restores ``backend.DEFAULT_DELISTED``; each answers
 the set now in force, sorted).
+
+The request log keeps, per request: ``method``, ``endpoint``, ``path`` (decoded), ``target`` (path
+and query exactly as sent, percent-encoding and order kept), ``query`` (decoded, last value per
+key), ``headers`` (names lower-cased), ``body`` (the request's body as text; a token request's holds
+its credentials), ``status``, ``time`` and the ``faults`` that fired.
+
+Positions are paged as Tastytrade pages them: when the client asks (``per-page``) or when the list
+is longer than one page of the server's ``per_page`` (default ``DEFAULT_PER_PAGE``).
 """
 
 from __future__ import annotations
@@ -28,21 +38,27 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from variance_pipeline.simulator.auth import OAuth, TokenStore
 from variance_pipeline.simulator.backend import DEFAULT_DELISTED, Backend, SyntheticBackend
 from variance_pipeline.simulator.faults import (
-    ERROR_KINDS,
+    ANSWER_KINDS,
     REWRITE_KINDS,
     FaultRule,
     FaultStore,
     alter_body,
+    echo_request,
     error_reply,
     parse_rules,
 )
 from variance_pipeline.simulator.formats import Reply, paginate, tt_error
+from variance_pipeline.simulator.portfolio import Holding
 from variance_pipeline.simulator.replay import ReplayBackend
 
 DEFAULT_PER_PAGE = 250
+SHUTDOWN_POLL = 0.05
+"""Seconds between the serving loop's looks at a stop request (the stdlib's 0.5 s made every
+``stop()``, so every test that starts a server of its own, half a second slower)."""
 REQUEST_LOG_CAP = 100_000
-"""Entries the request log keeps (~0.8 kB each, so at most ~80 MB). Tests and benchmarks count far
-fewer; ``make dev`` runs for days, so past the cap the oldest entries go instead of memory growing."""
+"""Entries the request log keeps (~1.3 kB each with their headers, so at most ~130 MB). Tests and
+benchmarks count far fewer; ``make dev`` runs for days, so past the cap the oldest entries go
+instead of memory growing."""
 
 
 class RequestLog:
@@ -84,11 +100,13 @@ class SimulatorApp:
         oauth: OAuth,
         faults: FaultStore,
         now: datetime | None = None,
+        per_page: int = DEFAULT_PER_PAGE,
     ) -> None:
         self.backend = backend
         self.oauth = oauth
         self.faults = faults
         self.now = now
+        self.per_page = per_page
         self.requests = RequestLog()
 
     def clock(self) -> datetime:
@@ -106,13 +124,19 @@ class SimulatorApp:
             reply = self._api(method, segments, query, headers, body, fired)
         except Exception as exc:  # a simulator bug must still answer, and show up in the log
             reply = Reply(500, tt_error("simulator_error", f"{type(exc).__name__}: {exc}"))
+        sent = body.decode("utf-8", errors="replace")
+        if reply.status >= 400 and any(rule.kind == "echo" for rule in fired):
+            reply = echo_request(reply, sent or target)
         route = _route(method, segments, query)
         self.requests.add(
             {
                 "method": method,
                 "endpoint": route[0] if route else None,  # oauth, accounts, positions, chart, ...
                 "path": unquote(parts.path),
+                "target": target,
                 "query": query,
+                "headers": {name.lower(): value for name, value in headers.items()},
+                "body": sent,
                 "status": reply.status,
                 "time": datetime.now(timezone.utc).isoformat(),
                 "faults": [rule.kind for rule in fired],
@@ -137,11 +161,11 @@ class SimulatorApp:
             missing_agent = self.oauth.check_user_agent(headers)
             if missing_agent is not None:
                 return missing_agent
-        for rule in self.faults.fire(endpoint, symbols):
-            fired.append(rule)
+        fired.extend(self.faults.fire(endpoint, symbols))  # all of them: an echo may follow the error
+        for rule in fired:
             if rule.kind == "slow":
                 time.sleep(rule.delay)
-            elif rule.kind in ERROR_KINDS:
+            elif rule.kind in ANSWER_KINDS:
                 return error_reply(rule, endpoint)
         if endpoint == "oauth":
             reply = self.oauth.grant(body, headers)
@@ -158,7 +182,7 @@ class SimulatorApp:
             body = copy.deepcopy(reply.body)  # backends may hand out cached bodies
             for rule in rewrites:
                 alter_body(rule, body, endpoint)
-            reply = dataclasses.replace(reply, body=body)
+            reply = dataclasses.replace(reply, body=body, raw=None)
         if any(rule.kind == "truncated" for rule in fired):
             reply = dataclasses.replace(reply, truncate=True)
         return reply
@@ -170,7 +194,7 @@ class SimulatorApp:
         if endpoint == "positions":
             include_marks = query.get("include-marks", "").strip().lower() == "true"
             reply = self.backend.positions(segments[1], clock, include_marks=include_marks)
-            return _paginated(reply, query) if reply.status == 200 else reply
+            return _paginated(reply, query, self.per_page) if reply.status == 200 else reply
         if endpoint == "market-metrics":
             return self.backend.market_metrics(symbols, clock)
         if endpoint == "risk-free-rate":
@@ -185,6 +209,10 @@ class SimulatorApp:
             return Reply(200, {"ok": True})
         if name == "requests" and method in ("GET", "DELETE"):
             return Reply(200, self.requests.entries() if method == "GET" else {"cleared": self.requests.clear()})
+        if name == "tokens" and method in ("GET", "DELETE"):
+            if method == "DELETE":
+                return Reply(200, {"revoked": self.oauth.tokens.revoke_all()})
+            return Reply(200, {"access": self.oauth.tokens.issued(), "refresh_token": self.oauth.refresh_token})
         if name == "faults" and method in ("GET", "POST", "DELETE"):
             if method == "POST":
                 try:
@@ -252,10 +280,10 @@ def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[
     return None
 
 
-def _paginated(reply: Reply, query: Mapping[str, str]) -> Reply:
+def _paginated(reply: Reply, query: Mapping[str, str], default_per_page: int) -> Reply:
     """Tastytrade pages only when asked (``per-page``) or when the list exceeds one page."""
     try:
-        per_page = max(1, int(query.get("per-page", DEFAULT_PER_PAGE)))
+        per_page = max(1, int(query.get("per-page", default_per_page)))
         page_offset = max(0, int(query.get("page-offset", 0)))
     except ValueError:
         return Reply(400, tt_error("invalid_parameter", "per-page and page-offset must be integers"))
@@ -277,7 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         reply = self.server.app.handle(self.command, self.path, self.headers, body)
-        if isinstance(reply.body, str):
+        if reply.raw is not None:
+            payload, content_type = reply.raw, "application/json"
+        elif isinstance(reply.body, str):
             payload, content_type = reply.body.encode(), "text/plain;charset=utf-8"
         else:
             payload, content_type = json.dumps(reply.body, separators=(",", ":")).encode(), "application/json"
@@ -310,12 +340,16 @@ class SimulatorServer:
     """The embedded simulator: ``with SimulatorServer(now=...) as sim: httpx.get(sim.url + ...)``.
 
     ``now`` fixes the market clock (tz-aware; None = real time per request); ``seed`` picks the
-    synthetic market; ``replay_dir`` serves recorded responses instead; ``client_secret`` and
+    synthetic market; ``replay_dir`` serves recorded responses instead (``verbatim``: the recorded
+    accounts, positions and margin configuration byte for byte, see ``replay``); ``client_secret`` and
     ``refresh_token`` restrict OAuth to exactly those; ``token_ttl`` is the access-token life in
-    real seconds; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``);
+    real seconds; ``rotate_refresh_tokens`` answers each grant with a new refresh token, and then
+    accepts only the newest; ``per_page`` is the page size of positions when the client sends no
+    ``per-page``; ``faults`` pre-installs fault rules (also settable via ``/_sim/faults``);
     ``delisted`` are well-formed symbols to treat as unknown (default ``backend.DEFAULT_DELISTED``,
     also settable via ``/_sim/delisted``); ``universe`` adds that many synthetic underlyings held in
-    extra accounts (``portfolio.book``; 0 = the fixed book only).
+    extra accounts (``portfolio.book``; 0 = the fixed book only); ``holdings`` adds
+    ``portfolio.Holding`` positions to the fixed accounts.
     """
 
     def __init__(
@@ -331,18 +365,27 @@ class SimulatorServer:
         faults: Iterable[FaultRule] = (),
         delisted: Iterable[str] | None = None,
         universe: int = 0,
+        rotate_refresh_tokens: bool = False,
+        per_page: int = DEFAULT_PER_PAGE,
+        verbatim: bool = False,
+        holdings: Iterable[Holding] = (),
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
         if universe < 0:
             raise ValueError("universe must be >= 0")
+        if per_page < 1:
+            raise ValueError("per_page must be >= 1")
+        if verbatim and replay_dir is None:
+            raise ValueError("verbatim applies to a replay (replay_dir)")
         self.faults = FaultStore(faults)
         backend: Backend = (
-            ReplayBackend(replay_dir)
+            ReplayBackend(replay_dir, verbatim)
             if replay_dir is not None
-            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe)
+            else SyntheticBackend(seed, self.faults.splits_for, delisted, universe, holdings)
         )
-        self.app = SimulatorApp(backend, OAuth(TokenStore(token_ttl), client_secret, refresh_token), self.faults, now)
+        oauth = OAuth(TokenStore(token_ttl), client_secret, refresh_token, rotate_refresh_tokens)
+        self.app = SimulatorApp(backend, oauth, self.faults, now, per_page)
         self._address = (host, port)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -363,6 +406,11 @@ class SimulatorServer:
         return self.app.requests
 
     @property
+    def oauth(self) -> OAuth:
+        """The token endpoint's state: ``oauth.tokens.issued()``, ``oauth.refresh_token``, ..."""
+        return self.app.oauth
+
+    @property
     def url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("the simulator is not running; call start() first")
@@ -374,7 +422,12 @@ class SimulatorServer:
         if self._httpd is not None:
             return self
         self._httpd = _HTTPServer(self._address, self.app)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="variance-simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL},
+            name="variance-simulator",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -1,7 +1,9 @@
 """Per-position price and Greeks from the lake's end-of-day snapshot: no streaming quotes.
 
 ``position_greeks`` prices every held option with the session's underlying close and the IV of
-its expiration from the same snapshot's term structure (``term_structure.implied_vol_at``),
+its expiration from the same snapshot's term structure (``term_structure``: the row of its own date
+and settlement, AM-settled index monthlies by their ``expires_at`` before noon New York, else
+interpolated between the Standard chain's nodes; the module's rules are the warehouse's too),
 through BSM (equity, ETF and index options, dividend yield from market metrics) or Black-76
 (future options, on the future's close), all vectorised (``option_models``). Stock, crypto and
 futures positions are included as delta-one rows so the book sums per underlying.
@@ -58,7 +60,13 @@ from variance_pipeline.schemas.risk import POSITION_GREEKS
 from variance_pipeline.instruments.option_symbols import parse_option_symbols
 from variance_pipeline.instruments.symbology import DIVIDEND_PROXIES
 from variance_pipeline.transforms.implied_vol import implied_vol_from_mark
-from variance_pipeline.transforms.term_structure import NEW_YORK, implied_vol_at, node_years, years_between
+from variance_pipeline.transforms.term_structure import (
+    NEW_YORK,
+    expiration_nodes,
+    implied_vol_at,
+    settlement_of,
+    years_between,
+)
 
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
 FUTURE_TYPES = frozenset({"Future", "Future Option"})
@@ -146,8 +154,8 @@ def position_greeks(
     ``positions``: the lake's positions frame (``tastytrade_frames.POSITION_DTYPES``; uses
     ``account_number, symbol, instrument_type, underlying_symbol, root_symbol, quantity`` (signed),
     ``multiplier, expires_at``). ``underlying_prices``: symbol -> the session's close (``SPY``,
-    ``/ZNH6``, ``/ZN``). ``term_structure``: ``symbol, expiration_date, implied_volatility``
-    (+ ``settlement_type``, ``as_of_date``), symbol = the root. ``metrics``: ``symbol, beta,
+    ``/ZNH6``, ``/ZN``). ``term_structure``: ``symbol, expiration_date, settlement_type,
+    implied_volatility`` (+ ``option_chain_type``, ``as_of_date``), symbol = the root. ``metrics``: ``symbol, beta,
     dividend_yield`` (+ ``as_of_date``). ``risk_free_rate``: a continuously compounded fraction.
     """
     if isinstance(as_of_date, datetime) or not isinstance(as_of_date, date):
@@ -252,14 +260,14 @@ def position_greeks(
         + f" on {as_of_date}",
     )
 
-    # Implied volatility of the option's own expiration, same symbol, same snapshot.
-    ts = _snapshot(term_structure, as_of_date).copy()
-    ts["years_to_expiration"] = node_years(
-        ts["expiration_date"], ts["settlement_type"] if "settlement_type" in ts else None, session_close_utc
-    )
+    # Implied volatility of the option's own expiration and settlement, same symbol, same snapshot.
+    nodes = expiration_nodes(_snapshot(term_structure, as_of_date), session_close_utc)
     want = is_option & np.equal(reason, None)
-    targets = pd.DataFrame({"symbol": root, "expiration_date": expiration, "years_to_expiration": years})[want]
-    vols = implied_vol_at(ts, targets)
+    targets = pd.DataFrame(
+        {"symbol": root, "expiration_date": expiration, "settlement_type": settlement_of(expires_at),
+         "years_to_expiration": years}
+    )[want]
+    vols = implied_vol_at(nodes, targets)
     term_iv = np.full(n, np.nan)
     term_source = np.full(n, None, dtype=object)
     term_iv[want] = vols["implied_volatility"].to_numpy(dtype=float)

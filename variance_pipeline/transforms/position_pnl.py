@@ -11,8 +11,8 @@ options and stock; the multiplier is the contract's: 100, 50 for /ES, 5 for /MES
   a trade's (group's) share is the same ratio of its legs' sums (``manage_tonight``);
 * ``tested``: a short option in the money (intrinsic value > 0) or with |model delta| at or above
   ``Thresholds.tested_delta`` (0.30, tastylive's common line);
-* ``earnings_before_expiration``: the underlying's next report date falls on or after the session
-  and on or before the expiration date (a report on expiration day before the open still moves it);
+* ``earnings_date``: the underlying's next report; whether it falls inside the option's life is
+  decided in the warehouse by the one rule every view uses (``straddles_earnings``);
 * ``early_assignment_risk``: a short call with an ex-dividend date after the session and on or
   before expiration whose extrinsic value (mark - intrinsic) is below the dividend: holders of the
   call are better off exercising the day before the ex-date (Options Industry Council, "early
@@ -121,8 +121,6 @@ def position_pnl(
         return pd.Series(root.map(mx[column]).to_numpy(), index=pos.index)
 
     earnings = pd.to_datetime(metric("earnings_date"), errors="coerce")
-    earnings_before = (earnings >= session) & (earnings <= expiration)
-    earnings_before = earnings_before.where(is_option & earnings.notna().to_numpy() & expiration.notna().to_numpy())
     next_ex = pd.to_datetime(metric("dividend_next_date"), errors="coerce")
     last_ex = pd.to_datetime(metric("dividend_ex_date"), errors="coerce")
     ex_date = next_ex.where(next_ex > session, last_ex.where(last_ex > session))
@@ -168,7 +166,6 @@ def position_pnl(
             "extrinsic_value": extrinsic,
             "tested": tested,
             "earnings_date": earnings.dt.date.where(earnings.notna(), None),
-            "earnings_before_expiration": earnings_before.astype("boolean"),
             "ex_dividend_date": ex_date.dt.date.where(ex_date.notna(), None),
             "dividend_amount": dividend,
             "early_assignment_risk": early,

@@ -23,8 +23,10 @@ groups AS (
         bool_or(quantity < 0 AND option_type IS NOT NULL)               AS has_short_option,
         bool_or(tested)                                                 AS tested,
         max(CASE WHEN quantity < 0 THEN abs(delta) END)                 AS short_delta,
-        bool_or(quantity < 0 AND coalesce(earnings_before_expiration, false)) AS earnings,
-        min(CASE WHEN quantity < 0 AND earnings_before_expiration THEN earnings_date END) AS earnings_date,
+        bool_or(quantity < 0 AND option_type IS NOT NULL
+                AND coalesce(straddles_earnings(as_of_date, earnings_date, expiration_date), false)) AS earnings,
+        min(CASE WHEN quantity < 0 AND option_type IS NOT NULL
+                  AND straddles_earnings(as_of_date, earnings_date, expiration_date) THEN earnings_date END) AS earnings_date,
         bool_or(early_assignment_risk)                                  AS early_assignment,
         min(CASE WHEN early_assignment_risk THEN ex_dividend_date END)  AS ex_dividend_date
     FROM legs

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import duckdb
 
 from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
+from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, STANDARD_CHAIN
 from variance_pipeline.schemas.registry import DATASETS
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.vol_history import (
@@ -37,6 +38,13 @@ VIEW_NAMES = (
     "vol_dashboard", "portfolio", "portfolio_risk", "expected_move", "vrp_summary", "next_earnings", "iv_rank_own",
     "book_groups", "manage_tonight", "account_summary", "greeks_vs_broker",
 )
+
+# What a NULL means in a lake file landed before its column became required, per (dataset,
+# column): partitions landed before schema version 7 may hold no chain type, which is Standard.
+NULL_MEANS: dict[tuple[str, str], str] = {(IV_TERM_STRUCTURE.name, "option_chain_type"): STANDARD_CHAIN}
+# The first version whose derived tables the load computes with the one IV rule: a warehouse
+# migrated across it has those tables recomputed for every landed snapshot, once.
+ONE_IV_RULE_VERSION = 7
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -56,6 +64,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     )
     current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    started = current
     for version, name, sql in _migrations():
         if version <= current:
             continue
@@ -69,7 +78,23 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     create_vol_history_views(con)  # views.sql's vol_dashboard reads iv_rank_own
     for views in ("views.sql", "account_views.sql"):
         con.execute(resources.files(PACKAGE).joinpath(views).read_text())
+    if 0 < started < ONE_IV_RULE_VERSION <= current:
+        # An upgrade, not a new file: what the old SQL derived from the term structures is derived
+        # again by the one rule (constant maturity, the expirations' IVs, VRP, implied moves).
+        snapshots = con.execute(
+            "SELECT as_of_date FROM iv_term_structure UNION SELECT as_of_date FROM market_metrics ORDER BY 1"
+        ).fetchall()
+        refresh_vol_history(con, [row[0] for row in snapshots])
     return current
+
+
+def _loaded(dataset: str, column: str) -> str:
+    """The SELECT expression that loads ``column`` of a lake file (``NULL_MEANS`` filled in)."""
+    meaning = NULL_MEANS.get((dataset, column))
+    if meaning is None:
+        return f'"{column}"'
+    literal = meaning.replace("'", "''")
+    return f'coalesce("{column}", \'{literal}\') AS "{column}"'
 
 
 def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
@@ -131,7 +156,8 @@ def load_sessions(
                         f"{spec.name}: column(s) {', '.join(missing)} missing from {path}; nothing was loaded "
                         f"(re-materialise session {day} to rewrite the file with every declared column)"
                     )
-                select = names = ", ".join(f'"{c}"' for c in spec.names)
+                names = ", ".join(f'"{c}"' for c in spec.names)
+                select = ", ".join(_loaded(spec.name, c) for c in spec.names)
                 if spec.load == "upsert":
                     loaded = len(con.execute(
                         f'INSERT OR REPLACE INTO "{spec.table}" ({names}) SELECT {select} FROM read_parquet(?) '

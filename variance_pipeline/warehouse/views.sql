@@ -83,7 +83,8 @@ SELECT
     p.close_price,
     p.cost_effect,
     p.expires_at,
-    CAST(p.expires_at AS DATE) - p.as_of_date               AS days_to_expiration,
+    -- The expiration date is New York's (a session's TimeZone must not move it).
+    CAST(timezone('America/New_York', p.expires_at) AS DATE) - p.as_of_date AS days_to_expiration,
     v.price                                                 AS underlying_price,
     -- Exposure in the underlying's terms (no deltas: the API offers no Greeks).
     p.quantity * p.multiplier * v.price                     AS notional,
@@ -95,9 +96,10 @@ SELECT
     v.iv_hv20_spread,
     v.earnings_date,
     v.days_to_earnings,
-    v.earnings_date IS NOT NULL
-        AND p.expires_at IS NOT NULL
-        AND v.earnings_date <= CAST(p.expires_at AS DATE)   AS earnings_before_expiration
+    -- The one rule (migration 007): as_of_date <= earnings_date <= the expiration date.
+    coalesce(straddles_earnings(p.as_of_date, v.earnings_date,
+                                CAST(timezone('America/New_York', p.expires_at) AS DATE)), false)
+                                                            AS earnings_before_expiration
 FROM latest AS p
 LEFT JOIN vol_dashboard AS v ON v.symbol = p.root_symbol;
 
@@ -129,19 +131,20 @@ SELECT *,
 FROM summed;
 
 -- How far each underlying is expected to move by each expiration of its latest term structure:
--- expected_move = price * IV * sqrt(days / 365) (one standard deviation, in price units), price =
--- the latest close on or before the snapshot. An expiration listed as AM and PM uses the PM IV.
+-- expected_move = price * IV * sqrt(T) (one standard deviation, in price units), price = the
+-- latest close on or before the snapshot. IV, T and settlement_type are the expiration's from
+-- iv_term_structure_by_expiration (the one IV rule, transforms/term_structure.py: Standard chain,
+-- the PM row, else the AM row; T in years from the session close to the settlement);
+-- days_to_expiration are calendar days, for reading. earnings_before_expiration: the snapshot's
+-- next report straddles the expiration (straddles_earnings, migration 007).
 CREATE OR REPLACE VIEW expected_move AS
 WITH latest AS (
     SELECT symbol, max(as_of_date) AS as_of_date FROM iv_term_structure GROUP BY symbol
 ),
 term AS (
-    SELECT t.symbol, t.as_of_date, t.expiration_date,
-           coalesce(max(t.implied_volatility) FILTER (WHERE t.settlement_type = 'PM'), avg(t.implied_volatility))
-               AS implied_volatility
-    FROM iv_term_structure AS t JOIN latest USING (symbol, as_of_date)
-    WHERE t.expiration_date > t.as_of_date AND t.implied_volatility > 0
-    GROUP BY ALL
+    SELECT t.symbol, t.as_of_date, t.expiration_date, t.settlement_type, t.implied_volatility,
+           t.days_to_expiration, t.years_to_expiration
+    FROM iv_term_structure_by_expiration AS t JOIN latest USING (symbol, as_of_date)
 ),
 priced AS (
     SELECT term.*,
@@ -151,14 +154,13 @@ priced AS (
     FROM term
 )
 SELECT p.symbol, p.expiration_date, p.as_of_date, p.underlying_price, p.implied_volatility,
-       p.expiration_date - p.as_of_date                                             AS days_to_expiration,
-       p.underlying_price * p.implied_volatility * sqrt((p.expiration_date - p.as_of_date) / 365.0)
-                                                                                    AS expected_move,
-       p.underlying_price - p.underlying_price * p.implied_volatility
-           * sqrt((p.expiration_date - p.as_of_date) / 365.0)                       AS lower,
-       p.underlying_price + p.underlying_price * p.implied_volatility
-           * sqrt((p.expiration_date - p.as_of_date) / 365.0)                       AS upper,
-       coalesce(m.earnings_date > p.as_of_date AND m.earnings_date <= p.expiration_date, false)
+       p.days_to_expiration, p.years_to_expiration, p.settlement_type,
+       p.underlying_price * p.implied_volatility * sqrt(p.years_to_expiration)        AS expected_move,
+       p.underlying_price - p.underlying_price * p.implied_volatility * sqrt(p.years_to_expiration)
+                                                                                    AS lower,
+       p.underlying_price + p.underlying_price * p.implied_volatility * sqrt(p.years_to_expiration)
+                                                                                    AS upper,
+       coalesce(straddles_earnings(p.as_of_date, m.earnings_date, p.expiration_date), false)
                                                                                     AS earnings_before_expiration
 FROM priced AS p
 LEFT JOIN market_metrics AS m ON m.symbol = p.symbol AND m.as_of_date = p.as_of_date;

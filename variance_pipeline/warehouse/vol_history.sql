@@ -2,28 +2,6 @@
 -- (CREATE OR REPLACE), so they always match the code. Volatilities, ranks, percentiles and moves
 -- are fractions; days are calendar days.
 
--- Grain: symbol, as_of_date, expiration_date. The evening term structure with one IV per
--- expiration: when an expiration is listed with several settlement types (SPX: the AM monthly
--- beside the PM weekly), the PM one, else the mean of the types. Expirations on or before
--- as_of_date (expired that day) and non-positive or missing IVs are left out.
-CREATE OR REPLACE VIEW iv_term_structure_by_expiration AS
-SELECT
-    symbol,
-    as_of_date,
-    expiration_date,
-    CAST(expiration_date - as_of_date AS INTEGER)                     AS days_to_expiration,
-    CASE
-        WHEN count(*) FILTER (WHERE upper(settlement_type) = 'PM') > 0
-            THEN avg(implied_volatility) FILTER (WHERE upper(settlement_type) = 'PM')
-        ELSE avg(implied_volatility)
-    END                                                               AS implied_volatility,
-    string_agg(DISTINCT settlement_type, ',' ORDER BY settlement_type) AS settlement_types
-FROM iv_term_structure
-WHERE implied_volatility IS NOT NULL
-  AND implied_volatility > 0
-  AND expiration_date > as_of_date
-GROUP BY symbol, as_of_date, expiration_date;
-
 -- Grain: symbol. How the premium seller fared: the mean of vrp (iv30 - the next 21 sessions'
 -- realised volatility) and the share of dates it was positive, over dates whose window is complete.
 CREATE OR REPLACE VIEW vrp_summary AS
@@ -42,9 +20,11 @@ FROM vrp
 GROUP BY symbol;
 
 -- Grain: symbol. The next report from the latest metrics snapshot, the history of past moves, and
--- what the options price now: expected_move = price * IV * sqrt(days / 365) of the first
--- expiration on or after the earnings date in that snapshot (the one that straddles it), days from
--- the snapshot; price = the latest candle close. NULL when the earnings date is unknown or past.
+-- what the options price now: expected_move = price * IV * sqrt(T) of that snapshot's first
+-- expiration that straddles the report (straddling_expiration, migration 007: on or after the
+-- report date), IV and T (years from the snapshot's close to the settlement) from
+-- iv_term_structure_by_expiration, the one IV rule; straddle_days are calendar days, for reading;
+-- price = the latest candle close. NULL when the earnings date is unknown or before the snapshot.
 CREATE OR REPLACE VIEW next_earnings AS
 WITH latest AS (
     SELECT symbol, as_of_date, earnings_date, earnings_estimated
@@ -58,15 +38,12 @@ price AS (
 ),
 straddle AS (
     SELECT
-        l.symbol,
-        min(t.expiration_date)                             AS straddle_expiration,
-        arg_min(t.implied_volatility, t.expiration_date)   AS straddle_iv,
-        arg_min(t.days_to_expiration, t.expiration_date)   AS straddle_days
-    FROM latest AS l
-    JOIN iv_term_structure_by_expiration AS t
-      ON t.symbol = l.symbol AND t.as_of_date = l.as_of_date AND t.expiration_date >= l.earnings_date
-    WHERE l.earnings_date >= l.as_of_date
-    GROUP BY l.symbol
+        symbol,
+        s.expiration_date       AS straddle_expiration,
+        s.implied_volatility    AS straddle_iv,
+        s.days_to_expiration    AS straddle_days,
+        s.years_to_expiration   AS straddle_years
+    FROM (SELECT symbol, straddling_expiration(symbol, as_of_date, earnings_date) AS s FROM latest)
 ),
 moves AS (
     SELECT
@@ -115,9 +92,10 @@ SELECT
     st.straddle_expiration,
     st.straddle_iv,
     st.straddle_days,
-    st.straddle_iv * sqrt(st.straddle_days / 365.0)                    AS expected_move_fraction,
-    p.price * st.straddle_iv * sqrt(st.straddle_days / 365.0)          AS expected_move,
-    st.straddle_iv * sqrt(st.straddle_days / 365.0) / nullif(m.median_abs_move, 0)
+    st.straddle_years,
+    st.straddle_iv * sqrt(st.straddle_years)                           AS expected_move_fraction,
+    p.price * st.straddle_iv * sqrt(st.straddle_years)                 AS expected_move,
+    st.straddle_iv * sqrt(st.straddle_years) / nullif(m.median_abs_move, 0)
                                                                        AS expected_to_median_ratio
 FROM symbols AS s
 LEFT JOIN latest AS l ON l.symbol = s.symbol

@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS xnys_sessions (
 );
 
 -- Grain: symbol, as_of_date (one row per evening term-structure or metrics snapshot).
+-- (Since version 7 the rows are computed by transforms/term_structure.py, the one IV rule: Standard
+-- chains, PM else AM, T from the session close to the settlement, see 006; the text below is the
+-- rule of versions 2-5.)
 -- iv30/iv60/iv90: implied volatility at a constant 30/60/90 calendar days from as_of_date,
 -- linear in total variance w = iv^2 * T (T = days / 365) between the two expirations that
 -- bracket the target; NULL when no expiration on each side (never extrapolated). An expiration
@@ -67,6 +70,8 @@ CREATE TABLE IF NOT EXISTS earnings_reports (
 -- move = ln(C[after] / C[before]) with C[before] the close of the last XNYS session before the
 -- report date and C[after] the close of the first XNYS session after it (covers before-open and
 -- after-close reports; a report on a weekend or holiday uses the sessions around it).
+-- (Since version 7: implied_iv * sqrt(T) of the first expiration that straddles the report, see
+-- 006 and warehouse/earnings_moves.py; the text below is the rule of versions 2-5.)
 -- implied_move = implied_iv * sqrt(implied_days / 365): the straddle-implied move from the last
 -- snapshot before the report (at most 10 calendar days before it), using the IV of the first
 -- term-structure expiration after the report date (PM rule as above) and the days from the

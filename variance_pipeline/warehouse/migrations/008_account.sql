@@ -1,4 +1,4 @@
--- Version 7: tonight's book. New columns of existing tables (new tables are created from their
+-- Version 8: tonight's book. New columns of existing tables (new tables are created from their
 -- declarations in variance_pipeline/schemas/ by warehouse.load.migrate).
 -- positions.mark_price: the broker's mark per unit (positions.mark is the position's value).
 -- market_metrics: the dividend the early-assignment rule needs.
