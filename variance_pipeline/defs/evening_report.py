@@ -27,9 +27,26 @@ from variance_pipeline.reports.health import CheckOutcome, RunFacts
 LAST_STEP_PRIORITY = "-100"  # below every other step's default of 0: run last
 
 
+RECENT_EVALUATIONS = 2000  # recent check evaluations scanned for the checks a run of a subset did not include
+
+
+def _check_keys(context: dg.AssetExecutionContext) -> list[dg.AssetCheckKey]:
+    """The checks this job knows, plus every check evaluated recently: a run of a few assets (a re-run of
+    the report, a UI launch) still shows the warnings the evening's full run recorded."""
+    keys = set(context.job_def.asset_layer.asset_graph.asset_check_keys)
+    recent = context.instance.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=RECENT_EVALUATIONS
+    )
+    for record in recent:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data if record.event_log_entry.dagster_event else None
+        if isinstance(evaluation, dg.AssetCheckEvaluation):
+            keys.add(evaluation.asset_check_key)
+    return sorted(keys, key=lambda key: (key.asset_key.to_user_string(), key.name))
+
+
 def _checks(context: dg.AssetExecutionContext) -> tuple[CheckOutcome, ...]:
-    """The latest evaluation of every asset check the job knows (this run's, when it ran one)."""
-    keys = list(context.job_def.asset_layer.asset_graph.asset_check_keys)
+    """The latest evaluation of each check (this run's, when it ran one)."""
+    keys = _check_keys(context)
     if not keys:
         return ()
     records = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)

@@ -372,6 +372,11 @@ def evening_context(
             "The warehouse holds no session yet: no run has loaded anything. Run the pipeline (make demo, or the "
             "evening schedule) and the report fills in."
         )
+        nothing = "Nothing to show yet: the warehouse holds no session."
+        for notes in (context.headline.notes, context.manage.notes, context.risk.notes, context.moves.notes,
+                      context.moves.earnings_notes, context.candidates.notes):
+            notes.append(nothing)
+        context.journal = closed_trades(con, context.generated_at.date(), journal_days)
         return context
     context.market_as_of = con.execute("SELECT max(session_date) FROM realized_volatility").fetchone()[0]
     context.positions_as_of = con.execute("SELECT max(as_of_date) FROM positions").fetchone()[0]
