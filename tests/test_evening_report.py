@@ -25,6 +25,7 @@ from support import (
     declared_frame,
     land_account_snapshot,
 )
+from variance_pipeline import demo
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.reports import cli, formatting
@@ -359,3 +360,13 @@ def test_the_subject_line_carries_the_headline() -> None:
                "bp_used_pct": 0.28, "beta_weighted_delta": 12.5, "groups_to_manage": 3}
     assert report_subject(metrics) == ("Evening report Tue 25 Nov 2025: net liq $100,000 (+$1,250), "
                                        "BP 28.0\u202f%, +12.5 SPY, 3 to manage")
+
+
+def test_make_demo_names_the_evenings_report_and_builds_it_when_missing(market: Lake) -> None:
+    settings = Settings(source="simulator", data_dir=market.root, tastytrade_api_url="http://127.0.0.1:9",
+                        yahoo_chart_url="http://127.0.0.1:9", now_override=FETCHED)
+    dated = market.reports_dir / "evening-2025-11-25.html"
+    assert not dated.exists()
+    assert demo.evening_report(settings, EVENING) == dated and dated.exists()
+    dated.write_text("the run's own page")
+    assert demo.evening_report(settings, EVENING) == dated and dated.read_text() == "the run's own page"
