@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import Result, emit, peak_rss_mib
+from harness import Result, emit, peak_rss_mib, timed
 
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.lake.layout import Lake
@@ -142,12 +142,6 @@ def read_views(lake: Lake) -> None:
     with warehouse_connection(lake.warehouse_path, read_only=True) as con:
         for view in VIEWS:
             con.execute(f"SELECT * FROM {view}").fetchall()
-
-
-def timed(fn) -> float:  # noqa: ANN001 - a zero-argument callable
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:

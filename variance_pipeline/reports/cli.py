@@ -38,16 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{spec.name.replace('_', '-')}", type=type(value), default=value,
                             help=f"{HELP[spec.name]} (default {value})")
     args = parser.parse_args(argv)
+    screen = Screen(**{spec.name: getattr(args, spec.name) for spec in fields(Screen)})
     try:
         settings = Settings.from_env()
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    screen = Screen(**{spec.name: getattr(args, spec.name) for spec in fields(Screen)})
-    clock = settings.now()
-    try:
+        clock = settings.now()
         built = build_report(Lake(settings.data_dir), screen=screen, clock=clock,
                              fallback_evening=last_closed_session(clock))
+    except ConfigurationError as exc:  # a setting is wrong: the usage exit code, as the other CLIs
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (ReportError, FileNotFoundError, WarehouseLockedError, WarehouseCorruptError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
