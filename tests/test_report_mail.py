@@ -3,7 +3,9 @@ the daemon evaluates them (a first tick sets the cursor, the next one sees the r
 SMTP server on loopback that wants a login.
 
 A scheduled run that succeeds mails the report the run wrote; one that fails mails a short note
-naming the step and its error; a run started by hand mails nothing. The SMTP password is used (the
+naming the step and its error, with the page attached when the run still wrote it (a failed
+account_book does not stop the report); a run started by hand mails nothing; without the settings
+there are no sensors at all. The SMTP password is used (the
 server accepted the login) yet appears in no log line, no stored event, no run record, no message
 and no file of the instance or the data dir.
 """
@@ -12,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from support import CLOCK, MARKET, SMTP_PASSWORD, SmtpServer, definitions_for, pipeline_settings
@@ -140,24 +145,72 @@ def test_a_scheduled_evening_mails_its_report_and_a_manual_run_mails_nothing(
     secrets_nowhere(location, smtp_server, [manual.run_id, scheduled.run_id], logs)
 
 
-@pytest.mark.parametrize("location", ["faulted_simulator"], indirect=True)
-def test_a_failed_scheduled_run_mails_the_step_and_its_error(
-    location: Location, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    failed = location.run_eod_job(tags=SCHEDULED, assets=MARKET)
+def failure_note(location: Location, smtp: SmtpServer, failed: dg.ExecuteInProcessResult) -> tuple[EmailMessage, str]:
+    """The note the failure sensor mailed for ``failed``; checks it names the step and its error."""
     assert not failed.success
     [step_failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
     location.tick(REPORT_SENSOR)
-    assert smtp_server.messages == []  # no report after a failure
+    assert smtp.messages == []  # no success mail after a failure
     location.tick(FAILURE_SENSOR)
-    assert len(smtp_server.messages) == 1
-    note = smtp_server.messages[0]
+    assert len(smtp.messages) == 1
+    note = smtp.messages[0]
     assert note["Subject"] == f"Evening run of {PARTITION} failed at step {step_failure.step_key}"
-    body = note.get_content()
-    error = step_failure.step_failure_data.error.message.strip()
-    assert f"Step: {step_failure.step_key}" in body and f"Error: {error[:200]}" in body
+    body = note.get_body(preferencelist=("plain",)).get_content()
+    error = step_failure.step_failure_data.error
+    while error.cause is not None:  # what went wrong, not Dagster's "Error occurred while executing op"
+        error = error.cause
+    assert f"Step: {step_failure.step_key}" in body and f"Error: {error.message.strip()[:200]}" in body
     assert failed.run_id in body
+    return note, step_failure.step_key
+
+
+@pytest.mark.parametrize("location", ["faulted_simulator"], indirect=True)
+def test_a_scheduled_run_failing_early_mails_the_step_and_its_error(
+    location: Location, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    failed = location.run_eod_job(tags=SCHEDULED, assets=(*MARKET, "evening_report"))
+    note, step = failure_note(location, smtp_server, failed)
+    assert step == "positions"  # the first snapshot: every login is refused
+    assert "no report was written tonight" in note.get_body(preferencelist=("plain",)).get_content()
+    assert list(note.iter_attachments()) == []
     captured = capfd.readouterr()
     logs = "\n".join(record.getMessage() for record in caplog.records) + captured.out + captured.err
     secrets_nowhere(location, smtp_server, [failed.run_id], logs)
+
+
+@pytest.mark.parametrize("location", ["simulator"], indirect=True)
+def test_a_failed_account_book_still_leaves_the_report_and_the_note_attaches_it(
+    location: Location, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture
+) -> None:
+    """The account snapshot of the evening is unreadable (a balances file without its declared columns):
+    account_book fails, the report is still written from the market data, and the note carries it."""
+    caplog.set_level(logging.DEBUG)
+    drifted = location.data_dir / "lake" / "balances" / f"date={PARTITION}" / "part-0.parquet"
+    drifted.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"as_of_date": [CLOCK.date()], "account_number": ["5WT00001"]}), drifted)
+    failed = location.run_eod_job(tags=SCHEDULED, assets=(*MARKET, "account_book", "evening_report"))
+    note, step = failure_note(location, smtp_server, failed)
+    assert step == "account_book" and "balances: column(s)" in note.get_body(preferencelist=("plain",)).get_content()
+    report = location.data_dir / "reports" / f"evening-{PARTITION}.html"
+    assert report.exists()
+    assert "tonight's report was still written and is attached" in note.get_body(preferencelist=("plain",)).get_content()
+    [attachment] = list(note.iter_attachments())
+    assert attachment.get_filename() == report.name
+    assert attachment.get_payload(decode=True).replace(b"\r\n", b"\n") == report.read_bytes()
+    assert "No account balances in the warehouse" in report.read_text()  # the page says what is missing
+    captured = capfd.readouterr()
+    logs = "\n".join(record.getMessage() for record in caplog.records) + captured.out + captured.err
+    secrets_nowhere(location, smtp_server, [failed.run_id], logs)
+
+
+def test_the_mail_is_off_unless_configured(tmp_path: Path, smtp_server: SmtpServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = definitions_for(pipeline_settings(tmp_path, "http://127.0.0.1:9"))
+    assert list(plain.sensors or []) == []
+    monkeypatch.setenv("VARIANCE_SMTP_PASSWORD", SMTP_PASSWORD)
+    configured = definitions_for(mail_settings(tmp_path, "http://127.0.0.1:9", smtp_server))
+    dg.Definitions.validate_loadable(configured)
+    sensors = {sensor.name: sensor for sensor in configured.sensors}
+    assert set(sensors) == {REPORT_SENSOR, FAILURE_SENSOR}
+    assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())

@@ -7,7 +7,8 @@ UI or a backfill is left alone, so a day of re-runs does not fill the inbox.
 
 The report's path is read from the run's own ``evening_report`` materialisation, so the mail is
 exactly the page that run wrote. The failure note names the failed step(s) and the start of the
-error; the whole story stays in Dagster. Neither the password (an ``EnvVar`` in the ``mail``
+error (the whole story stays in Dagster), and attaches the page when the run still wrote it: the
+report does not depend on the account snapshot, so a failed ``account_book`` leaves it standing. Neither the password (an ``EnvVar`` in the ``mail``
 resource) nor any other secret is logged or put in a message.
 """
 
@@ -39,20 +40,34 @@ def report_materialization(instance: dg.DagsterInstance, run_id: str) -> dg.Asse
     return None
 
 
+def report_path(materialization: dg.AssetMaterialization | None) -> Path | None:
+    """The page an ``evening_report`` materialisation wrote, if it is still there."""
+    value = materialization.metadata.get("path") if materialization is not None else None
+    path = Path(str(value.value)) if value is not None else None
+    return path if path is not None and path.exists() else None
+
+
 def mail_report(context: dg.RunStatusSensorContext, mail: MailResource) -> dg.SkipReason | None:
     run = context.dagster_run
     if not launched_by_schedule(run):
         return dg.SkipReason(f"run {run.run_id} was not launched by {eod_schedule.name}: nothing mailed")
     materialization = report_materialization(context.instance, run.run_id)
-    path_value = materialization.metadata.get("path") if materialization else None
-    if path_value is None:
+    report = report_path(materialization)
+    if report is None:
         return dg.SkipReason(f"run {run.run_id} wrote no evening_report: nothing mailed")
-    report = Path(str(path_value.value))
     subject_value = materialization.metadata.get("subject")
     subject = str(subject_value.value) if subject_value is not None else f"Evening report {report.stem}"
     mail.send(report_message(report, subject, sender=mail.from_address(), to=mail.to))
     context.log.info(f"mailed {report.name} to {', '.join(mail.to)} through {mail.target().url}")
     return None
+
+
+def root_cause(error) -> str:  # noqa: ANN001 - Dagster's SerializableErrorInfo
+    """The error that started it: an exception raised in a step reaches Dagster wrapped in "Error
+    occurred while executing op ...", which names the step but not what went wrong."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message
 
 
 def mail_failure(context: dg.RunFailureSensorContext, mail: MailResource) -> dg.SkipReason | None:
@@ -62,12 +77,13 @@ def mail_failure(context: dg.RunFailureSensorContext, mail: MailResource) -> dg.
     failures = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error if event.step_failure_data else None
-        failures.append((event.step_key, error.message if error else event.message or "no error message"))
+        failures.append((event.step_key, root_cause(error) if error else event.message or "no error message"))
     if not failures:
         failures.append((None, context.failure_event.message or "the run failed before any step ran"))
     message = failure_message(
         partition=run.tags.get("dagster/partition"), run_id=run.run_id, job=run.job_name, failures=failures,
         sender=mail.from_address(), to=mail.to,
+        report=report_path(report_materialization(context.instance, run.run_id)),
     )
     mail.send(message)
     context.log.info(f"mailed the failure of run {run.run_id} to {', '.join(mail.to)} through {mail.target().url}")

@@ -126,7 +126,7 @@ def headline(con: duckdb.DuckDBPyConnection, evening: date | None) -> Headline:
         result.values = {k: greeks[k] for k in ("theta_per_day", "vega_per_vol_point", "beta_weighted_delta")}
         result.notes.append(
             "No account balances in the warehouse, so net liq and BP used are unknown: the account snapshot has "
-            "never been loaded (account_book did not run). Theta, delta and vega below are summed from the "
+            "never been loaded (account_book did not run, or failed). Theta, delta and vega below are summed from the "
             "model Greeks of the positions."
         )
     else:

@@ -82,13 +82,18 @@ def failure_message(
     failures: Sequence[tuple[str | None, str]],
     sender: str,
     to: Sequence[str],
+    report: Path | None = None,
     when: datetime | None = None,
 ) -> EmailMessage:
-    """A short note: which evening, which step failed and its error (the start of it), which run."""
+    """A short note: which evening, which step failed and its error (the start of it), which run; and
+    tonight's page, attached, when the run still wrote it (a failure outside the report's inputs, such
+    as the account snapshot, leaves the page standing on the account data the warehouse holds)."""
     first_step = next((step for step, _ in failures if step), None)
     evening = f"of {partition} " if partition else ""
     subject = f"Evening run {evening}failed" + (f" at step {first_step}" if first_step else "")
-    lines = [f"The scheduled evening run {evening}failed; tonight's report was not mailed.", ""]
+    outcome = (f"tonight's report was still written and is attached ({report}); check its data health section."
+               if report is not None else "no report was written tonight.")
+    lines = [f"The scheduled evening run {evening}failed; {outcome}", ""]
     for step, error in failures or [(None, "no step failed: the run itself failed (see Dagster)")]:
         text = error.strip()
         if len(text) > MAX_ERROR_CHARS:
@@ -100,6 +105,8 @@ def failure_message(
               "next session's close."]
     message = _message(subject, sender, to)
     message.set_content("\n".join(lines) + "\n")
+    if report is not None:
+        message.add_attachment(report.read_bytes(), maintype="text", subtype="html", filename=report.name)
     return message
 
 
