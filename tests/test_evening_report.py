@@ -29,9 +29,10 @@ from variance_pipeline import demo
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.reports import cli, formatting
-from variance_pipeline.reports.evening import build_report, evening_context, week_end
+from variance_pipeline.reports.evening import build_report, evening_context
 from variance_pipeline.reports.mail import MailError, report_subject, send
 from variance_pipeline.reports.screen import Screen
+from variance_pipeline.reports.sections import week_end
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
