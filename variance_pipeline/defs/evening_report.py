@@ -9,6 +9,9 @@ account data when ``account_book`` does run, the step has the lowest priority
 highest-priority ready step, so the report runs after every other step of the run, its checks
 included, and can list their results.
 
+The page is the evening of the newest session the warehouse holds (what its views show), whatever
+the partition: re-running an old partition rewrites tonight's page, never an old one with new data.
+
 What Dagster knows (check results, the last successful run) is collected here and handed to the
 renderer as plain data: ``reports/`` never imports Dagster.
 """
