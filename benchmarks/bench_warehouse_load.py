@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness import Result, emit, peak_rss_mib
+from harness import Result, emit, peak_rss_mib, timed
 
 from variance_pipeline.calendar import sessions_back
 from variance_pipeline.lake.layout import Lake
@@ -61,12 +60,6 @@ def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) ->
                 )
             ),
         )
-
-
-def timed(fn) -> float:  # noqa: ANN001 - a zero-argument callable
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:

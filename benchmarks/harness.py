@@ -59,6 +59,13 @@ def parse(line: str) -> Result | None:
     return Result(**json.loads(line[len(PREFIX) :]))
 
 
+def timed(fn) -> float:  # noqa: ANN001 - a zero-argument callable
+    """Wall seconds ``fn()`` took."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
 def rss_mib() -> float:
     """The process's resident size now (Linux ``/proc/self/statm``; elsewhere the lifetime peak)."""
     try:

@@ -6,21 +6,31 @@ one place and never from each other.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TypeVar
 from urllib.parse import quote
 
 import dagster as dg
+import duckdb
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
+from variance_pipeline.calendar import sessions_back
 from variance_pipeline.definitions import environment, load_definitions
 from variance_pipeline.defs.resources import RetryConfig, YahooResource, build_resources
+from variance_pipeline.lake.layout import Lake
+from variance_pipeline.schemas.account import BALANCES, MARGIN_REQUIREMENTS
 from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
@@ -35,9 +45,10 @@ CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
 FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
 # Common ``materialize(select=...)`` lists. Each asset reads its inputs from the lake, so a
 # selection names its upstream assets too (unless an earlier run landed them).
-# market_metrics and iv_term_structure are one multi-asset: Dagster only runs them together.
-EXTRACT = ("positions", "universe", "market_metrics", "iv_term_structure")
-CANDLES = ("positions", "universe", "candles")
+# market_metrics and iv_term_structure are one multi-asset, and so are positions and accounts: Dagster
+# only runs them together.
+EXTRACT = ("positions", "accounts", "universe", "market_metrics", "iv_term_structure")
+CANDLES = ("positions", "accounts", "universe", "candles")
 # Run config for a warehouse load without its pictures (many runs in a row: only the last draws).
 NO_CHARTS = {"ops": {"warehouse": {"config": {"charts": False}}}}
 # What a test's own HTTP client sends the simulator: a User-Agent (Tastytrade 401s without one)
@@ -140,6 +151,28 @@ def materialize(
     )
 
 
+# Debian's chromium, driven by Playwright (the [dev] extras; `playwright install` is never needed).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def browser_missing() -> str | None:
+    """Why a browser test cannot run here (None: it can): .ci/run installs both, so CI never skips."""
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright Python package is missing (pip install -e '.[dev]')"
+    return None
+
+
 def recorded_bytes(relative: str) -> bytes:
     """A recorded real response from ``tests/fixtures/recorded/`` (e.g. ``tastytrade/positions.json``)."""
     path = RECORDED / relative
@@ -171,3 +204,107 @@ def declared_frame(dataset: Dataset, data: pd.DataFrame | dict) -> pd.DataFrame:
     for name in dataset.missing_columns(frame.columns):
         frame[name] = None
     return dataset.conform(frame)
+
+
+# The market part of an evening on the simulator: every asset but the account snapshot (which the
+# simulator does not serve yet) and account_book; with "evening_report" appended, the whole page.
+MARKET = (
+    *EXTRACT, "candles", "risk_free_rate", "earnings_reports", "realized_volatility", "position_greeks",
+    "option_quotes", "position_pnl", "warehouse",
+)
+
+
+def land_account_snapshot(lake: Lake, day: date, net_liq: dict[str, float], *, used_share: float = 0.25,
+                          margin: dict[tuple[str, str], float] | None = None) -> None:
+    """Balances (net liq per account, ``used_share`` of it in derivative buying power) and a margin
+    report (buying power per (account, underlying)) in the lake, as the account snapshot lands them."""
+    fetched = datetime(day.year, day.month, day.day, 22, tzinfo=timezone.utc)
+    accounts = list(net_liq)
+    lake.write_partition("balances", day, declared_frame(BALANCES, {
+        "as_of_date": [day] * len(accounts), "account_number": accounts,
+        "net_liquidating_value": [net_liq[a] for a in accounts],
+        "used_derivative_buying_power": [net_liq[a] * used_share for a in accounts],
+        "derivative_buying_power": [net_liq[a] * (1 - used_share) for a in accounts],
+        "fetched_at": [fetched] * len(accounts),
+    }))
+    rows = sorted((margin or {}).items())
+    lake.write_partition("margin_requirements", day, declared_frame(MARGIN_REQUIREMENTS, {
+        "as_of_date": [day] * len(rows), "account_number": [a for (a, _), _ in rows],
+        "underlying_symbol": [u for (_, u), _ in rows], "buying_power": [bp for _, bp in rows],
+        "fetched_at": [fetched] * len(rows),
+    }))
+
+
+@dataclass(frozen=True)
+class ReportEvening:
+    """An evening as the report sees it: the market part of a real simulator run, then crafted account
+    snapshots (the simulator does not serve them yet) loaded by a real ``account_book`` run."""
+
+    data_dir: Path
+    settings: Settings
+    first_evening: Path  # the page the market-only run wrote (no account data, no history)
+    report: Path  # the page of the second run, with the account snapshot
+    result: dg.ExecuteInProcessResult  # the second run: warehouse, account_book, evening_report
+
+    def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
+        with duckdb.connect(str(self.data_dir / "warehouse.duckdb"), read_only=True) as con:
+            return con.execute(query, params or []).df()
+
+
+REPORT_SESSION = CLOCK.date()
+REPORT_WATCHLIST = "SPY,QQQ,/ES,VIX,GLD,IWM,NOPE"  # NOPE: delisted, so data health has a stale symbol
+
+
+def land_iv_history(lake: Lake, session: date, sessions: int = 24) -> list[date]:
+    """``sessions`` earlier evenings' metrics snapshots in the lake (``session``'s, IV scaled by a fixed
+    factor per evening and symbol), so our own IV rank has the history it needs; returns their dates."""
+    tonight = lake.read_partition("market_metrics", session)
+    days = sessions_back(session, sessions + 1)[:-1]
+    rng = np.random.default_rng(22)
+    for day in days:
+        frame = tonight.copy()
+        frame["as_of_date"] = day
+        frame["implied_volatility"] = frame["implied_volatility"] * rng.uniform(0.7, 1.05, len(frame))
+        frame["fetched_at"] = frame["fetched_at"] - timedelta(days=(session - day).days)
+        lake.write_partition("market_metrics", day, MARKET_METRICS.conform(frame))
+    return days
+
+
+SMTP_USER = "trader@example.com"
+SMTP_PASSWORD = "smtp-pa55-7f3a-never-in-a-log"  # a value no log line, event or file may ever contain
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server on loopback (aiosmtpd) that wants a login: what it received, who logged in."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    messages: list[EmailMessage] = field(default_factory=list)
+    logins: list[tuple[str, bool]] = field(default_factory=list)  # (user, accepted)
+
+    @property
+    def url(self) -> str:
+        """The URL the pipeline is given: the user, never the password."""
+        return f"smtp://{self.user}@{self.host}:{self.port}"
+
+    def handler(self) -> object:
+        server = self
+
+        class Handler:
+            async def handle_DATA(self, _server: object, _session: object, envelope: object) -> str:  # noqa: N802
+                raw = envelope.original_content or envelope.content
+                server.messages.append(message_from_bytes(raw, policy=email_policy.default))
+                return "250 OK"
+
+        return Handler()
+
+    def authenticate(self, _server: object, _session: object, _envelope: object, _mechanism: str, data: object) -> object:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        user = data.login.decode() if isinstance(data, LoginPassword) else ""
+        accepted = isinstance(data, LoginPassword) and user == self.user and data.password.decode() == self.password
+        self.logins.append((user, accepted))
+        return AuthResult(success=accepted, handled=False)  # a refusal answers 535, as real servers do

@@ -27,11 +27,14 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_every_stage_is_collected_without_a_hand_kept_list(tmp_path: Path) -> None:
     with environment({"VARIANCE_SOURCE": "simulator", "VARIANCE_DATA_DIR": str(tmp_path)}):
         defs = load_definitions()
-    assert set(defs.resources) == {"pipeline", "tastytrade", "yahoo", "warehouse_db"}, "resources live in defs/ too"
+    assert set(defs.resources) == {
+        "pipeline", "tastytrade", "yahoo", "warehouse_db", "book_rules", "report_screen", "mail",
+    }, "resources live in defs/ too"
     keys = {key.to_user_string() for assets in defs.assets for key in assets.keys}
     assert keys == {
-        "positions", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
-        "risk_free_rate", "earnings_reports", "position_greeks", "warehouse",
+        "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
+        "risk_free_rate", "earnings_reports", "position_greeks", "warehouse", "balances", "margin_requirements",
+        "trading_status", "option_quotes", "position_pnl", "account_book", "evening_report",
     }
     checks = {key.name for check in defs.asset_checks for key in check.check_keys}
     assert {"candles_cover_universe", "warehouse_is_fresh", "hv30_reconciles_with_tastytrade"} <= checks

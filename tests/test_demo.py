@@ -46,6 +46,9 @@ def test_demo_backfills_replays_evenings_and_prints_the_history(tmp_path: Path) 
         assert f"evening {i}/{EVENINGS - 1} {day} (clock {day.isoformat()}T22:00:00+00:00): run succeeded" in done.stdout
     assert "vol_dashboard" in done.stdout and "│ SPY" in done.stdout and "iv_rank_own" in done.stdout
     assert "vrp_summary" in done.stdout
+    report = tmp_path / "data" / "reports" / f"evening-{evenings[-1].isoformat()}.html"
+    assert done.stdout.rstrip().endswith(f"The evening report (open it in a browser): {report}")
+    assert report.exists() and "Evening report" in report.read_text()
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
         loaded = con.execute("SELECT count(DISTINCT session_date) FROM candles").fetchone()[0]
         snapshots = [r[0] for r in con.execute("SELECT DISTINCT as_of_date FROM market_metrics ORDER BY 1").fetchall()]

@@ -8,7 +8,6 @@ lacks them. Playwright drives the system browser: ``playwright install`` is neve
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,21 +21,11 @@ from typing import Iterator
 import httpx
 import pytest
 
-from support import CLOCK
+from support import CHROMIUM, CHROMIUM_ARGS, CLOCK, browser_missing
 from variance_pipeline.demo import free_port
 from variance_pipeline.simulator import SimulatorServer
 
 PROJECT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ASSETS = [
     "positions", "universe", "market_metrics", "iv_term_structure", "candles", "risk_free_rate",
     "earnings_reports", "realized_volatility", "position_greeks", "warehouse",
@@ -52,14 +41,6 @@ EXEC_WITH_DEFAULT_SIGNALS = (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.browser]
-
-
-def browser_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright Python package is missing (pip install -e '.[dev]')"
-    return None
 
 
 def wait_until_answers(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:

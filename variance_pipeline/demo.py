@@ -23,7 +23,9 @@ rest stay NULL until their window closes) and ``iv_rank_own`` has values (it nee
 The backfill covers 150 sessions (``--sessions``): HV252 has values from the first one, because
 realised volatility reads its 252-session lookback from the candle cache, not from earlier
 partitions; a longer backfill only lengthens the history the charts draw, at about 0.3 s a session.
-It ends by printing ``vol_dashboard`` (with ``iv_rank_own``) and ``vrp_summary``.
+It ends by printing ``vol_dashboard`` (with ``iv_rank_own``) and ``vrp_summary``, then the path of
+the last evening's report (``evening_report``, the page a trader opens; built again from the
+warehouse when that run did not write it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import httpx
 
 from variance_pipeline.calendar import last_closed_session, sessions_back
 from variance_pipeline.lake.layout import Lake
+from variance_pipeline.reports.evening import build_report
 from variance_pipeline.settings import PROJECT_ROOT, ConfigurationError, Settings
 from variance_pipeline.warehouse.connection import warehouse_connection
 
@@ -249,9 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         con.sql(DASHBOARD_SQL).show(max_width=200)
         print("vrp_summary: implied (iv30) minus the next 21 sessions' realised volatility, complete windows only:")
         con.sql(VRP_SQL).show(max_width=200)
+    report = evening_report(settings, evenings[-1])
     print(f"demo finished in {time.monotonic() - started:.0f} s")
     print(f"Query it yourself: .venv/bin/duckdb -readonly {warehouse}")
+    print(f"The evening report (open it in a browser): {report}")
     return 0
+
+
+def evening_report(settings: Settings, evening: date) -> Path:
+    """The last evening's page as its run wrote it; rebuilt from the warehouse when it is missing."""
+    lake = Lake(settings.data_dir)
+    report = lake.reports_dir / f"evening-{evening.isoformat()}.html"
+    if report.exists():
+        return report
+    return build_report(lake, clock=evening_clock(evening, settings.now()), fallback_evening=evening).files.dated
 
 
 if __name__ == "__main__":

@@ -16,7 +16,17 @@ from variance_pipeline.candles.store import RunCandleCache
 from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.lake.layout import DataDirConflict, Lake
 from variance_pipeline.lake.atomic import format_mb
-from variance_pipeline.settings import DEFAULT_MIN_FREE_MB, PROJECT_ROOT, ConfigurationError, Settings, parse_now
+from variance_pipeline.reports.mail import MailError, send as send_mail, sender_for
+from variance_pipeline.reports.screen import Screen
+from variance_pipeline.settings import (
+    DEFAULT_MIN_FREE_MB,
+    PROJECT_ROOT,
+    ConfigurationError,
+    Settings,
+    SmtpTarget,
+    parse_now,
+    parse_smtp_url,
+)
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
 from variance_pipeline.instruments.symbology import parse_watchlist
 from variance_pipeline.sources.tastytrade import OAuthSession, TastytradeClient, TastytradeCredentials
@@ -264,6 +274,62 @@ class BookRules(dg.ConfigurableResource):
         return Thresholds(self.profit_target, self.manage_dte, self.tested_delta, self.bp_concentration)
 
 
+_SCREEN = Screen()
+
+
+class ReportScreen(dg.ConfigurableResource):
+    """The evening report's candidate screen (printed on the page): which names are worth selling premium in."""
+
+    min_iv_rank: float = Field(default=_SCREEN.min_iv_rank, ge=0, le=1, description="own IV rank at least this ...")
+    min_iv_percentile: float = Field(
+        default=_SCREEN.min_iv_percentile, ge=0, le=1, description="... or own IV percentile at least this"
+    )
+    min_iv_hv_ratio: float = Field(default=_SCREEN.min_iv_hv_ratio, ge=0, description="implied volatility / HV20 above this")
+    min_liquidity_rating: int = Field(
+        default=_SCREEN.min_liquidity_rating, ge=0, le=5, description="Tastytrade liquidity rating at least this"
+    )
+    dte_window: int = Field(
+        default=_SCREEN.dte_window, ge=0, description="no earnings report within this many days (the usual trade length)"
+    )
+    max_rows: int = Field(default=_SCREEN.max_rows, ge=1, description="candidates listed, best IV rank first")
+
+    def screen(self) -> Screen:
+        return Screen(self.min_iv_rank, self.min_iv_percentile, self.min_iv_hv_ratio, self.min_liquidity_rating,
+                      self.dte_window, self.max_rows)
+
+
+class MailResource(dg.ConfigurableResource):
+    """Where the evening mail goes (off unless VARIANCE_SMTP_URL and VARIANCE_REPORT_TO are set).
+
+    The password arrives as ``dg.EnvVar("VARIANCE_SMTP_PASSWORD")``: the run config and the sensor
+    ticks Dagster stores hold the variable's name, never its value, and nothing here logs it.
+    """
+
+    smtp_url: str | None = Field(default=None, description="smtp://user@host:port or smtps://... (no password)")
+    to: list[str] = Field(default_factory=list, description="recipients (VARIANCE_REPORT_TO)")
+    sender: str | None = Field(default=None, description="From address (VARIANCE_REPORT_FROM); default: the SMTP user")
+    password: str | None = Field(default=None, repr=False, description="VARIANCE_SMTP_PASSWORD, through EnvVar")
+    timeout: float = Field(default=30.0, gt=0, description="seconds per SMTP operation")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.smtp_url and self.to)
+
+    def target(self) -> SmtpTarget:
+        if not self.smtp_url:
+            raise dg.Failure("the evening mail is off: VARIANCE_SMTP_URL is not set")
+        return parse_smtp_url(self.smtp_url)
+
+    def from_address(self) -> str:
+        return sender_for(self.target(), self.sender)
+
+    def send(self, message) -> None:  # noqa: ANN001 - an email.message.EmailMessage
+        try:
+            send_mail(message, self.target(), self.password, timeout=self.timeout)
+        except MailError as exc:
+            raise dg.Failure(str(exc)) from None
+
+
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB file: loads work on a private copy and publish it (``warehouse.publish``), so a
     reader's open session never blocks them; two loads serialise with a bounded wait."""
@@ -290,6 +356,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         # The simulator accepts any non-empty credentials unless started with --client-secret.
         client_secret, refresh_token, client_id = "simulator", "simulator", "simulator"
     lake = Lake(settings.data_dir)
+    password = dg.EnvVar("VARIANCE_SMTP_PASSWORD") if settings.smtp_password_set else None
     return {
         "pipeline": PipelineResource(
             source=settings.source,
@@ -308,6 +375,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "yahoo": YahooResource(base_url=settings.yahoo_chart_url, rate_per_second=settings.yahoo_rate),
         "warehouse_db": WarehouseResource(path=str(lake.warehouse_path)),
         "book_rules": BookRules(),
+        "report_screen": ReportScreen(),
+        "mail": MailResource(
+            smtp_url=settings.smtp_url, to=list(settings.report_to), sender=settings.report_from, password=password
+        ),
     }
 
 
