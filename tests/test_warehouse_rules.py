@@ -1,5 +1,5 @@
 """The warehouse's rules written once: "an expiration straddles an earnings report" (the
-``straddles_earnings`` macro of migration 006) and the schema-version-6 migration of a warehouse
+``straddles_earnings`` macro of migration 007) and the schema-version-7 migration of a warehouse
 that predates it (the chain type in the term structure's key, the IV tables derived again by the
 one IV rule). Real DuckDB files, real lake Parquet, expectations written out by hand.
 """

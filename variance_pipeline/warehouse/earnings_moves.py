@@ -2,7 +2,7 @@
 
 ``move`` spans the XNYS sessions on both sides of the report date (the API gives no time of day).
 ``implied_move = iv * sqrt(T)`` from the last snapshot before the report: the IV and T of that
-snapshot's first expiration that straddles the report (``straddling_expiration``, migration 006; the
+snapshot's first expiration that straddles the report (``straddling_expiration``, migration 007; the
 IV by the one rule of ``transforms/term_structure.py``, read from
 ``iv_term_structure_by_expiration``), else Tastytrade's iv30 over the days to the session after.
 

@@ -41,7 +41,7 @@ VIEW_NAMES = ("vol_dashboard", "portfolio", "portfolio_risk", "expected_move", "
 NULL_MEANS: dict[tuple[str, str], str] = {(IV_TERM_STRUCTURE.name, "option_chain_type"): STANDARD_CHAIN}
 # The first version whose derived tables the load computes with the one IV rule: a warehouse
 # migrated across it has those tables recomputed for every landed snapshot, once.
-ONE_IV_RULE_VERSION = 6
+ONE_IV_RULE_VERSION = 7
 
 
 def _migrations() -> list[tuple[int, str, str]]:

@@ -96,7 +96,7 @@ SELECT
     v.iv_hv20_spread,
     v.earnings_date,
     v.days_to_earnings,
-    -- The one rule (migration 006): as_of_date <= earnings_date <= the expiration date.
+    -- The one rule (migration 007): as_of_date <= earnings_date <= the expiration date.
     coalesce(straddles_earnings(p.as_of_date, v.earnings_date,
                                 CAST(timezone('America/New_York', p.expires_at) AS DATE)), false)
                                                             AS earnings_before_expiration
@@ -136,7 +136,7 @@ FROM summed;
 -- iv_term_structure_by_expiration (the one IV rule, transforms/term_structure.py: Standard chain,
 -- the PM row, else the AM row; T in years from the session close to the settlement);
 -- days_to_expiration are calendar days, for reading. earnings_before_expiration: the snapshot's
--- next report straddles the expiration (straddles_earnings, migration 006).
+-- next report straddles the expiration (straddles_earnings, migration 007).
 CREATE OR REPLACE VIEW expected_move AS
 WITH latest AS (
     SELECT symbol, max(as_of_date) AS as_of_date FROM iv_term_structure GROUP BY symbol
