@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from servers import Postgres, postgres_server
+from servers import Postgres, S3Server, postgres_server, s3_server
 from support import CLOCK, RECORDED
 from variance_pipeline.simulator import SimulatorServer
 
@@ -35,6 +35,20 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on loopback for the session (skips, saying why, when it cannot run)."""
+    try:
+        server = s3_server()
+        found = server.__enter__()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"no S3 server could be started on loopback, so the s3:// data dir is untested: {exc}")
+    try:
+        yield found
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
 def simulator() -> Iterator[SimulatorServer]:
     with SimulatorServer(port=0, now=CLOCK) as server:
         yield server
@@ -55,6 +69,7 @@ MODULE_MARKS: dict[str, tuple[str, ...]] = {
     "test_faults": ("slow", "faults"),
     "test_scale": ("slow",),
     "test_risk_pipeline": ("slow",),
+    "test_s3_pipeline": ("slow",),
 }
 
 

@@ -98,9 +98,10 @@ class RemoteDataDir:
 
     bucket: str
     prefix: str  # '' (the bucket's root) or 'a/b': no leading, trailing or doubled '/'
-    cache_root: Path  # VARIANCE_CACHE_DIR: where the working copies of remote data dirs live
     endpoint: str | None = None  # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, e.g. http://127.0.0.1:9000
     region: str | None = None  # AWS_REGION / AWS_DEFAULT_REGION
+    cache_root: Path | None = None  # VARIANCE_CACHE_DIR: this machine's working copies (None: the bucket alone)
+    session_token_set: bool = False  # AWS_SESSION_TOKEN is set (temporary credentials; its value is never read here)
 
     @property
     def url(self) -> str:
@@ -108,10 +109,14 @@ class RemoteDataDir:
 
     @property
     def working_copy(self) -> Path:
+        if self.cache_root is None:
+            raise ConfigurationError(f"{self.url} has no working copy root ({CACHE_DIR_VARIABLE})")
         return self.cache_root.joinpath("s3", self.bucket, *filter(None, self.prefix.split("/")))
 
     def environment(self) -> dict[str, str]:
-        env = {DATA_DIR_VARIABLE: self.url, CACHE_DIR_VARIABLE: str(self.cache_root)}
+        env = {DATA_DIR_VARIABLE: self.url}
+        if self.cache_root is not None:
+            env[CACHE_DIR_VARIABLE] = str(self.cache_root)
         if self.endpoint:
             env[ENDPOINT_VARIABLES[0]] = self.endpoint
         if self.region:
@@ -154,8 +159,8 @@ def parse_endpoint(env: Mapping[str, str]) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def parse_remote_data_dir(value: str, env: Mapping[str, str]) -> RemoteDataDir:
-    """``VARIANCE_DATA_DIR=s3://bucket/prefix`` -> RemoteDataDir, or an error naming the variable."""
+def parse_s3_url(value: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix), or an error naming ``VARIANCE_DATA_DIR``."""
 
     def invalid(why: str) -> ConfigurationError:
         shown = "<hidden: it holds '@'>" if "@" in value else repr(value)
@@ -180,14 +185,21 @@ def parse_remote_data_dir(value: str, env: Mapping[str, str]) -> RemoteDataDir:
         raise invalid("the prefix has an empty, '.' or '..' segment, or a backslash")
     if any(ord(char) < 32 for char in prefix):
         raise invalid("the prefix holds a control character")
+    return bucket, prefix
+
+
+def parse_remote_data_dir(value: str, env: Mapping[str, str]) -> RemoteDataDir:
+    """``VARIANCE_DATA_DIR=s3://bucket/prefix`` and the AWS_* variables -> RemoteDataDir."""
+    bucket, prefix = parse_s3_url(value)
     cache = (env.get(CACHE_DIR_VARIABLE) or "").strip()
     region = _first(env, REGION_VARIABLES)
     return RemoteDataDir(
         bucket=bucket,
         prefix=prefix,
-        cache_root=(Path(cache).expanduser() if cache else default_cache_root(env)).resolve(),
         endpoint=parse_endpoint(env),
         region=region[1] if region else None,
+        cache_root=(Path(cache).expanduser() if cache else default_cache_root(env)).resolve(),
+        session_token_set=bool((env.get("AWS_SESSION_TOKEN") or "").strip()),
     )
 
 
