@@ -310,6 +310,13 @@ def test_an_unreachable_endpoint_fails_naming_it_and_no_secret(s3: S3Server, tmp
     assert time.monotonic() - started < 60
 
 
+def test_a_bucket_that_does_not_exist_is_named(s3: S3Server, tmp_path: Path) -> None:
+    remote = RemoteDataDir("no-such-bucket", "x", endpoint=s3.endpoint, region=s3.region)
+    with pytest.raises(ObjectStoreError) as raised:
+        mirror_at(s3, remote, tmp_path / "copy").pull()
+    assert "the bucket 'no-such-bucket' does not exist" in str(raised.value) and "s3://no-such-bucket/x" in str(raised.value)
+
+
 HOLDER = r"""
 import sys, time
 from pathlib import Path

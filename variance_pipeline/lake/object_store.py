@@ -211,6 +211,7 @@ class ObjectStore:
             with self._fs.open_input_stream(self._path(MANIFEST)) as source:
                 raw = source.read()
         except FileNotFoundError:
+            self._check_bucket()
             return Manifest(files={})
         except OSError as exc:
             raise self._failed("reading", MANIFEST, exc) from None
@@ -235,6 +236,18 @@ class ObjectStore:
             files=files, source=doc.get("source"), exists=True, commit=doc.get("commit"),
             run_id=doc.get("run_id"), committed_at=doc.get("committed_at"),
         )
+
+    def _check_bucket(self) -> None:
+        """A prefix without a manifest is new; a bucket that does not exist is a mistake."""
+        try:
+            found = self._fs.get_file_info(self.remote.bucket).type != pafs.FileType.NotFound
+        except OSError as exc:
+            raise self._failed("looking up the bucket of", MANIFEST, exc) from None
+        if not found:
+            raise ObjectStoreError(
+                f"{self.where(MANIFEST)}: the bucket {self.remote.bucket!r} does not exist. Create it (e.g. "
+                f"aws s3 mb s3://{self.remote.bucket}) or fix VARIANCE_DATA_DIR."
+            )
 
     def check_source(self, manifest: Manifest, source: str) -> None:
         """Simulated and live data never share a data dir, in a bucket as on disk."""
