@@ -21,7 +21,7 @@ import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -290,6 +290,25 @@ def test_a_killed_run_leaves_the_bucket_as_it_was_and_a_rerun_heals(
     store(aws, prefix).collect_garbage(grace_seconds=0)
     assert store(aws, prefix).garbage(grace_seconds=0) == []
     assert_resolves_like(aws, prefix, evening.prefix, tmp_path / "after-gc")
+
+
+def test_simulated_and_live_data_never_share_a_prefix(
+    aws: S3Server, evening: Evening, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source stamp holds in the bucket: a live run on a new machine (no local stamp to
+    refuse it) is refused by the manifest before anything is downloaded or written."""
+    monkeypatch.setenv("VARIANCE_CACHE_DIR", str(tmp_path / "live-machine"))
+    monkeypatch.setenv("TASTYTRADE_CLIENT_SECRET", "never-used")
+    monkeypatch.setenv("TASTYTRADE_REFRESH_TOKEN", "never-used")
+    settings = replace(pipeline_settings(url(evening.prefix), "http://127.0.0.1:9"), source="live")
+    before = manifest(aws, evening.prefix)
+    result = logged(lambda instance: materialize(
+        settings, partition_key="2025-11-25", raise_on_error=False, select=["positions"], instance=instance))
+    assert not result.success
+    said = _everything_said(result)
+    assert f"{url(evening.prefix)} holds 'simulator' data; refusing to write 'live' data there" in said, said[-3000:]
+    assert manifest(aws, evening.prefix) == before
+    assert not [p for p in settings.data_dir.rglob("*") if p.is_file() and not p.name.startswith(".variance-sync")]
 
 
 def test_a_failed_run_commits_its_whole_files_in_the_teardown(

@@ -52,9 +52,9 @@ class PipelineResource(dg.ConfigurableResource):
     data_url: str | None = Field(default=None, description="s3://bucket/prefix when the data dir lives on object storage")
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
     s3_region: str | None = Field(default=None, description="S3 region (AWS_REGION)")
-    aws_access_key_id: str | None = Field(default=None, repr=False)
-    aws_secret_access_key: str | None = Field(default=None, repr=False)
-    aws_session_token: str | None = Field(default=None, repr=False)
+    aws_access_key_id: str | None = Field(default=None, repr=False, description="AWS_ACCESS_KEY_ID, as an EnvVar")
+    aws_secret_access_key: str | None = Field(default=None, repr=False, description="AWS_SECRET_ACCESS_KEY, as an EnvVar")
+    aws_session_token: str | None = Field(default=None, repr=False, description="AWS_SESSION_TOKEN, as an EnvVar")
     sync_wait_seconds: float = Field(
         default=900.0, ge=0, description="how long a run waits for another run on the same working copy of an s3:// data dir"
     )
@@ -122,14 +122,25 @@ class PipelineResource(dg.ConfigurableResource):
             mirror = self._hold_working_copy(context, held)
             self._prepare_data_dir(context)
             if mirror is not None:
-                context.log.info(mirror.pull().summary("pulled"))
-        except (ObjectStoreError, DataDirConflict, DiskFullError) as exc:
+                self._pull(mirror, context)
+        except (ObjectStoreError, DataDirConflict) as exc:
             held.close()
-            raise dg.Failure(f"{exc} Nothing was fetched.") from None
+            raise dg.Failure(str(exc)) from None
         except BaseException:
             held.close()
             raise
         self._mirror, self._held = mirror, held
+
+    @staticmethod
+    def _pull(mirror: Mirror, context: dg.InitResourceContext) -> None:
+        try:
+            report = mirror.pull()
+        except (ObjectStoreError, DiskFullError) as exc:
+            raise ObjectStoreError(
+                f"pulling {mirror.store.url} into its working copy {mirror.root} failed, so the run stopped before "
+                f"fetching anything: {exc}"
+            ) from None
+        context.log.info(report.summary("pulled"))
 
     def _prepare_data_dir(self, context: dg.InitResourceContext) -> None:
         self.lake.check_source()
@@ -157,8 +168,7 @@ class PipelineResource(dg.ConfigurableResource):
             self.aws_access_key_id or "", self.aws_secret_access_key or "", self.aws_session_token or None
         )
         mirror = Mirror(ObjectStore(remote, credentials), Path(self.data_dir), self.source)
-        run_id = context.run_id if getattr(context, "dagster_run", None) is not None else None
-        held.enter_context(mirror.locked(wait_seconds=self.sync_wait_seconds, run_id=run_id))
+        held.enter_context(mirror.locked(wait_seconds=self.sync_wait_seconds, run_id=_run_id(context)))
         return mirror
 
     def commit(self, run_id: str | None, log: object | None = None) -> SyncReport | None:
@@ -179,7 +189,7 @@ class PipelineResource(dg.ConfigurableResource):
         if self._held is None:
             return
         try:
-            self.commit(context.run_id if getattr(context, "dagster_run", None) is not None else None, context.log)
+            self.commit(_run_id(context), context.log)
         except Exception as exc:
             context.log.error(
                 f"this run's files were not committed to {self.data_url}: {exc}. The bucket keeps the last commit; "
@@ -204,6 +214,10 @@ class PipelineResource(dg.ConfigurableResource):
                 f"Free space on that disk (or point VARIANCE_DATA_DIR elsewhere, or lower {MIN_FREE_VARIABLE}) "
                 "and re-run."
             )
+
+
+def _run_id(context: dg.InitResourceContext) -> str | None:
+    return context.run_id if getattr(context, "dagster_run", None) is not None else None
 
 
 def _run_sessions(context: dg.InitResourceContext) -> list:
