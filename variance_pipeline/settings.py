@@ -235,6 +235,13 @@ class Settings:
     client_id_set: bool = False  # TASTYTRADE_CLIENT_ID is set (its value is read by the resource only)
     remote: RemoteDataDir | None = None  # VARIANCE_DATA_DIR=s3://...: data_dir is its working copy
 
+    @property
+    def data_dir_shown(self) -> str:
+        """Where the data is, for people: the path, or the URL and its working copy."""
+        if self.remote is None:
+            return str(self.data_dir)
+        return f"{self.remote.url} (working copy {self.data_dir})"
+
     def now(self) -> datetime:
         """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
         return self.now_override or datetime.now(timezone.utc)

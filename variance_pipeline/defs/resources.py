@@ -18,7 +18,14 @@ from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.lake.layout import DataDirConflict, Lake
 from variance_pipeline.lake.atomic import DiskFullError, format_mb
 from variance_pipeline.lake.mirror import Mirror, SyncReport
-from variance_pipeline.lake.object_store import ObjectStore, ObjectStoreError, S3Credentials
+from variance_pipeline.lake.object_store import (
+    KEY_VARIABLE,
+    SECRET_VARIABLE,
+    TOKEN_VARIABLE,
+    ObjectStore,
+    ObjectStoreError,
+    S3Credentials,
+)
 from variance_pipeline.settings import (
     DEFAULT_MIN_FREE_MB,
     PROJECT_ROOT,
@@ -123,7 +130,7 @@ class PipelineResource(dg.ConfigurableResource):
             self._prepare_data_dir(context)
             if mirror is not None:
                 self._pull(mirror, context)
-        except (ObjectStoreError, DataDirConflict) as exc:
+        except (ObjectStoreError, DataDirConflict, ConfigurationError) as exc:
             held.close()
             raise dg.Failure(str(exc)) from None
         except BaseException:
@@ -164,9 +171,11 @@ class PipelineResource(dg.ConfigurableResource):
         remote = self.remote()
         if remote is None:
             return None
-        credentials = S3Credentials(
-            self.aws_access_key_id or "", self.aws_secret_access_key or "", self.aws_session_token or None
-        )
+        credentials = S3Credentials.from_env({
+            KEY_VARIABLE: self.aws_access_key_id or "",
+            SECRET_VARIABLE: self.aws_secret_access_key or "",
+            TOKEN_VARIABLE: self.aws_session_token or "",
+        })
         mirror = Mirror(ObjectStore(remote, credentials), Path(self.data_dir), self.source)
         held.enter_context(mirror.locked(wait_seconds=self.sync_wait_seconds, run_id=_run_id(context)))
         return mirror
@@ -410,11 +419,11 @@ def remote_fields(remote: RemoteDataDir | None) -> dict[str, object]:
         "data_url": remote.url,
         "s3_endpoint": remote.endpoint,
         "s3_region": remote.region,
-        "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
-        "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        "aws_access_key_id": dg.EnvVar(KEY_VARIABLE),
+        "aws_secret_access_key": dg.EnvVar(SECRET_VARIABLE),
     }
     if remote.session_token_set:
-        fields["aws_session_token"] = dg.EnvVar("AWS_SESSION_TOKEN")
+        fields["aws_session_token"] = dg.EnvVar(TOKEN_VARIABLE)
     return fields
 
 

@@ -74,6 +74,12 @@ class S3Credentials:
     secret_access_key: str = field(repr=False)
     session_token: str | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # Never empty: pyarrow would fall back to the AWS SDK's default chain, which asks the
+        # instance metadata service of a cloud machine this may not be.
+        if not self.access_key_id or not self.secret_access_key:
+            raise ConfigurationError(f"{KEY_VARIABLE} and {SECRET_VARIABLE} are both needed for an s3:// data dir")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "S3Credentials":
         env = os.environ if env is None else env
