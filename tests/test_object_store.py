@@ -10,6 +10,7 @@ entry is refused before anything is replaced; garbage collection takes only unli
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from servers import S3Server, free_port
+from variance_pipeline.lake.atomic import write_bytes_atomic
 from variance_pipeline.lake.layout import DataDirConflict
 from variance_pipeline.lake.mirror import STATE_FILE, Mirror
 from variance_pipeline.lake.object_store import MANIFEST, ObjectStore, ObjectStoreError, S3Credentials
@@ -187,6 +189,25 @@ def test_a_machine_that_pulled_before_downloads_only_what_changed(
     commit = store_of(s3, remote).read_manifest().commit
     assert not mirror_at(s3, remote, writer).push("run-3").committed
     assert store_of(s3, remote).read_manifest().commit == commit
+
+
+def test_a_rewrite_is_pushed_even_with_the_same_size_and_modification_time(
+    s3: S3Server, remote: RemoteDataDir, tmp_path: Path
+) -> None:
+    """A coarse file-system clock can give a rewrite the old modification time: the lake's writes
+    are new files renamed into place, and the new inode gives it away."""
+    root = tmp_path / "copy"
+    relative = "lake/candles/date=2025-11-21/part-0.parquet"
+    write(root, relative, b"version one")
+    mirror_at(s3, remote, root).push("run-1")
+    target = root / relative
+    old = target.stat()
+    write_bytes_atomic(target, b"version two")  # as the lake writes: same size, a new file
+    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert mirror_at(s3, remote, root).push("run-2").transferred == [relative]
+    fresh = tmp_path / "fresh"
+    mirror_at(s3, remote, fresh).pull()
+    assert (fresh / relative).read_bytes() == b"version two"
 
 
 def test_a_pull_restores_the_committed_state_over_uncommitted_local_files(

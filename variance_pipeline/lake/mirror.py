@@ -9,7 +9,7 @@ pulls in its set-up and pushes in the warehouse step and its teardown):
 
 - **pull** makes the mirrored part of the working copy (``MIRRORED``) exactly what the committed
   manifest lists: a file whose committed version the copy already holds (same object key, and
-  the size and modification time recorded when it was synced, in ``.variance-sync.json``) is
+  the size, modification time and inode recorded when it was synced, in ``.variance-sync.json``) is
   kept, any other is downloaded (checked against its sha256, renamed into place), and a file the
   manifest does not list is removed: what a killed run wrote but never committed is no more
   visible here than in the bucket. A machine that ran yesterday downloads only what changed; a
@@ -48,11 +48,18 @@ LOCAL_ONLY_SUFFIXES = (".corrupt",)  # a cache file set aside for inspection (ca
 
 
 class Synced(NamedTuple):
-    """A file as the working copy last synced it: its object key, size and modification time."""
+    """A file as the working copy last synced it: its object key, and the size, modification time
+    and inode it had then. Every write of the lake is a new file renamed into place (a new inode),
+    so a rewrite is seen even where the clock of the file system is coarse."""
 
     key: str
     size: int
     mtime_ns: int
+    inode: int
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 @dataclass
@@ -100,14 +107,13 @@ class Mirror:
 
     # -- the local side ---------------------------------------------------------------------------
 
-    def scan(self) -> dict[str, tuple[int, int]]:
-        """Relative path -> (size, mtime_ns) of every mirrored file in the working copy."""
-        found: dict[str, tuple[int, int]] = {}
+    def scan(self) -> dict[str, tuple[int, int, int]]:
+        """Relative path -> (size, mtime_ns, inode) of every mirrored file in the working copy."""
+        found: dict[str, tuple[int, int, int]] = {}
         for top in MIRRORED:
             start = self.root / top
             if start.is_file():
-                stat = start.stat()
-                found[top] = (stat.st_size, stat.st_mtime_ns)
+                found[top] = _stamp(start.stat())
                 continue
             for folder, _, names in os.walk(start):
                 for name in names:
@@ -118,7 +124,7 @@ class Mirror:
                         stat = path.stat()
                     except FileNotFoundError:
                         continue
-                    found[path.relative_to(self.root).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+                    found[path.relative_to(self.root).as_posix()] = _stamp(stat)
         return found
 
     def _read_state(self) -> dict[str, Synced]:
@@ -127,7 +133,7 @@ class Mirror:
             doc = json.loads((self.root / STATE_FILE).read_text())
             if doc.get("url") != self.store.url or doc.get("endpoint") != self.store.remote.endpoint:
                 return {}
-            return {rel: Synced(str(k), int(s), int(m)) for rel, (k, s, m) in doc["files"].items()}
+            return {rel: Synced(str(k), int(s), int(m), int(i)) for rel, (k, s, m, i) in doc["files"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
 
@@ -139,8 +145,7 @@ class Mirror:
         )
 
     def _synced(self, relative: str, key: str) -> Synced:
-        stat = (self.root / relative).stat()
-        return Synced(key, stat.st_size, stat.st_mtime_ns)
+        return Synced(key, *_stamp((self.root / relative).stat()))
 
     # -- pull and push ----------------------------------------------------------------------------
 
