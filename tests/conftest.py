@@ -11,7 +11,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from servers import Postgres, postgres_server
+from servers import Postgres, S3Server, postgres_server, s3_server
 from support import (
     CLOCK,
     MARKET,
@@ -56,6 +56,20 @@ def postgres() -> Iterator[Postgres]:
         pytest.skip(f"PostgreSQL could not be started on loopback, so the Postgres instance is untested: {exc}")
     try:
         yield pg
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3-compatible server (moto) on loopback for the session (skips, saying why, when it cannot run)."""
+    try:
+        server = s3_server()
+        found = server.__enter__()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"no S3 server could be started on loopback, so the s3:// data dir is untested: {exc}")
+    try:
+        yield found
     finally:
         server.__exit__(None, None, None)
 

@@ -1,22 +1,28 @@
-"""Real servers the suite starts on loopback in a temporary directory (PostgreSQL), and stops.
+"""Real servers the suite starts on loopback in a temporary directory (PostgreSQL, an S3-compatible
+object store), and stops.
 
 Nothing here is mocked: the tests talk to the server the way a deployment would. When the server
 cannot be installed on this machine the fixture skips with the reason, loudly (``.ci/run``
-installs it in CI).
+installs PostgreSQL in CI; moto's server is in the ``[dev]`` extras).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+import pyarrow.fs as pafs
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -103,4 +109,74 @@ def postgres_server(database: str = "dagster") -> Iterator[Postgres]:
             _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
             capture_output=True, timeout=120,
         )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's S3 server on loopback, and credentials it accepts (made up per session, so a test can
+    search every log line, metadata value, file and object for them)."""
+
+    endpoint: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables a run reads (the instance metadata service is never asked)."""
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        """An admin's view of the server (may create buckets)."""
+        host = self.endpoint.removeprefix("http://")
+        return pafs.S3FileSystem(
+            access_key=self.access_key_id, secret_key=self.secret_access_key, endpoint_override=host,
+            scheme="http", region=self.region, allow_bucket_creation=True, allow_bucket_deletion=True,
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.filesystem().create_dir(name)
+        return name
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """``python -m moto.server`` on 127.0.0.1 and a free port, its log in a temporary folder."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+        raise RuntimeError("moto[server] is not installed (it is in the [dev] extras: make install)")
+    root = Path(tempfile.mkdtemp(prefix="variance-s3-"))
+    port = free_port()
+    log = (root / "moto.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto's server exited ({process.returncode}): {(root / 'moto.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's server did not listen on 127.0.0.1:{port} within 60 s") from None
+                time.sleep(0.1)
+        yield S3Server(f"http://127.0.0.1:{port}", "AKIA" + secrets.token_hex(8).upper(),
+                       "variance-test-secret-" + secrets.token_hex(16))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        log.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -16,7 +21,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 import dagster as dg
@@ -24,6 +29,8 @@ import duckdb
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from variance_pipeline.calendar import sessions_back
@@ -34,14 +41,21 @@ from variance_pipeline.schemas.account import BALANCES, MARGIN_REQUIREMENTS
 from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
-from variance_pipeline.settings import Settings
+from variance_pipeline.settings import Settings, parse_data_dir
 from variance_pipeline.sources.tastytrade_frames import market_metrics_rows, positions_rows
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
+TESTS = Path(__file__).resolve().parent
+PROJECT = TESTS.parent
 # Real recorded responses, copied byte for byte with their provenance (fixtures/recorded/SOURCES.md).
 RECORDED = Path(__file__).resolve().parent / "fixtures" / "recorded"
 # A fixed clock after the close of Tuesday 2025-11-25, so runs are reproducible.
 CLOCK = datetime(2025, 11, 25, 22, 0, tzinfo=timezone.utc)
+# The evenings the fault matrix and the s3:// data dir tests run: a seed, 2025-11-18..20 on the
+# evening of the 20th, then 2025-11-18..25 on CLOCK's evening (what a healed case must equal).
+SEED_CLOCK = datetime(2025, 11, 20, 22, 0, tzinfo=timezone.utc)
+SEED_RANGE = ("2025-11-18", "2025-11-20")
+RUN_RANGE = ("2025-11-18", "2025-11-25")
 FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, timeout=5.0)
 # Common ``materialize(select=...)`` lists. Each asset reads its inputs from the lake, so a
 # selection names its upstream assets too (unless an earlier run landed them).
@@ -73,14 +87,22 @@ def chart_result(client: httpx.Client, ticker: str, **params: Any) -> dict[str, 
     return response.json()["chart"]["result"][0]
 
 
-def pipeline_settings(data_dir: Path, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES") -> Settings:
+def pipeline_settings(
+    data_dir: Path | str, url: str, *, now: datetime = CLOCK, watchlist: str = "SPY,QQQ,/ES"
+) -> Settings:
+    """Simulator settings; ``data_dir`` may be an ``s3://`` URL, whose endpoint, region and
+    working-copy root come from the environment (``AWS_*``, ``VARIANCE_CACHE_DIR``) as in a run."""
+    remote = None
+    if str(data_dir).startswith("s3://"):
+        data_dir, remote = parse_data_dir(str(data_dir), "simulator", os.environ)
     return Settings(
         source="simulator",
-        data_dir=data_dir,
+        data_dir=Path(data_dir),
         tastytrade_api_url=url,
         yahoo_chart_url=url,
         watchlist_spec=watchlist,
         now_override=now,
+        remote=remote,
     )
 
 
@@ -171,6 +193,144 @@ def browser_missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
         return "the playwright Python package is missing (pip install -e '.[dev]')"
     return None
+
+
+# --- what landed, compared ---------------------------------------------------------------------
+
+NOT_COMPARED = {"load_log", "schema_version"}  # run ids and load times
+
+
+def warehouse_rows(data_dir: Path) -> dict[str, list[tuple]]:
+    """Every base table's rows of ``data_dir``'s warehouse (sorted; run ids and load times left out)."""
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        tables = [
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY 1"
+            ).fetchall()
+        ]
+        return {t: con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall() for t in tables if t not in NOT_COMPARED}
+
+
+def parquet_files(data_dir: Path, *layers: str) -> dict[str, pa.Table]:
+    """Relative path -> table for every Parquet file under ``layers`` (lake/, cache/, quarantine/)."""
+    found = {}
+    for layer in layers:
+        for path in sorted((data_dir / layer).rglob("*.parquet")):
+            found[str(path.relative_to(data_dir))] = pq.read_table(path)
+    return found
+
+
+def assert_same_parquet(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
+    assert sorted(got) == sorted(want)
+    different = [name for name in want if not got[name].equals(want[name])]
+    assert not different, different
+
+
+# --- a run in a process of its own, paused at a point and killed (kill -9) ---------------------
+
+DRIVER = r"""
+import os, sys, time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, os.environ["FAULT_TESTS_DIR"])
+marker = Path(os.environ["FAULT_MARKER"])
+pause_at = os.environ["FAULT_PAUSE_AT"]
+
+
+def pause():
+    marker.write_text(str(os.getpid()))
+    time.sleep(600)  # the test kills this process here
+
+
+if pause_at == "warehouse-transaction":
+    import variance_pipeline.warehouse.load as load
+
+    real_refresh = load.refresh_vol_history
+
+    def refresh(*args, **kwargs):  # the last statement before COMMIT
+        real_refresh(*args, **kwargs)
+        pause()
+
+    load.refresh_vol_history = refresh
+elif pause_at == "manifest-write":
+    from variance_pipeline.lake.object_store import ObjectStore
+
+    def write_manifest(self, manifest):  # every object of the run uploaded, the commit not written
+        pause()
+
+    ObjectStore._write_manifest = write_manifest
+else:
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):  # a temporary file written, about to be renamed
+        if pause_at in str(dst):
+            pause()
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = replace
+
+from support import materialize, pipeline_settings
+
+settings = pipeline_settings(
+    os.environ["FAULT_DATA_DIR"], os.environ["FAULT_URL"],
+    now=datetime.fromisoformat(os.environ["FAULT_NOW"]), watchlist=os.environ["FAULT_WATCHLIST"],
+)
+start, end = os.environ["FAULT_RANGE"].split("...")
+result = materialize(settings, partition_range=(start, end), raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def start_killable_run(
+    data_dir: Path | str,
+    url: str,
+    pause_at: str,
+    work: Path,
+    *,
+    now: datetime,
+    watchlist: str,
+    partition_range: tuple[str, str],
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen, Path, Path]:
+    """A whole run of ``partition_range`` in a process of its own that pauses at ``pause_at`` (a
+    path about to be renamed into place, ``warehouse-transaction`` or ``manifest-write``) and
+    writes ``work/paused``: the test kills it there. Returns the process, the marker and its log."""
+    marker = work / "paused"
+    log = work / "run.log"
+    variables = {
+        **os.environ,
+        **(env or {}),
+        "FAULT_TESTS_DIR": str(TESTS),
+        "FAULT_MARKER": str(marker),
+        "FAULT_PAUSE_AT": pause_at,
+        "FAULT_DATA_DIR": str(data_dir),
+        "FAULT_URL": url,
+        "FAULT_NOW": now.isoformat(),
+        "FAULT_WATCHLIST": watchlist,
+        "FAULT_RANGE": "...".join(partition_range),
+        "TMPDIR": str(work),  # the killed run's ephemeral Dagster instance stays in the test's dir
+    }
+    variables.pop("DAGSTER_HOME", None)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", DRIVER], env=variables, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, marker, log
+
+
+def wait_for(marker: Path, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    """Until the killable run has reached its kill point (fails with its log if it never does)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before its kill point:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the run did not reach its kill point in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
 
 
 def recorded_bytes(relative: str) -> bytes:

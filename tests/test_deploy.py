@@ -13,6 +13,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from variance_pipeline.settings import Settings
+
 PROJECT = Path(__file__).resolve().parents[1]
 DEPLOY = PROJECT / "deploy"
 
@@ -52,6 +54,7 @@ def test_the_kubernetes_instance_configuration_loads(tmp_path: Path, monkeypatch
         assert launcher.job_image == "registry.example/variance-pipeline:0.1.0"
         assert launcher.job_namespace == "dagster"
         assert set(launcher.env_secrets) == {"variance-tastytrade", "variance-s3"}
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
     finally:
         instance.dispose()
 
@@ -82,3 +85,17 @@ def test_the_postgres_instance_configuration_names_its_url_by_variable(tmp_path:
     monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
     with pytest.raises(Exception, match="DAGSTER_POSTGRES_URL"):
         dg.DagsterInstance.from_config(str(home))
+
+
+def test_helm_values_put_the_data_dir_on_s3_as_the_pipeline_reads_it() -> None:
+    """The user-code server and every run's pod read one s3:// data dir, with its region, and the
+    queue lets one run write it at a time (README, "Growing beyond one machine": Limits)."""
+    values = yaml.safe_load((DEPLOY / "k8s" / "values.yaml").read_text())
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    served = {item["name"]: item["value"] for item in deployment["env"]}
+    launched = dict(item.split("=", 1) for item in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
+    assert launched == served
+    settings = Settings.from_env({**served, "VARIANCE_CACHE_DIR": "/tmp/variance-cache"})
+    assert settings.remote is not None and settings.remote.url == "s3://variance-data/team"
+    assert settings.remote.region == "us-east-1"
+    assert values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["maxConcurrentRuns"] == 1

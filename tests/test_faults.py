@@ -30,11 +30,24 @@ from typing import Any, Iterator
 import dagster as dg
 import duckdb
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from support import CLOCK, all_assets_and_checks, fast_resources, pipeline_settings, reconfigured
+from support import (
+    CLOCK,
+    RUN_RANGE,
+    SEED_CLOCK,
+    SEED_RANGE,
+    all_assets_and_checks,
+    assert_same_parquet,
+    fast_resources,
+    parquet_files,
+    pipeline_settings,
+    reconfigured,
+    start_killable_run,
+    wait_for,
+    warehouse_rows,
+)
 from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
@@ -44,16 +57,11 @@ from variance_pipeline.warehouse import cli as warehouse_cli
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 PROJECT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 README = PROJECT / "README.md"
 
-SEED_CLOCK = datetime(2025, 11, 20, 22, 0, tzinfo=timezone.utc)
-SEED_RANGE = ("2025-11-18", "2025-11-20")
-RUN_RANGE = ("2025-11-18", "2025-11-25")
 WATCHLIST = "SPY,QQQ,/ES"
 # The next session's close after the 2025-11-25 snapshot: until then a re-run can still take it.
 SNAPSHOT_DEADLINE = "2025-11-26T21:00:00+00:00"
-NOT_COMPARED = {"load_log", "schema_version"}  # run ids and load times
 
 # One row per case in the README table "What happens when ..." (same ids, same order).
 FAULT_CASES: dict[str, str] = {
@@ -179,33 +187,6 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, 
     return {k: getattr(v, "value", v) for k, v in events[-1].materialization.metadata.items()}
 
 
-def warehouse_rows(data_dir: Path) -> dict[str, list[tuple]]:
-    """Every base table's rows (sorted; run ids and load times left out)."""
-    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
-        tables = [
-            row[0]
-            for row in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' ORDER BY 1"
-            ).fetchall()
-        ]
-        return {t: con.execute(f'SELECT * FROM "{t}" ORDER BY ALL').fetchall() for t in tables if t not in NOT_COMPARED}
-
-
-def parquet_files(data_dir: Path, *layers: str) -> dict[str, pa.Table]:
-    """Relative path -> table for every Parquet file under ``layers`` (lake/, cache/, quarantine/)."""
-    found = {}
-    for layer in layers:
-        for path in sorted((data_dir / layer).rglob("*.parquet")):
-            found[str(path.relative_to(data_dir))] = pq.read_table(path)
-    return found
-
-
-def assert_same_parquet(got: dict[str, pa.Table], want: dict[str, pa.Table]) -> None:
-    assert sorted(got) == sorted(want)
-    different = [name for name in want if not got[name].equals(want[name])]
-    assert not different, different
-
-
 def temp_files(data_dir: Path) -> list[Path]:
     return sorted(p for pattern in (".*.tmp", ".*.tmp.wal") for p in data_dir.rglob(pattern) if p.is_file())
 
@@ -252,52 +233,6 @@ def clean(seed: Path, tmp_path_factory: pytest.TempPathFactory, sim: SimulatorSe
 
 # --- kill -9 at each step ---------------------------------------------------------------------
 
-DRIVER = r"""
-import os, sys, time
-from datetime import datetime
-from pathlib import Path
-
-sys.path.insert(0, os.environ["FAULT_TESTS_DIR"])
-marker = Path(os.environ["FAULT_MARKER"])
-pause_at = os.environ["FAULT_PAUSE_AT"]
-
-
-def pause():
-    marker.write_text(str(os.getpid()))
-    time.sleep(600)  # the test kills this process here
-
-
-if pause_at == "warehouse-transaction":
-    import variance_pipeline.warehouse.load as load
-
-    real_refresh = load.refresh_vol_history
-
-    def refresh(*args, **kwargs):  # the last statement before COMMIT
-        real_refresh(*args, **kwargs)
-        pause()
-
-    load.refresh_vol_history = refresh
-else:
-    real_replace = os.replace
-
-    def replace(src, dst, *args, **kwargs):  # a temporary file written, about to be renamed
-        if pause_at in str(dst):
-            pause()
-        return real_replace(src, dst, *args, **kwargs)
-
-    os.replace = replace
-
-from support import materialize, pipeline_settings
-
-settings = pipeline_settings(
-    Path(os.environ["FAULT_DATA_DIR"]), os.environ["FAULT_URL"],
-    now=datetime.fromisoformat(os.environ["FAULT_NOW"]), watchlist=os.environ["FAULT_WATCHLIST"],
-)
-start, end = os.environ["FAULT_RANGE"].split("...")
-result = materialize(settings, partition_range=(start, end), raise_on_error=False)
-sys.exit(0 if result.success else 1)
-"""
-
 # Where each step is killed: a file of the step written to its temporary name, not yet renamed
 # (exactly what leaves a ``.part-0.parquet.<pid>.<random>.tmp`` behind), or inside the
 # warehouse's transaction after every insert.
@@ -313,48 +248,15 @@ KILL_POINTS = {
 LEFT_BEHIND = {**KILL_POINTS, "kill-9-warehouse": ".warehouse.duckdb.", "kill-9-publish": ".warehouse.duckdb."}
 
 
-def start_killable_run(data_dir: Path, url: str, pause_at: str, work: Path) -> tuple[subprocess.Popen, Path, Path]:
-    marker = work / "paused"
-    log = work / "run.log"
-    env = {
-        **os.environ,
-        "FAULT_TESTS_DIR": str(TESTS),
-        "FAULT_MARKER": str(marker),
-        "FAULT_PAUSE_AT": pause_at,
-        "FAULT_DATA_DIR": str(data_dir),
-        "FAULT_URL": url,
-        "FAULT_NOW": CLOCK.isoformat(),
-        "FAULT_WATCHLIST": WATCHLIST,
-        "FAULT_RANGE": "...".join(RUN_RANGE),
-        "TMPDIR": str(work),  # the killed run's ephemeral Dagster instance stays in the test's dir
-    }
-    env.pop("DAGSTER_HOME", None)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", DRIVER], env=env, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, marker, log
-
-
-def wait_for(marker: Path, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended (exit {process.returncode}) before its kill point:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"the run did not reach its kill point in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("case", list(KILL_POINTS))
 def test_kill_9_at_each_step_then_a_rerun_heals(
     case: str, seed: Path, clean: Path, tmp_path: Path, sim: SimulatorServer
 ) -> None:
     data_dir = copy_of(seed, tmp_path / "data")
     before = warehouse_rows(data_dir)
-    process, marker, log = start_killable_run(data_dir, sim.url, KILL_POINTS[case], tmp_path)
+    process, marker, log = start_killable_run(
+        data_dir, sim.url, KILL_POINTS[case], tmp_path, now=CLOCK, watchlist=WATCHLIST, partition_range=RUN_RANGE
+    )
     wait_for(marker, process, log)
     os.killpg(process.pid, signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL

@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     simulator = start_simulator(port, ["--now", first_clock.isoformat()])
     try:
-        print(f"simulator on {env['VARIANCE_SIMULATOR_URL']}; data in {settings.data_dir}", flush=True)
+        print(f"simulator on {env['VARIANCE_SIMULATOR_URL']}; data in {settings.data_dir_shown}", flush=True)
         log = settings.data_dir / "demo-run.log"
         log.unlink(missing_ok=True)
         print(f"backfill up to the first evening, clock VARIANCE_NOW={first_clock.isoformat()}", flush=True)

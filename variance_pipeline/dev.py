@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             start_new_session=True,
             preexec_fn=_default_signals,
         )
-        print(f"starting the Dagster UI (DAGSTER_HOME={home}, data in {settings.data_dir})...", flush=True)
+        print(f"starting the Dagster UI (DAGSTER_HOME={home}, data in {settings.data_dir_shown})...", flush=True)
         if wait_for_ui(url, ui):
             print(f"Dagster UI on {url} - Ctrl-C stops it and the simulator", flush=True)
         return ui.wait()

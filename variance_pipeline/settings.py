@@ -8,6 +8,7 @@ through the pipeline. Secrets are *not* here: they are read by the Dagster resou
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -157,6 +158,144 @@ def _mail_settings(env: Mapping[str, str]) -> tuple[str | None, tuple[str, ...]]
     if not url:
         return None, ()
     return parse_smtp_url(url).url, parse_recipients(to)
+DATA_DIR_VARIABLE = "VARIANCE_DATA_DIR"
+CACHE_DIR_VARIABLE = "VARIANCE_CACHE_DIR"
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # the S3-specific one wins, as in the AWS SDKs
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+# S3's bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens, alphanumeric at both ends.
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class RemoteDataDir:
+    """A data dir on S3-compatible object storage (``VARIANCE_DATA_DIR=s3://bucket/prefix``).
+
+    Where it is and how to reach it, never who may: the credentials stay in the environment
+    (``lake.object_store.S3Credentials``). The pipeline works on a local working copy of it,
+    ``<cache_root>/s3/<bucket>/<prefix>`` (``lake.mirror``), which is ``Settings.data_dir``.
+    """
+
+    bucket: str
+    prefix: str  # '' (the bucket's root) or 'a/b': no leading, trailing or doubled '/'
+    endpoint: str | None = None  # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, e.g. http://127.0.0.1:9000
+    region: str | None = None  # AWS_REGION / AWS_DEFAULT_REGION
+    cache_root: Path | None = None  # VARIANCE_CACHE_DIR: this machine's working copies (None: the bucket alone)
+    session_token_set: bool = False  # AWS_SESSION_TOKEN is set (temporary credentials; its value is never read here)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def working_copy(self) -> Path:
+        if self.cache_root is None:
+            raise ConfigurationError(f"{self.url} has no working copy root ({CACHE_DIR_VARIABLE})")
+        return self.cache_root.joinpath("s3", self.bucket, *filter(None, self.prefix.split("/")))
+
+    def environment(self) -> dict[str, str]:
+        env = {DATA_DIR_VARIABLE: self.url}
+        if self.cache_root is not None:
+            env[CACHE_DIR_VARIABLE] = str(self.cache_root)
+        if self.endpoint:
+            env[ENDPOINT_VARIABLES[0]] = self.endpoint
+        if self.region:
+            env[REGION_VARIABLES[0]] = self.region
+        return env
+
+
+def default_cache_root(env: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/variance-pipeline``, else ``~/.cache/variance-pipeline``."""
+    base = (env.get("XDG_CACHE_HOME") or "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "variance-pipeline"
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = (env.get(name) or "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def parse_endpoint(env: Mapping[str, str]) -> str | None:
+    """``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: ``http(s)://host[:port]`` (MinIO, Ceph, R2...)."""
+    found = _first(env, ENDPOINT_VARIABLES)
+    if found is None:
+        return None
+    name, value = found
+    parts = urlsplit(value)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:  # a port that is not a number
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or "@" in parts.netloc \
+            or parts.path.strip("/") or parts.query or parts.fragment:
+        shown = "<hidden: it holds '@'>" if "@" in value else repr(value)
+        raise ConfigurationError(
+            f"{name}={shown} must be an endpoint URL http(s)://host[:port] with nothing after it "
+            "(e.g. http://127.0.0.1:9000); credentials come only from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_s3_url(value: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix), or an error naming ``VARIANCE_DATA_DIR``."""
+
+    def invalid(why: str) -> ConfigurationError:
+        shown = "<hidden: it holds '@'>" if "@" in value else repr(value)
+        return ConfigurationError(
+            f"{DATA_DIR_VARIABLE}={shown} is not a data dir: {why}. Use a local path or s3://bucket/prefix "
+            "(endpoint, region and credentials come from the AWS_* variables)."
+        )
+
+    parts = urlsplit(value.strip())
+    if parts.scheme != "s3":
+        raise invalid(f"the scheme {parts.scheme!r} is not supported (only s3://)")
+    if "@" in parts.netloc:
+        raise invalid("credentials never go in the URL (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY hold them)")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise invalid("a data dir URL has no query or fragment")
+    bucket = parts.netloc
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise invalid(f"{bucket!r} is not a valid bucket name (3-63 lowercase letters, digits, '.' and '-')")
+    prefix = parts.path.removeprefix("/").removesuffix("/")
+    segments = prefix.split("/") if prefix else []
+    if any(segment in ("", ".", "..") for segment in segments) or "\\" in prefix:
+        raise invalid("the prefix has an empty, '.' or '..' segment, or a backslash")
+    if any(ord(char) < 32 for char in prefix):
+        raise invalid("the prefix holds a control character")
+    return bucket, prefix
+
+
+def parse_remote_data_dir(value: str, env: Mapping[str, str]) -> RemoteDataDir:
+    """``VARIANCE_DATA_DIR=s3://bucket/prefix`` and the AWS_* variables -> RemoteDataDir."""
+    bucket, prefix = parse_s3_url(value)
+    cache = (env.get(CACHE_DIR_VARIABLE) or "").strip()
+    region = _first(env, REGION_VARIABLES)
+    return RemoteDataDir(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=parse_endpoint(env),
+        region=region[1] if region else None,
+        cache_root=(Path(cache).expanduser() if cache else default_cache_root(env)).resolve(),
+        session_token_set=bool((env.get("AWS_SESSION_TOKEN") or "").strip()),
+    )
+
+
+def parse_data_dir(value: str | None, source: str, env: Mapping[str, str]) -> tuple[Path, RemoteDataDir | None]:
+    """``VARIANCE_DATA_DIR`` -> (the local directory the pipeline works on, the remote data dir or None).
+
+    A local path is the data dir itself; an ``s3://`` URL is worked on through its local working
+    copy. Anything else with a scheme (``gs://``, ``http://``) is refused rather than taken for
+    a relative folder named ``gs:``.
+    """
+    text = (value or "").strip()
+    if not text:
+        return (PROJECT_ROOT / "data" / source).resolve(), None
+    if "://" in text:
+        remote = parse_remote_data_dir(text, env)
+        return remote.working_copy, remote
+    return Path(text).expanduser().resolve(), None
 
 
 @dataclass(frozen=True)
@@ -164,7 +303,7 @@ class Settings:
     """What the pipeline needs to know about its environment, resolved once."""
 
     source: Source
-    data_dir: Path
+    data_dir: Path  # the directory the pipeline reads and writes: the data dir, or a remote one's working copy
     tastytrade_api_url: str
     yahoo_chart_url: str
     watchlist_spec: str | None = None
@@ -182,6 +321,14 @@ class Settings:
     @property
     def mail_enabled(self) -> bool:
         return bool(self.smtp_url and self.report_to)
+    remote: RemoteDataDir | None = None  # VARIANCE_DATA_DIR=s3://...: data_dir is its working copy
+
+    @property
+    def data_dir_shown(self) -> str:
+        """Where the data is, for people: the path, or the URL and its working copy."""
+        if self.remote is None:
+            return str(self.data_dir)
+        return f"{self.remote.url} (working copy {self.data_dir})"
 
     def now(self) -> datetime:
         """The pipeline clock: ``VARIANCE_NOW`` when set (replays, tests), else the real time."""
@@ -197,7 +344,7 @@ class Settings:
                 "Use 'simulator' for the embedded market simulator (no credentials needed), "
                 "'live' for the real Tastytrade and Yahoo APIs."
             )
-        data_dir = Path(env.get("VARIANCE_DATA_DIR") or PROJECT_ROOT / "data" / source)
+        data_dir, remote = parse_data_dir(env.get(DATA_DIR_VARIABLE), source, env)
         if source == "live":
             tt_url = env.get("TASTYTRADE_API_URL") or LIVE_TASTYTRADE_URL
             yahoo_url = env.get("YAHOO_CHART_URL") or LIVE_YAHOO_URL
@@ -208,7 +355,7 @@ class Settings:
         smtp_url, report_to = _mail_settings(env)
         return cls(
             source=source,  # type: ignore[arg-type]
-            data_dir=data_dir.resolve(),
+            data_dir=data_dir,
             tastytrade_api_url=tt_url.rstrip("/"),
             yahoo_chart_url=yahoo_url.rstrip("/"),
             watchlist_spec=env.get("VARIANCE_WATCHLIST"),
@@ -221,6 +368,7 @@ class Settings:
             report_to=report_to,
             report_from=(env.get("VARIANCE_REPORT_FROM") or "").strip() or None,
             smtp_password_set=bool(env.get("VARIANCE_SMTP_PASSWORD")),
+            remote=remote,
         )
 
     def environment(self) -> dict[str, str]:
@@ -245,4 +393,6 @@ class Settings:
             env["VARIANCE_REPORT_TO"] = ",".join(self.report_to)
         if self.report_from:
             env["VARIANCE_REPORT_FROM"] = self.report_from
+        if self.remote is not None:
+            env.update(self.remote.environment())
         return env

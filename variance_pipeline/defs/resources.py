@@ -6,6 +6,7 @@ environment references and never stores their values in run config or metadata.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -15,16 +16,27 @@ from pydantic import Field, PrivateAttr
 from variance_pipeline.candles.store import RunCandleCache
 from variance_pipeline.calendar import sessions_in_range
 from variance_pipeline.lake.layout import DataDirConflict, Lake
-from variance_pipeline.lake.atomic import format_mb
+from variance_pipeline.lake.atomic import DiskFullError, format_mb
+from variance_pipeline.lake.mirror import Mirror, SyncReport
+from variance_pipeline.lake.object_store import (
+    KEY_VARIABLE,
+    SECRET_VARIABLE,
+    TOKEN_VARIABLE,
+    ObjectStore,
+    ObjectStoreError,
+    S3Credentials,
+)
 from variance_pipeline.reports.mail import MailError, send as send_mail, sender_for
 from variance_pipeline.reports.screen import Screen
 from variance_pipeline.settings import (
     DEFAULT_MIN_FREE_MB,
     PROJECT_ROOT,
     ConfigurationError,
+    RemoteDataDir,
     Settings,
     SmtpTarget,
     parse_now,
+    parse_s3_url,
     parse_smtp_url,
 )
 from variance_pipeline.sources.http import RequestStats, RetryPolicy
@@ -40,10 +52,24 @@ MIN_FREE_VARIABLE = "VARIANCE_MIN_FREE_MB"
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """Where the lake lives, which symbols to watch, and the pipeline clock."""
+    """Where the lake lives, which symbols to watch, and the pipeline clock.
+
+    With ``data_url`` (``VARIANCE_DATA_DIR=s3://...``) ``data_dir`` is the data dir's local working
+    copy: the run's set-up pulls the committed state into it and the run commits what it wrote
+    (``lake.mirror``), in the warehouse step and, for a run that stops before it, in the teardown.
+    """
 
     source: str = Field(description="'simulator' or 'live'")
-    data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb")
+    data_dir: str = Field(description="root of raw/, lake/, cache/ and warehouse.duckdb (for an s3:// data dir: its working copy)")
+    data_url: str | None = Field(default=None, description="s3://bucket/prefix when the data dir lives on object storage")
+    s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)")
+    s3_region: str | None = Field(default=None, description="S3 region (AWS_REGION)")
+    aws_access_key_id: str | None = Field(default=None, repr=False, description="AWS_ACCESS_KEY_ID, as an EnvVar")
+    aws_secret_access_key: str | None = Field(default=None, repr=False, description="AWS_SECRET_ACCESS_KEY, as an EnvVar")
+    aws_session_token: str | None = Field(default=None, repr=False, description="AWS_SESSION_TOKEN, as an EnvVar")
+    sync_wait_seconds: float = Field(
+        default=900.0, ge=0, description="how long a run waits for another run on the same working copy of an s3:// data dir"
+    )
     watchlist: str | None = Field(default=None, description="comma list or file of extra underlyings")
     now: str | None = Field(default=None, description="ISO-8601 clock override (VARIANCE_NOW)")
     min_free_mb: float = Field(
@@ -53,6 +79,8 @@ class PipelineResource(dg.ConfigurableResource):
         f"(2**20 bytes; {MIN_FREE_VARIABLE}); 0 turns the check off",
     )
     _candle_cache: RunCandleCache | None = PrivateAttr(default=None)
+    _mirror: Mirror | None = PrivateAttr(default=None)
+    _held: ExitStack | None = PrivateAttr(default=None)
 
     @property
     def lake(self) -> Lake:
@@ -87,8 +115,11 @@ class PipelineResource(dg.ConfigurableResource):
         landed; here it fails the run at once with the offending value named (and shortened).
         So does a disk with less free space than the floor (``min_free_mb``), once the
         temporary files an interrupted run (``kill -9``) left in this run's folders are removed.
+        An ``s3://`` data dir is then pulled into the working copy, the run holding it until its
+        teardown.
         """
         self._candle_cache = None  # a run reads the cache afresh
+        self._mirror = None
         if self.source not in ("simulator", "live"):
             raise dg.Failure(f"VARIANCE_SOURCE must be 'simulator' or 'live', got {self.source!r}")
         try:
@@ -98,10 +129,33 @@ class PipelineResource(dg.ConfigurableResource):
             raise dg.Failure(f"Invalid watchlist, nothing was fetched or written: {exc}") from None
         except ConfigurationError as exc:
             raise dg.Failure(f"Invalid pipeline clock, nothing was fetched or written: {exc}") from None
+        held = ExitStack()
         try:
-            self.lake.check_source()
-        except DataDirConflict as exc:
+            mirror = self._hold_working_copy(context, held)
+            self._prepare_data_dir(context)
+            if mirror is not None:
+                self._pull(mirror, context)
+        except (ObjectStoreError, DataDirConflict, ConfigurationError) as exc:
+            held.close()
             raise dg.Failure(str(exc)) from None
+        except BaseException:
+            held.close()
+            raise
+        self._mirror, self._held = mirror, held
+
+    @staticmethod
+    def _pull(mirror: Mirror, context: dg.InitResourceContext) -> None:
+        try:
+            report = mirror.pull()
+        except (ObjectStoreError, DiskFullError) as exc:
+            raise ObjectStoreError(
+                f"pulling {mirror.store.url} into its working copy {mirror.root} failed, so the run stopped before "
+                f"fetching anything: {exc}"
+            ) from None
+        context.log.info(report.summary("pulled"))
+
+    def _prepare_data_dir(self, context: dg.InitResourceContext) -> None:
+        self.lake.check_source()
         swept = self.lake.sweep_run_temp_files(_run_sessions(context))  # first: they may be what fills the disk
         if swept:
             context.log.warning(
@@ -109,6 +163,56 @@ class PipelineResource(dg.ConfigurableResource):
                 + ", ".join(str(path) for path in swept[:10])
             )
         self._check_free_space()
+
+    def remote(self) -> RemoteDataDir | None:
+        """The s3:// data dir this resource works on through ``data_dir``, or None for a local one."""
+        if not self.data_url:
+            return None
+        bucket, prefix = parse_s3_url(self.data_url)
+        return RemoteDataDir(bucket, prefix, endpoint=self.s3_endpoint, region=self.s3_region)
+
+    def _hold_working_copy(self, context: dg.InitResourceContext, held: ExitStack) -> Mirror | None:
+        """For an s3:// data dir: its mirror, the working copy locked for this run (in ``held``)."""
+        remote = self.remote()
+        if remote is None:
+            return None
+        credentials = S3Credentials.from_env({
+            KEY_VARIABLE: self.aws_access_key_id or "",
+            SECRET_VARIABLE: self.aws_secret_access_key or "",
+            TOKEN_VARIABLE: self.aws_session_token or "",
+        })
+        mirror = Mirror(ObjectStore(remote, credentials), Path(self.data_dir), self.source)
+        held.enter_context(mirror.locked(wait_seconds=self.sync_wait_seconds, run_id=_run_id(context)))
+        return mirror
+
+    def commit(self, run_id: str | None, log: object | None = None) -> SyncReport | None:
+        """Push what this run wrote to the s3:// data dir and commit it (None for a local data dir).
+
+        The warehouse step calls it last, so a failed commit fails the run; the teardown calls it
+        again for whatever a run that stopped earlier wrote (a no-op when nothing changed)."""
+        if self._mirror is None:
+            return None
+        report = self._mirror.push(run_id)
+        if log is not None:
+            log.info(report.summary("pushed"))  # type: ignore[attr-defined]
+        return report
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Commit what the run wrote (a failed run's whole files too, as on local disk), then let go
+        of the working copy. A killed run never gets here: its uploads stay uncommitted, invisible."""
+        if self._held is None:
+            return
+        try:
+            self.commit(_run_id(context), context.log)
+        except Exception as exc:
+            context.log.error(
+                f"this run's files were not committed to {self.data_url}: {exc}. The bucket keeps the last commit; "
+                "re-run the partition (the working copy is pulled afresh first)."
+            )
+            raise
+        finally:
+            self._held.close()
+            self._held, self._mirror = None, None
 
     def _check_free_space(self) -> None:
         """Refuse to start on a nearly full disk: a run that fills it fails halfway (ENOSPC)."""
@@ -124,6 +228,10 @@ class PipelineResource(dg.ConfigurableResource):
                 f"Free space on that disk (or point VARIANCE_DATA_DIR elsewhere, or lower {MIN_FREE_VARIABLE}) "
                 "and re-run."
             )
+
+
+def _run_id(context: dg.InitResourceContext) -> str | None:
+    return context.run_id if getattr(context, "dagster_run", None) is not None else None
 
 
 def _run_sessions(context: dg.InitResourceContext) -> list:
@@ -364,6 +472,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             watchlist=settings.watchlist_spec,
             now=settings.now_override.isoformat() if settings.now_override else None,
             min_free_mb=settings.min_free_mb,
+            **remote_fields(settings.remote),
         ),
         "tastytrade": TastytradeResource(
             base_url=settings.tastytrade_api_url,
@@ -380,6 +489,23 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             smtp_url=settings.smtp_url, to=list(settings.report_to), sender=settings.report_from, password=password
         ),
     }
+
+
+def remote_fields(remote: RemoteDataDir | None) -> dict[str, object]:
+    """The pipeline resource's fields for an s3:// data dir: where (plain values) and the
+    credentials as ``dg.EnvVar`` references, so Dagster stores their names, never their values."""
+    if remote is None:
+        return {}
+    fields: dict[str, object] = {
+        "data_url": remote.url,
+        "s3_endpoint": remote.endpoint,
+        "s3_region": remote.region,
+        "aws_access_key_id": dg.EnvVar(KEY_VARIABLE),
+        "aws_secret_access_key": dg.EnvVar(SECRET_VARIABLE),
+    }
+    if remote.session_token_set:
+        fields["aws_session_token"] = dg.EnvVar(TOKEN_VARIABLE)
+    return fields
 
 
 @dg.definitions

@@ -81,6 +81,13 @@ def warehouse(
                 raise
             context.log.warning(f"vol chart not drawn: {exc!r}")
             chart_metadata = {"vol_chart_error": dg.MetadataValue.text(repr(exc))}
+    # An s3:// data dir: the run's files (this warehouse last) are committed here, where a failure
+    # fails the run; the resource's teardown would only log it.
+    pushed = pipeline.commit(context.run_id, context.log)
+    commit_metadata: dict[str, dg.MetadataValue | int] = {}
+    if pushed is not None:
+        commit_metadata = {"committed_to": dg.MetadataValue.text(f"{pushed.url}/manifest.json"),
+                           "objects_uploaded": len(pushed.transferred)}
     return dg.MaterializeResult(
         metadata={
             "rows_loaded": report.total_rows,
@@ -90,5 +97,6 @@ def warehouse(
             "vol_dashboard": preview(dashboard, rows=20),
             "portfolio_risk": preview(risk, rows=30),
             **chart_metadata,
+            **commit_metadata,
         }
     )

@@ -43,6 +43,11 @@ class DiskFullError(OSError):
         return str(self.strerror)
 
 
+def is_temp_name(name: str) -> bool:
+    """A temporary file of ``atomic_path`` (or the WAL of a private warehouse copy): never data."""
+    return name.startswith(".") and name.endswith((TEMP_SUFFIX, TEMP_SUFFIX + ".wal"))
+
+
 def free_bytes(path: Path) -> int:
     """Free bytes on the file system holding ``path`` (or its nearest existing ancestor)."""
     probe = Path(path).absolute()
@@ -124,7 +129,7 @@ def sweep_stale_temp_files(folders: Iterable[Path]) -> list[Path]:
         except OSError:
             continue
         for entry in entries:
-            if not (entry.name.startswith(".") and entry.name.endswith((TEMP_SUFFIX, TEMP_SUFFIX + ".wal"))):
+            if not is_temp_name(entry.name):
                 continue
             if not entry.is_file():
                 continue

@@ -21,58 +21,31 @@ a second per GB of warehouse (``benchmarks/bench_publish.py`` measures it agains
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
-from filelock import FileLock, Timeout
 
 from variance_pipeline.lake.atomic import atomic_path, format_mb, free_bytes, is_disk_full
+from variance_pipeline.lake.locks import LOCK_SUFFIX, owned_lock
 from variance_pipeline.warehouse.connection import WarehouseDiskFullError, WarehouseLockedError, warehouse_connection
-
-LOCK_SUFFIX = ".lock"
-OWNER_SUFFIX = ".lock.owner"
-
-
-def _owner_path(path: Path) -> Path:
-    return path.with_name(path.name + OWNER_SUFFIX)
-
-
-def _holder(path: Path) -> str:
-    """Who holds the load lock, as the holder wrote it down (best effort: it may be gone)."""
-    try:
-        owner = json.loads(_owner_path(path).read_text())
-        return f"PID {owner['pid']} on {owner['host']}" + (f" (run {owner['run']})" if owner.get("run") else "")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another load"
 
 
 @contextmanager
 def load_lock(path: Path, *, wait_seconds: float, run_id: str | None = None) -> Iterator[None]:
     """The one-load-at-a-time lock of ``path``: a bounded wait, then an error naming the holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path) + LOCK_SUFFIX)
-    try:
-        lock.acquire(timeout=wait_seconds)
-    except Timeout:
-        raise WarehouseLockedError(
-            f"another load of {path} is running: {_holder(path)} holds {path.name}{LOCK_SUFFIX}; waited "
-            f"{wait_seconds:.0f} s. Loads are idempotent: re-run once it has finished. (Readers never "
+
+    def busy(holder: str | None) -> Exception:
+        return WarehouseLockedError(
+            f"another load of {path} is running: {holder or 'another load'} holds {path.name}{LOCK_SUFFIX}; "
+            f"waited {wait_seconds:.0f} s. Loads are idempotent: re-run once it has finished. (Readers never "
             "hold this lock: open the warehouse read-only at any time.)"
-        ) from None
-    try:
-        _owner_path(path).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": run_id,
-                                                 "since": time.time()}))
+        )
+
+    with owned_lock(path, wait_seconds=wait_seconds, run_id=run_id, busy=busy):
         yield
-    finally:
-        _owner_path(path).unlink(missing_ok=True)
-        lock.release()
 
 
 @contextmanager
