@@ -28,6 +28,13 @@ GOOD = [
      OptionSymbol("/6EH6", "/6E", "C", 1.185, date(2026, 2, 6), "future_option")),
     ("./CLG26 LOG26 260115C70", "Future Option",
      OptionSymbol("/CLG26", "/CL", "C", 70.0, date(2026, 1, 15), "future_option")),
+    # Fixed width: a 5-character future code runs into its option product.
+    ("./MESM6EX3H6 260320P6450", "Future Option",
+     OptionSymbol("/MESM6", "/MES", "P", 6450.0, date(2026, 3, 20), "future_option")),
+    ("./MCLJ6MCOJ6 260317C84", "Future Option",
+     OptionSymbol("/MCLJ6", "/MCL", "C", 84.0, date(2026, 3, 17), "future_option")),
+    ("./GCJ6 OGJ6  260326C5740", "Future Option",
+     OptionSymbol("/GCJ6", "/GC", "C", 5740.0, date(2026, 3, 26), "future_option")),
 ]
 
 NOT_OPTIONS = [("AAPL", "Equity"), ("BRK/B", "Equity"), ("/ESZ5", "Future"), ("/ZNH6", "Future"), ("BTC/USD", "Cryptocurrency")]

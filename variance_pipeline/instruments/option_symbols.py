@@ -10,7 +10,9 @@ Two shapes reach the pipeline (``docs/reference/api-facts.md``, Symbology):
 * Tastytrade future options: ``./ZNH6 OZNG6 260123P111`` = the option on the future ``/ZNH6``
   (option product ``OZNG6``), expiring 2026-01-23, put, strike 111. The strike is written as it is
   quoted and may have decimals (``111.5``, ``0.6850``). The underlying is the future ``/ZNH6``; the
-  root (``/ZN``) is what market metrics and candles are keyed by.
+  root (``/ZN``) is what market metrics and candles are keyed by. The fields are fixed width (the
+  future code padded to 5, the product to 6), so a 5-character future code is followed by its
+  product with no space: ``./MESM6EX3H6 260320P6450`` is the option on ``/MESM6``.
 
 Symbols of other instruments (``AAPL``, ``BRK/B``, ``/ESZ5``, ``BTC/USD``) are not options: they
 parse to None. A symbol that is meant to be an option (its instrument type says so, or it has the
@@ -33,9 +35,10 @@ OPTION_INSTRUMENT_TYPES = frozenset({"Equity Option", "Future Option"})
 
 # Root 1-6 characters then padding (tolerating none, like symbology._OCC), YYMMDD, C/P, 8 digits.
 OCC_PATTERN = r"^(?P<root>[A-Z0-9]{1,6}) *(?P<yymmdd>\d{6})(?P<type>[CP])(?P<strike>\d{8})$"
-# ./<future contract> <option product+month> YYMMDD C/P strike
+# ./<future contract><padding><option product+month><padding>YYMMDD C/P strike (fixed width: a
+# 5-character future code leaves no space before the product, ./MESM6EX3H6 260320P6450)
 FUTURE_OPTION_PATTERN = (
-    r"^\./(?P<future>[A-Z0-9]+?[FGHJKMNQUVXZ]\d{1,2}) +(?P<product>[A-Z0-9]+) +"
+    r"^\./(?P<future>[A-Z0-9]+?[FGHJKMNQUVXZ]\d{1,2}) *(?P<product>[A-Z0-9]+) +"
     r"(?P<yymmdd>\d{6})(?P<type>[CP])(?P<strike>\d+(?:\.\d+)?)$"
 )
 _OCC = re.compile(OCC_PATTERN)

@@ -20,6 +20,9 @@ EQUITY_OPTION_TYPES = frozenset({"Equity Option"})
 # The root is matched lazily so the month code is the letter just before the trailing year.
 _FUTURE_CONTRACT = re.compile(r"^(/[A-Z0-9]+?)[FGHJKMNQUVXZ]\d{1,2}$")
 _FUTURE_ROOT = re.compile(r"^/[A-Z0-9]+$")
+# A future option's leading future contract; fixed width, so ``./MESM6EX3H6 ...`` has no space
+# between the future (``MESM6``) and the option product (``EX3H6``).
+_FUTURE_OPTION_HEAD = re.compile(r"^\./([A-Z0-9]+?[FGHJKMNQUVXZ]\d{1,2}) *[A-Z0-9]+ +\d{6}[CP]")
 # OCC option symbol: root padded to 6, YYMMDD, C/P, strike * 1000 padded to 8.
 _OCC = re.compile(r"^([A-Z0-9]{1,6}) *\d{6}[CP]\d{8}$")
 
@@ -30,8 +33,10 @@ _MAX_SYMBOL_LENGTH = 24
 
 
 def _future_root(symbol: str) -> str | None:
-    """``/ZNH6`` -> ``/ZN``; ``./ZNH6 OZNG6 260123P111`` -> ``/ZN``; ``/ZN`` -> ``/ZN``."""
-    contract = symbol.strip().removeprefix(".").split(" ", 1)[0]
+    """``/ZNH6`` -> ``/ZN``; ``./ZNH6 OZNG6 260123P111`` and ``./MESM6EX3H6 260320P6450`` -> ``/ZN``
+    and ``/MES``; ``/ZN`` -> ``/ZN``."""
+    head = _FUTURE_OPTION_HEAD.match(symbol.strip())
+    contract = "/" + head.group(1) if head else symbol.strip().removeprefix(".").split(" ", 1)[0]
     dated = _FUTURE_CONTRACT.match(contract)
     if dated:
         return dated.group(1)
