@@ -226,9 +226,9 @@ def test_rate_and_underlying_price_are_the_sessions(clean: Run) -> None:
             assert row.instrument_type in ("Future", "Future Option"), row.symbol
             assert row.underlying_price_source == "root_continuous", row.symbol
             assert row.underlying_price == closes[row.root_symbol], row.symbol
-    zn = greeks[greeks["instrument_type"] == "Future Option"]
-    assert len(zn) >= 1
-    assert (zn["root_symbol"] == "/ZN").all() and (zn["underlying_price_source"] == "root_continuous").all()
+    future_options = greeks[greeks["instrument_type"] == "Future Option"]
+    assert {"/ZN", "/MES"} <= set(future_options["root_symbol"])  # the book's /ZN put and /MES strangle
+    assert (future_options["underlying_price_source"] == "root_continuous").all()
 
 
 # 4. Every option accounted for; the checks ran and passed ---------------------------------------

@@ -142,23 +142,24 @@ def test_positions_have_recorded_shape_and_current_contracts(api: httpx.Client) 
     ]
     kinds = {item["instrument-type"] for item in items}
     assert kinds == {"Equity", "Equity Option", "Future", "Future Option"}
-    assert {item["quantity-direction"] for item in items if item["instrument-type"] == "Equity"} == {"Long", "Short"}
+    assert {item["quantity-direction"] for item in items if item["instrument-type"] == "Equity"} == {"Long"}
+    assert {item["quantity-direction"] for item in items if "Option" in item["instrument-type"]} == {"Long", "Short"}
     for item in items:
         expected = recorded if item["instrument-type"] != "Equity" else {k: v for k, v in recorded.items() if k != "expires-at"}
         assert_shape(expected, item)
         assert item["quantity"] > 0 and isinstance(item["multiplier"], int)
         if "expires-at" in item:
             assert datetime.fromisoformat(item["expires-at"]) > CLOCK
-    by_type = {item["instrument-type"]: item for item in items}
     option = next(i for i in items if i["symbol"].startswith("SPY "))
     assert re.fullmatch(r"SPY {3}\d{6}[CP]\d{8}", option["symbol"]) and option["underlying-symbol"] == "SPY"
     future = next(i for i in items if i["underlying-symbol"] == "/ES")
     assert re.fullmatch(r"/ES[HMUZ]\d", future["symbol"]) and future["streamer-symbol"].endswith(":XCME")
-    fop = by_type["Future Option"]
-    assert re.fullmatch(r"\./ZN[HMUZ]\d OZN[F-Z]\d \d{6}[CP][\d.]+", fop["symbol"]), fop["symbol"]
-    assert fop["underlying-symbol"] == fop["symbol"][1:6]
-    assert re.fullmatch(r"\./OZN[F-Z]\d\d[CP][\d.]+:XCBT", fop["streamer-symbol"])
-    assert any(i["underlying-symbol"] == "/6E" for i in items)
+    future_options = [i for i in items if i["instrument-type"] == "Future Option"]
+    assert {i["underlying-symbol"][:-2] for i in future_options} >= {"/MES"}
+    for fop in future_options:  # fixed width: ./ + future code padded to 5 + product padded to 6
+        assert re.fullmatch(r"\./[A-Z0-9 ]{5}[A-Z0-9 ]{6}\d{6}[CP][\d.]+", fop["symbol"]), fop["symbol"]
+        assert fop["underlying-symbol"] == "/" + fop["symbol"][2:7].strip()
+        assert re.fullmatch(r"\./[A-Z0-9]+\d\d[CP][\d.]+:XC[A-Z]{2}", fop["streamer-symbol"]), fop["streamer-symbol"]
     strike = int(option["symbol"][-8:]) / 1000
     spot = _chart(api, "SPY", range="5d")["meta"]["regularMarketPrice"]
     assert 0.8 * spot < strike < 1.2 * spot

@@ -31,10 +31,16 @@ from zoneinfo import ZoneInfo
 from variance_pipeline.simulator.formats import Reply, tt_error
 from variance_pipeline.simulator.market import Split, spellings
 
-ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings", "*"})
+ENDPOINTS = frozenset({
+    "chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings",
+    "balances", "margin-requirements", "trading-status", "market-data", "*",
+})
 """``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
-earnings-reports endpoint (its symbol is the path's)."""
-ERROR_KINDS = frozenset({"429", "500", "503", "401"})
+earnings-reports endpoint (its symbol is the path's); ``balances`` both balances paths;
+``margin-requirements`` the margin report; ``market-data`` ``/market-data/by-type`` (its symbols
+are every requested one)."""
+ERROR_KINDS = frozenset({"429", "500", "503", "401", "403"})
+"""``403`` is what ``/market-data/by-type`` answers an unfunded account (any endpoint can be told to)."""
 REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar"})
 """Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
 KINDS = ERROR_KINDS | REWRITE_KINDS | {"truncated", "slow", "split"}
@@ -252,11 +258,12 @@ def error_reply(rule: FaultRule, endpoint: str) -> Reply:
         if status == 401:
             crumb = {"code": "Unauthorized", "description": "Invalid Crumb"}
             return Reply(401, {"finance": {"result": None, "error": crumb}})
-        code = {500: "Internal Server Error", 503: "Service Unavailable"}[status]
+        code = {403: "Forbidden", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
         return Reply(status, {"chart": {"result": None, "error": {"code": code, "description": code}}})
     tt = {
         429: ("too_many_requests", "Rate limit exceeded, slow down"),
         401: ("token_invalid", "This token is invalid or has expired"),
+        403: ("unfunded_account", "Market data is available to funded account holders only"),
         500: ("internal_server_error", "Internal server error"),
         503: ("service_unavailable", "Service temporarily unavailable"),
     }[status]

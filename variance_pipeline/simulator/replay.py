@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote as url_quote
 
-from variance_pipeline.simulator import chart
+from variance_pipeline.simulator import chart, marketdata
 from variance_pipeline.simulator.formats import Reply, tt_error, tt_items
 
 _CHART_FILE = re.compile(r"^chart_(?P<symbol>.+?)(?:_1d_.*)?\.json$")
@@ -147,6 +147,10 @@ class ReplayBackend:
         self._default_positions = _load_if_present(tasty / "positions.json")
         self._metrics = _load_if_present(tasty / "market_metrics.json")
         self._margin = _load_if_present(tasty / "margin_requirements_public_configuration.json")
+        self._balances = _load_if_present(tasty / "balances.json")
+        self._margin_report = _load_if_present(tasty / "margin_requirements.json")
+        self._trading_status = _load_if_present(tasty / "trading_status.json")
+        self._market_data = _load_if_present(tasty / "market_data_by_type_SPY_options.json")
         self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
@@ -200,3 +204,31 @@ class ReplayBackend:
             if start is None or str(item.get("occurred-date", "")) >= start.isoformat()
         ]
         return Reply(200, {**body, "data": {**data, "items": items}})
+
+    def _recorded(self, body: Any, account: str, what: str) -> Reply:
+        """An account endpoint's recorded body whatever the account (as positions), else a 404."""
+        if body is None:
+            return Reply(404, tt_error("record_not_found", f"No recorded {what} for account {account}"))
+        return Reply(200, body)
+
+    def balances(self, account: str, currency: str | None, clock: datetime) -> Reply:
+        return self._recorded(self._balances, account, "balances")
+
+    def margin_requirements(self, account: str, clock: datetime) -> Reply:
+        return self._recorded(self._margin_report, account, "margin requirements")
+
+    def trading_status(self, account: str, clock: datetime) -> Reply:
+        return self._recorded(self._trading_status, account, "trading status")
+
+    def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply:
+        """The recorded quotes of the requested symbols (the file holds the ``data`` object only:
+        it is served inside the usual envelope); the same 400s as the synthetic market."""
+        pairs = marketdata.requested(query)
+        if not pairs or len(pairs) > marketdata.MAX_SYMBOLS:
+            return Reply(400, tt_error("invalid_parameter", f"between 1 and {marketdata.MAX_SYMBOLS} symbols, got {len(pairs)}"))
+        recorded = self._market_data or {}
+        data = recorded.get("data", recorded)
+        wanted = {(kind, symbol) for kind, symbol in pairs}
+        items = [i for i in data.get("items", []) if (i.get("instrument-type"), str(i.get("symbol", "")).strip()) in wanted
+                 or (i.get("instrument-type"), i.get("symbol")) in wanted]
+        return Reply(200, {"data": {**data, "items": items}, "context": marketdata.CONTEXT})

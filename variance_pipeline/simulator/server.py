@@ -99,6 +99,9 @@ class SimulatorApp:
         parts = urlsplit(target)
         segments = [unquote(s) for s in parts.path.split("/")[1:]]
         query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if key in MARKET_DATA_KEYS and len(values) > 1:  # the SDK repeats a key per symbol
+                query[key] = ",".join(values)
         if segments and segments[0] == "_sim":
             return self._admin(method, segments[1:], body)
         fired: list[FaultRule] = []
@@ -177,6 +180,14 @@ class SimulatorApp:
             return self.backend.margin_configuration(clock)
         if endpoint == "earnings":
             return self.backend.earnings(symbols[0], query, clock)
+        if endpoint == "balances":
+            return self.backend.balances(segments[1], segments[3] if len(segments) > 3 else None, clock)
+        if endpoint == "margin-requirements":
+            return self.backend.margin_requirements(segments[2], clock)
+        if endpoint == "trading-status":
+            return self.backend.trading_status(segments[1], clock)
+        if endpoint == "market-data":
+            return self.backend.market_data(query, clock)
         return self.backend.chart(segments[3], query, clock)
 
     def _admin(self, method: str, segments: list[str], body: bytes) -> Reply:
@@ -227,6 +238,7 @@ class SimulatorApp:
 
 
 PUBLIC_ENDPOINTS = frozenset({"chart", "risk-free-rate"})
+MARKET_DATA_KEYS = frozenset({"equity", "index", "future", "equity-option", "future-option", "cryptocurrency"})
 """Endpoints answered without a bearer token (Tastytrade's still need the User-Agent)."""
 EARNINGS_PATH = ["market-metrics", "historic-corporate-events", "earnings-reports"]
 
@@ -247,6 +259,15 @@ def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[
             return "risk-free-rate", []
         case ("GET", ["market-metrics"]):
             return "market-metrics", [s.strip() for s in query.get("symbols", "").split(",") if s.strip()]
+        case ("GET", ["accounts", str(), "balances"]) | ("GET", ["accounts", str(), "balances", str()]):
+            return "balances", []
+        case ("GET", ["margin", "accounts", str(), "requirements"]):
+            return "margin-requirements", []
+        case ("GET", ["accounts", str(), "trading-status"]):
+            return "trading-status", []
+        case ("GET", ["market-data", "by-type"]):
+            keys = sorted(MARKET_DATA_KEYS)
+            return "market-data", [s.strip() for k in keys for s in query.get(k, "").split(",") if s.strip()]
         case ("GET", ["v8", "finance", "chart", str(ticker)]) if ticker:
             return "chart", [ticker]
     return None
