@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import numpy as np
+
 from variance_pipeline.simulator import dates
 from variance_pipeline.simulator.market import lookup
 
@@ -99,18 +101,36 @@ def future(root: str, year: int, month: int) -> Contract:
     )
 
 
+def _business_days_before(day: date, count: int) -> date:
+    return np.busday_offset(np.datetime64(day, "D"), -count, roll="backward").astype(object)
+
+
 def future_option_expiration(root: str, year: int, month: int) -> date:
-    """/ZN-style options expire in the month before their month (CBOT rule); the others on the
-    third Friday of their month."""
+    """When the option of option month ``year``/``month`` expires (weekdays; holidays aside but
+    snapped to a session): /ZN by the CBOT rule, in the month before; crude (/CL, /MCL) three
+    business days before the future's last trade, itself three business days before the 25th of
+    the month before; gold (/GC, /MGC) the fourth-last business day of the month before; equity
+    index futures (/ES, /MES) the third Friday of the month."""
     if root == "/ZN":
         return dates.treasury_option_expiration(year, month)
+    before_year, before_month = dates.add_months(year, month, -1)
+    if root in ("/CL", "/MCL"):
+        last_trade = _business_days_before(date(before_year, before_month, 25), 3)
+        return dates.session_on_or_before(_business_days_before(last_trade, 3))
+    if root in ("/GC", "/MGC"):
+        first = date(year, month, 1)
+        return dates.session_on_or_before(_business_days_before(first, 4))
     return dates.monthly_expiration(year, month)
 
 
 def option_future_month(root: str, year: int, month: int) -> tuple[int, int]:
-    """The quarterly future a monthly option of ``month`` exercises into."""
+    """The future a monthly option of ``month`` exercises into: /ZN the next quarterly after the
+    month before; /ES and /MES the next quarterly strictly after (``./MESM6EX3H6``); crude and gold
+    their own month (``./MCLJ6MCOJ6``, ``./GCJ6 OGJ6``)."""
     if root == "/ZN":
         return dates.next_quarter_month(*dates.add_months(year, month, -1))
+    if root in ("/CL", "/MCL", "/GC", "/MGC"):
+        return year, month
     return dates.next_quarter_month(year, month)
 
 
@@ -159,9 +179,12 @@ def parse(symbol: str, instrument_type: str) -> Contract | None:
         except ValueError:
             return None
         root = head["root"]
+        product = match["product"]
+        if product[-1].isdigit() and not product[-2:].isdigit():  # EX3H6 -> EX3H26, as streamed
+            product = f"{product[:-1]}{_decade_year(int(product[-1])) % 100:02d}"
         return Contract(
             text, "Future Option", root, "/" + match["future"],
-            f"./{match['product']}{match['right']}{match['strike']}:{_exchange(root)}",
+            f"./{product}{match['right']}{match['strike']}:{_exchange(root)}",
             MULTIPLIERS.get(root, 100), expiration, dates.new_york_time(expiration, 16),
             float(match["strike"]), match["right"],
         )

@@ -49,7 +49,8 @@ come with the TLT buy-write's in-the-money call (and often from the strangles an
 
 The Roth IRA ``5WT00002`` (cash; deposit $150,000) holds 100 SPY with a 20-delta covered call
 (rolled up and out rather than assigned), 50 NVDA, and an IWM cash-secured put (25 delta, held to
-expiration; assigned shares are wheeled until called away).
+expiration, a new one whenever none is open and the cash secures it; assigned shares are wheeled
+with covered calls until called away).
 """
 
 from __future__ import annotations
@@ -534,7 +535,8 @@ class Engine:
                       and ((g.expiration() or date.min) - tomorrow).days >= 6]
             if not ladder:
                 orders.append(Order("weekly_put", root=WEEKLY_ROOT, detail=(right, 0.10)))
-        ira = self._open_groups(lambda g: g.account == IRA and g.root == "IWM")
+        ira = self._open_groups(lambda g: g.account == IRA and any(
+            not c.call and g.quantity[c.symbol] < 0 for c in g.options()))
         if not ira:
             orders.append(Order("cash_secured_put", root="IWM", account=IRA))
         return orders
