@@ -293,7 +293,7 @@ def test_make_dev_starts_both_and_ctrl_c_stops_everything(tmp_path: Path) -> Non
         schedules = graphql(
             url,
             '{ schedulesOrError(repositorySelector: {repositoryName: "__repository__", '
-            'repositoryLocationName: "variance_pipeline.definitions"}) { ... on Schedules { results { name } } } }',
+            'repositoryLocationName: "variance_pipeline"}) { ... on Schedules { results { name } } } }',
         )["schedulesOrError"]["results"]
         assert [s["name"] for s in schedules] == ["eod_schedule"]
         deadline = time.monotonic() + 10
