@@ -7,6 +7,12 @@
                                         -> /margin-requirements-public-configuration
     tastytrade/earnings_<SYMBOL>.json   -> .../earnings-reports/<SYMBOL> (``/`` spelled ``_``:
                                            ``earnings__ES.json``), items filtered to start-date
+    tastytrade/balances.json            -> /accounts/<ANY>/balances and .../balances/<CURRENCY>
+    tastytrade/margin_requirements.json -> /margin/accounts/<ANY>/requirements
+    tastytrade/trading_status.json      -> /accounts/<ANY>/trading-status
+    tastytrade/market_data_by_type_SPY_options.json
+                                        -> /market-data/by-type, items filtered to the request (the
+                                           file holds the ``data`` object: served in the envelope)
     yahoo/chart_<SYMBOL>*.json          -> /v8/finance/chart/<SYMBOL>, merged and sliced
 
 ``<SYMBOL>`` is everything between ``chart_`` and ``_1d_`` or ``.json`` (``chart_GS2C.DE.json``
@@ -14,7 +20,8 @@ is ``GS2C.DE``). Files for one symbol are merged by timestamp in file-name order
 already seen keeps the earlier file's bar, so overlapping recordings never duplicate a bar. The
 meta comes from the file with the newest ``regularMarketTime``; events are the union. Ranges
 (``range=5d``...) count back from the newest recorded bar, since the recordings are old. What the
-folder lacks is answered as the real API answers an unknown symbol or an empty account.
+folder lacks is answered as the real API answers an unknown symbol or an empty account (an
+account endpoint without a recording: 404).
 
 ``adjclose`` is dividend-adjusted as of each recording's date, so files recorded on different
 dates are on different bases; one response must never mix them. Files are put on the basis of

@@ -1,5 +1,13 @@
 """The HTTP side: routing, User-Agent/bearer checks, faults, pagination, the request log.
 
+Tastytrade endpoints (request-log and fault names in brackets): ``POST /oauth/token`` (oauth),
+``GET /customers/me/accounts`` (accounts), ``/accounts/{n}/positions`` (positions),
+``/accounts/{n}/balances[/{currency}]`` (balances), ``/margin/accounts/{n}/requirements``
+(margin-requirements), ``/accounts/{n}/trading-status`` (trading-status), ``/market-metrics``
+(market-metrics), ``/market-data/by-type`` (market-data), the public
+``/margin-requirements-public-configuration`` (risk-free-rate) and the earnings history
+(earnings); Yahoo's ``/v8/finance/chart/{symbol}`` (chart).
+
 One ``SimulatorServer`` serves both APIs (Tastytrade paths and Yahoo's ``/v8/finance/chart``)
 on one port, so the pipeline points ``TASTYTRADE_API_URL`` and ``YAHOO_CHART_URL`` at the same
 URL. Admin paths live under ``/_sim/`` and are not recorded in the request log, so tests count
