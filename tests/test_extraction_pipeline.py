@@ -328,13 +328,13 @@ def test_429_without_retry_after_is_retried_and_batches_are_configurable(tmp_pat
     assert result.success
     meta = metadata(result, "market_metrics")
     assert meta["retries"] == 2 and meta["landed"] is True
-    # 11 held underlyings (SPY and QQQ among them), 4 per request -> 3 batches, the first retried twice.
-    assert meta["symbols_requested"] == 11 and meta["batches"] == 3
+    # 12 held underlyings (SPY and QQQ among them), 4 per request -> 3 batches, the first retried twice.
+    assert meta["symbols_requested"] == 12 and meta["batches"] == 3
     assert [r["status"] for r in log] == [429, 429, 200, 200, 200]
     assert all(len(r["query"]["symbols"].split(",")) <= 4 for r in log)
     raw = files_under(tmp_path / "raw" / "market_metrics" / f"date={SESSION}")
     assert [p.name for p in raw] == [f"market_metrics.batch-{n:03d}.json" for n in range(3)]
-    assert len(pq.read_table(lake_partition(tmp_path, "market_metrics"))) == 11
+    assert len(pq.read_table(lake_partition(tmp_path, "market_metrics"))) == 12
 
 
 def test_429_retry_after_is_honoured(tmp_path: Path) -> None:

@@ -13,6 +13,16 @@ history is split-adjusted by every split effective at or before the clock, divid
 back-adjusted into ``adjclose``. Splits injected by faults go through the same path, so a fault
 split rescales the whole visible history exactly like a real one.
 
+Volatility, per session: ``sigma = vol_low x exp(log_vol) x (1 + (vol_high / vol_low - 1) x stress)``.
+``log_vol`` is a slow Ornstein-Uhlenbeck wander (half-life ``VOL_HALF_LIFE`` sessions), partly the
+market's, partly the instrument's own; ``stress`` jumps at rare events (``MARKET_STRESS_RATE``,
+shared by the walks with ``|rho| >= 0.5``) and fades over a couple of weeks. Returns are that sigma
+times t(5) shocks loaded on the market's. Implied volatility is not read off past returns: it is the
+model's own forecast of the volatility to come (``expected_vol``), times a variance risk premium
+that wanders around 1.05-1.15 with a little quote noise, so it exceeds the realised volatility that
+follows on most days but not all, and its term structure (``volsurface``) slopes up when calm and
+inverts in stress. The 17 are bridged through approximate real price levels (``Instrument.anchors``).
+
 Any well-formed symbol is known. ``INSTRUMENTS`` lists 17 hand-tuned instruments (whose numbers
 tests pin). Every other well-formed name gets a synthetic instrument drawn from
 ``keyed_rng(seed, symbol, "instrument")``: price level, volatility regime, market loading (so
