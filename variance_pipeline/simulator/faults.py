@@ -1,7 +1,7 @@
 """Fault injection: the failures the pipeline must survive, on demand and countable.
 
 A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
-(``count``; null = every time). Error kinds (429/500/503/401) replace the answer; ``slow`` delays
+(``count``; null = every time). Error kinds (429/500/503/401/403) replace the answer; ``slow`` delays
 it; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
 (schema drift: every value of ``field`` re-typed), ``bad_bar`` (one chart bar made ``null``,
 ``zero``, ``negative``, ``high_below_low`` or ``duplicate`` as ``field`` says, on ``date`` or the
