@@ -468,3 +468,28 @@ class SmtpServer:
         accepted = isinstance(data, LoginPassword) and user == self.user and data.password.decode() == self.password
         self.logins.append((user, accepted))
         return AuthResult(success=accepted, handled=False)  # a refusal answers 535, as real servers do
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number" if isinstance(value, float) else "int"
+    return type(value).__name__
+
+
+def assert_shape(recorded: Any, actual: Any, where: str = "$", loose_numbers: bool = False) -> None:
+    """Every key of ``recorded`` exists in ``actual`` with the same JSON type, recursively."""
+    rtype, atype = _json_type(recorded), _json_type(actual)
+    if loose_numbers and {rtype, atype} <= {"int", "number"}:
+        return
+    assert rtype == atype, f"{where}: recorded {rtype} ({recorded!r:.40}), simulator {atype} ({actual!r:.40})"
+    if isinstance(recorded, dict) and recorded and all(key.isdigit() for key in recorded):
+        assert actual, f"{where}: empty"  # keyed by timestamp (Yahoo events): compare entries
+        assert_shape(next(iter(recorded.values())), next(iter(actual.values())), f"{where}.*", loose_numbers)
+    elif isinstance(recorded, dict):
+        for key, value in recorded.items():
+            assert key in actual, f"{where}: key {key!r} missing"
+            assert_shape(value, actual[key], f"{where}.{key}", loose_numbers)
+    elif isinstance(recorded, list) and recorded and actual:
+        assert_shape(recorded[0], actual[0], f"{where}[0]", loose_numbers)

@@ -54,7 +54,7 @@ pytestmark = pytest.mark.slow
 
 CHART = "/v8/finance/chart/"
 NEW_YORK = ZoneInfo("America/New_York")
-WATCHLIST = "SPY,NVDA"  # both held too: the universe is the simulator's ten held underlyings
+WATCHLIST = "SPY,NVDA"  # both held too: the universe is the simulator's twelve held underlyings
 BACKFILL = sessions_back(date(2025, 11, 20), 20)  # 2025-10-24 .. 2025-11-20
 NEXT = date(2025, 11, 21)
 SPLIT_DAY = date(2025, 11, 24)  # after NEXT's clock: the split is news to a warm cache

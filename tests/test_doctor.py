@@ -78,12 +78,18 @@ def test_simulator_mode_all_ok_with_one_request_per_step(sandbox: Path) -> None:
     assert re.search(r"OK\s+market metrics\s+[A-Z]+ IV \d\.\d+", text), text
     assert "5 bars" in step(text, "yahoo chart") and "last 2025-11-25" in text
     assert re.search(r"OK\s+risk-free rate\s+risk-free 0\.\d{4}", text), text
-    assert "all 7 checks OK (6 requests" in text
-    # The fewest calls: one token, accounts, one account's positions, one metrics batch, one chart, the rate.
+    assert re.search(r"OK\s+balances\s+net liq [\d,.]+ in account \*+\d{4}, BP used", text), text
+    assert re.search(r"OK\s+margin report\s+\d+ underlying groups", text), text
+    assert "the token is not shown" in step(text, "quote token")
+    assert step(text, "market data").startswith("OK") and step(text, "futures bars").startswith("OK")
+    assert "dividend_yield_source proxy:SPY" in step(text, "index dividend")
+    assert "all 14 checks OK (14 requests" in text
+    # The fewest calls: one token, then one request per step (earnings history also reads the metrics).
     assert [method for method, _ in calls].count("POST") == 1
-    assert len(calls) == 6
+    assert len(calls) == 14
     assert {path.split("/")[1] for _, path in calls} == {
-        "oauth", "customers", "accounts", "market-metrics", "v8", "margin-requirements-public-configuration"
+        "oauth", "customers", "accounts", "margin", "market-metrics", "v8",
+        "margin-requirements-public-configuration", "api-quote-tokens", "market-data",
     }
 
 
@@ -105,7 +111,7 @@ def test_revoked_refresh_token_is_named_and_sent_once(sandbox: Path) -> None:
     line = step(text, "oauth token")
     assert line.startswith("FAIL") and "401 invalid_grant" in line and "revoked" in line
     assert "TASTYTRADE_REFRESH_TOKEN" in line
-    for name in ("accounts", "positions", "market metrics"):
+    for name in ("accounts", "positions", "balances", "margin report", "market metrics", "quote token"):
         assert step(text, name).startswith("SKIP")
     # The public endpoints still answer; the login is never retried (IP blocks).
     assert step(text, "yahoo chart").startswith("OK") and step(text, "risk-free rate").startswith("OK")

@@ -29,7 +29,8 @@ from support import CLOCK, EXTRACT, RECORDED, fast_resources, materialize, pipel
 from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.settings import Settings
-from variance_pipeline.simulator import SimulatorServer
+from variance_pipeline.simulator import SimulatorServer, portfolio
+from variance_pipeline.simulator.market import bars_as_of
 from variance_pipeline.simulator.faults import FaultRule
 
 pytestmark = pytest.mark.slow
@@ -329,13 +330,13 @@ def test_429_without_retry_after_is_retried_and_batches_are_configurable(tmp_pat
     assert result.success
     meta = metadata(result, "market_metrics")
     assert meta["retries"] == 2 and meta["landed"] is True
-    # 10 held underlyings (SPY and QQQ among them), 4 per request -> 3 batches, the first retried twice.
-    assert meta["symbols_requested"] == 10 and meta["batches"] == 3
+    # 12 held underlyings (SPY and QQQ among them), 4 per request -> 3 batches, the first retried twice.
+    assert meta["symbols_requested"] == 12 and meta["batches"] == 3
     assert [r["status"] for r in log] == [429, 429, 200, 200, 200]
     assert all(len(r["query"]["symbols"].split(",")) <= 4 for r in log)
     raw = files_under(tmp_path / "raw" / "market_metrics" / f"date={SESSION}")
     assert [p.name for p in raw] == [f"market_metrics.batch-{n:03d}.json" for n in range(3)]
-    assert len(pq.read_table(lake_partition(tmp_path, "market_metrics"))) == 10
+    assert len(pq.read_table(lake_partition(tmp_path, "market_metrics"))) == 12
 
 
 def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
@@ -414,16 +415,18 @@ def test_pagination_is_followed_and_unknown_fields_stay_in_raw_only(tmp_path: Pa
         resources = with_tastytrade(settings, per_page=2)
         result = materialize(settings, partition_key=SESSION, resources=resources, select=["positions"])
         log = [r for r in api_requests(sim) if r["path"].endswith("/positions")]
+        held = {n: len(portfolio.holdings(42, n, CLOCK, lambda s: bars_as_of(42, s, CLOCK))) for n in ("5WT00001", "5WT00002")}
     assert result.success
     pages = [(r["path"].split("/")[2], r["query"].get("page-offset", "0"), r["query"]["per-page"]) for r in log]
-    # Seven positions in 5WT00001 and six in 5WT00002, two per page; 5WT00003 is closed.
-    assert pages == [("5WT00001", str(n), "2") for n in range(4)] + [("5WT00002", str(n), "2") for n in range(3)]
+    # Every position of 5WT00001 and 5WT00002 (the engine's book), two per page; 5WT00003 is closed.
+    assert held["5WT00001"] > 10 and held["5WT00002"] > 2
+    assert pages == [(n, str(page), "2") for n, count in held.items() for page in range((count + 1) // 2)]
     frame = pq.read_table(lake_partition(tmp_path, "positions")).to_pandas()
-    assert len(frame) == 13 and frame.groupby("account_number").size().to_dict() == {"5WT00001": 7, "5WT00002": 6}
+    assert len(frame) == sum(held.values()) and frame.groupby("account_number").size().to_dict() == held
     assert not any("new" in column or "x_" in column for column in frame.columns)
     raw_dir = tmp_path / "raw" / "positions" / f"date={SESSION}"
     raw_pages = [p for p in files_under(raw_dir) if p.name.startswith("positions_")]
-    assert len(raw_pages) == 7
+    assert len(raw_pages) == len(pages)
     for page in raw_pages:
         items = json.loads(page.read_bytes())["data"]["items"]
         assert items and all(item["x-new-field"] == "unexpected" for item in items)

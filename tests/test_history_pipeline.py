@@ -335,7 +335,7 @@ def test_earnings_reports_are_fetched_incrementally(history: dict, con) -> None:
     asked = history["earnings_asked"]
     per_symbol = Counter(symbol for calls in asked.values() for symbol, _ in calls)
     symbols = {r[0] for r in con.execute("SELECT DISTINCT symbol FROM earnings_reports").fetchall()}
-    assert set(per_symbol) == symbols == {"AAPL", "MSFT", "NVDA", "TSLA", "ABT", "ABD", "ADR"}
+    assert set(per_symbol) == symbols == {"AAPL", "AMZN", "MSFT", "NVDA", "TSLA", "ABT", "ABD", "ADR"}
     # Everyone once on the first evening (three years back), then only after an expected report passed.
     assert sorted(s for s, _ in asked[EVENING_DAYS[0]]) == sorted(symbols)
     reports_in_window = Counter(

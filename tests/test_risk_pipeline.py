@@ -37,7 +37,7 @@ import vollib.black_scholes_merton.greeks.analytical as v_bsm_greeks
 from support import CLOCK, EXTRACT, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import FaultRule
-from variance_pipeline.simulator.portfolio import Holding
+from variance_pipeline.simulator.portfolio import EXTRA_ACCOUNT, Template
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +55,8 @@ RISK = [*EXTRACT, "candles", "risk_free_rate", "position_greeks", "warehouse"]
 # Beside the fixed book: the December SPX monthly (AM-settled, expires-at 09:30 New York) and the
 # SPXW (PM) of the same date.
 SPX_HOLDINGS = (
-    Holding("5WT00001", "Equity Option", "SPX", -1, 5, "P", 0.95, 1),
-    Holding("5WT00001", "Equity Option", "SPX", 1, 5, "P", 0.90, 1, series="SPXW"),
+    Template(EXTRA_ACCOUNT, "SPX", -1, 5, "P", 0.95, 1),
+    Template(EXTRA_ACCOUNT, "SPX", 1, 5, "P", 0.90, 1, series="SPXW"),
 )
 SPX_EXPIRATION = date(2025, 12, 19)
 NON_STANDARD = ("AAPL", date(2026, 1, 16))  # the simulator's Non-standard chain, beside the book's AAPL call
@@ -269,9 +269,9 @@ def test_rate_and_underlying_price_are_the_sessions(clean: Run) -> None:
             assert row.instrument_type in ("Future", "Future Option"), row.symbol
             assert row.underlying_price_source == "root_continuous", row.symbol
             assert row.underlying_price == closes[row.root_symbol], row.symbol
-    zn = greeks[greeks["instrument_type"] == "Future Option"]
-    assert len(zn) >= 1
-    assert (zn["root_symbol"] == "/ZN").all() and (zn["underlying_price_source"] == "root_continuous").all()
+    future_options = greeks[greeks["instrument_type"] == "Future Option"]
+    assert {"/ZN", "/MES"} <= set(future_options["root_symbol"])  # the book's /ZN put and /MES strangle
+    assert (future_options["underlying_price_source"] == "root_continuous").all()
 
 
 # 4. Every option accounted for; the checks ran and passed ---------------------------------------

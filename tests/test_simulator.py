@@ -28,7 +28,7 @@ from variance_pipeline.simulator.replay import chart_symbol
 from variance_pipeline.simulator.__main__ import build_parser
 from variance_pipeline.simulator.server import DEFAULT_PER_PAGE, RequestLog
 
-from support import GRANT, RECORDED, UA, chart_result as _chart, login as _login
+from support import GRANT, RECORDED, UA, assert_shape, chart_result as _chart, login as _login
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,29 +54,6 @@ def _window(first: date, last_exclusive: date) -> dict[str, Any]:
     return {"period1": int(start.timestamp()), "period2": int(end.timestamp()), "interval": "1d"}
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number" if isinstance(value, float) else "int"
-    return type(value).__name__
-
-
-def assert_shape(recorded: Any, actual: Any, where: str = "$", loose_numbers: bool = False) -> None:
-    """Every key of ``recorded`` exists in ``actual`` with the same JSON type, recursively."""
-    rtype, atype = _json_type(recorded), _json_type(actual)
-    if loose_numbers and {rtype, atype} <= {"int", "number"}:
-        return
-    assert rtype == atype, f"{where}: recorded {rtype} ({recorded!r:.40}), simulator {atype} ({actual!r:.40})"
-    if isinstance(recorded, dict) and recorded and all(key.isdigit() for key in recorded):
-        assert actual, f"{where}: empty"  # keyed by timestamp (Yahoo events): compare entries
-        assert_shape(next(iter(recorded.values())), next(iter(actual.values())), f"{where}.*", loose_numbers)
-    elif isinstance(recorded, dict):
-        for key, value in recorded.items():
-            assert key in actual, f"{where}: key {key!r} missing"
-            assert_shape(value, actual[key], f"{where}.{key}", loose_numbers)
-    elif isinstance(recorded, list) and recorded and actual:
-        assert_shape(recorded[0], actual[0], f"{where}[0]", loose_numbers)
 
 
 @pytest.fixture()
@@ -114,23 +91,24 @@ def test_positions_have_recorded_shape_and_current_contracts(api: httpx.Client) 
     ]
     kinds = {item["instrument-type"] for item in items}
     assert kinds == {"Equity", "Equity Option", "Future", "Future Option"}
-    assert {item["quantity-direction"] for item in items if item["instrument-type"] == "Equity"} == {"Long", "Short"}
+    assert {item["quantity-direction"] for item in items if item["instrument-type"] == "Equity"} == {"Long"}
+    assert {item["quantity-direction"] for item in items if "Option" in item["instrument-type"]} == {"Long", "Short"}
     for item in items:
         expected = recorded if item["instrument-type"] != "Equity" else {k: v for k, v in recorded.items() if k != "expires-at"}
         assert_shape(expected, item)
         assert item["quantity"] > 0 and isinstance(item["multiplier"], int)
         if "expires-at" in item:
             assert datetime.fromisoformat(item["expires-at"]) > CLOCK
-    by_type = {item["instrument-type"]: item for item in items}
     option = next(i for i in items if i["symbol"].startswith("SPY "))
     assert re.fullmatch(r"SPY {3}\d{6}[CP]\d{8}", option["symbol"]) and option["underlying-symbol"] == "SPY"
     future = next(i for i in items if i["underlying-symbol"] == "/ES")
     assert re.fullmatch(r"/ES[HMUZ]\d", future["symbol"]) and future["streamer-symbol"].endswith(":XCME")
-    fop = by_type["Future Option"]
-    assert re.fullmatch(r"\./ZN[HMUZ]\d OZN[F-Z]\d \d{6}[CP][\d.]+", fop["symbol"]), fop["symbol"]
-    assert fop["underlying-symbol"] == fop["symbol"][1:6]
-    assert re.fullmatch(r"\./OZN[F-Z]\d\d[CP][\d.]+:XCBT", fop["streamer-symbol"])
-    assert any(i["underlying-symbol"] == "/6E" for i in items)
+    future_options = [i for i in items if i["instrument-type"] == "Future Option"]
+    assert {i["underlying-symbol"][:-2] for i in future_options} >= {"/MES"}
+    for fop in future_options:  # fixed width: ./ + future code padded to 5 + product padded to 6
+        assert re.fullmatch(r"\./[A-Z0-9 ]{5}[A-Z0-9 ]{6}\d{6}[CP][\d.]+", fop["symbol"]), fop["symbol"]
+        assert fop["underlying-symbol"] == "/" + fop["symbol"][2:7].strip()
+        assert re.fullmatch(r"\./[A-Z0-9]+\d\d[CP][\d.]+:XC[A-Z]{2}", fop["streamer-symbol"]), fop["streamer-symbol"]
     strike = int(option["symbol"][-8:]) / 1000
     spot = _chart(api, "SPY", range="5d")["meta"]["regularMarketPrice"]
     assert 0.8 * spot < strike < 1.2 * spot

@@ -19,6 +19,8 @@ from variance_pipeline.instruments.symbology import clean_symbol, parse_watchlis
         ("/M2KZ5", "Future", None, "/M2K"),
         ("./ZNH6 OZNG6 260123P111", "Future Option", "/ZNH6", "/ZN"),
         ("./ESH6 E2CF6 260114P5990", "Future Option", None, "/ES"),
+        ("./MESM6EX3H6 260320P6450", "Future Option", "/MESM6", "/MES"),
+        ("./MCLJ6MCOJ6 260317C84", "Future Option", None, "/MCL"),
         # The recorded position, and a weekly SPX option whose OCC root (SPXW) is not the underlying.
         ("RIVN  230609P00014000", "Equity Option", "RIVN", "RIVN"),
         ("SPXW  240115C04500000", "Equity Option", "SPX", "SPX"),

@@ -144,6 +144,9 @@ class Doctor:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def _failed(self, name: str) -> bool:
+        return any(step.name == name and step.status == "FAIL" for step in self.steps)
+
     @property
     def live(self) -> bool:
         return self.settings.source == "live"
@@ -340,6 +343,8 @@ class Doctor:
         base = self.settings.yahoo_chart_url
         if base in self.unreachable:
             raise Skipped(f"{base} did not answer")
+        if self._failed("yahoo chart"):
+            raise Skipped("the Yahoo chart step failed: asking Yahoo again would only deepen a rate limit")
         sessions = sessions_back(last_closed_session(now), CHART_SESSIONS)
         with YahooChartClient(base, policy=YAHOO_POLICY, rate_per_second=0, jitter=0, stats=self.stats) as yahoo:
             try:

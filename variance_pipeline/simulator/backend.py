@@ -11,7 +11,6 @@ answer an unknown one: the chart's 404 body, absent from ``/market-metrics``, no
 
 from __future__ import annotations
 
-import math
 import random
 import string
 import threading
@@ -19,9 +18,10 @@ from datetime import date, datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol
 from urllib.parse import quote
 
-from variance_pipeline.simulator import chart, dates, metrics, portfolio
+from variance_pipeline.simulator import balances, chart, dates, engine, marketdata, metrics, portfolio
 from variance_pipeline.simulator.formats import Reply, iso_z, tt_error, tt_items
 from variance_pipeline.simulator.market import Bars, Split, bars_as_of, lookup, spellings
+from variance_pipeline.simulator.rates import risk_free_rate
 
 DEFAULT_DELISTED = frozenset({"NOPE", "GONE"})
 """Well-formed names no synthetic market lists unless told otherwise (tests expect their 404)."""
@@ -39,14 +39,6 @@ def known_tickers(count: int, seed: int = 500) -> list[str]:
             chosen[symbol] = None
     return sorted(chosen)
 MARGIN_CONTEXT = "/margin-requirements-public-configuration"
-
-
-def risk_free_rate(day: date) -> float:
-    """A slowly varying policy-like rate in [0.035, 0.055]: two slow waves (periods ~3.7 and ~1.3
-    years) of the day's ordinal, so consecutive days differ by well under a basis point."""
-    t = day.toordinal()
-    wave = 0.7 * math.sin(2 * math.pi * t / 1351.0) + 0.3 * math.sin(2 * math.pi * t / 479.0 + 1.0)
-    return round(0.045 + 0.01 * wave, 4)
 
 
 def margin_configuration(clock: datetime) -> dict[str, object]:
@@ -89,6 +81,18 @@ class Backend(Protocol):
 
     def earnings(self, symbol: str, query: Mapping[str, str], clock: datetime) -> Reply: ...
 
+    def balances(self, account: str, currency: str | None, clock: datetime) -> Reply: ...
+
+    def margin_requirements(self, account: str, clock: datetime) -> Reply: ...
+
+    def trading_status(self, account: str, clock: datetime) -> Reply: ...
+
+    def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply: ...
+
+
+def account_not_found(account: str) -> Reply:
+    return Reply(404, tt_error("record_not_found", f"Account {account} not found"))
+
 
 class SyntheticBackend:
     """Answers from the deterministic synthetic market for ``seed``.
@@ -97,8 +101,8 @@ class SyntheticBackend:
     request so that installing or removing a split fault takes effect immediately. ``delisted``
     names symbols (either spelling) to treat as unknown; settable while serving (``/_sim/delisted``).
     ``universe`` adds that many synthetic underlyings in extra accounts (``portfolio.book``), named
-    avoiding the constructor's delisted set; ``holdings`` adds positions to the fixed accounts (a
-    test that needs one the fixed book lacks, e.g. an AM-settled SPX monthly).
+    avoiding the constructor's delisted set; ``holdings`` (``portfolio.Template``) adds a test's own
+    positions, held in ``portfolio.EXTRA_ACCOUNT``.
     """
 
     def __init__(
@@ -107,7 +111,7 @@ class SyntheticBackend:
         extra_splits: Callable[[str], tuple[Split, ...]],
         delisted: Iterable[str] | None = None,
         universe: int = 0,
-        holdings: Iterable[portfolio.Holding] = (),
+        holdings: Iterable[portfolio.Template] = (),
     ) -> None:
         self.seed = seed
         self.extra_splits = extra_splits
@@ -115,6 +119,7 @@ class SyntheticBackend:
         self._delisted: frozenset[str] = frozenset()
         self.delisted = DEFAULT_DELISTED if delisted is None else delisted
         self.book = portfolio.book(seed, max(0, int(universe)), self.delisted, tuple(holdings))
+        engine.warm_up(seed)  # the accounts' history: ready before the first positions request
 
     @property
     def delisted(self) -> frozenset[str]:
@@ -140,9 +145,9 @@ class SyntheticBackend:
 
     def positions(self, account: str, clock: datetime, include_marks: bool = False) -> Reply:
         if not portfolio.known_account(account, self.book):
-            return Reply(404, tt_error("record_not_found", f"Account {account} not found"))
+            return account_not_found(account)
         items = portfolio.position_items(
-            account, clock, lambda symbol: self.bars(symbol, clock), self.book, include_marks=include_marks
+            self.seed, account, clock, lambda symbol: self.bars(symbol, clock), self.book, include_marks=include_marks
         )
         return Reply(200, tt_items(items, f"/accounts/{account}/positions"))
 
@@ -170,3 +175,37 @@ class SyntheticBackend:
         inst = metrics.tasty_instrument(self.seed, symbol, self._delisted)
         items = [] if inst is None else metrics.earnings_reports(self.seed, inst, start, clock)
         return Reply(200, tt_items(items, f"{EARNINGS_CONTEXT}/{quote(symbol, safe='')}"))
+
+    def _state(self, account: str, clock: datetime) -> balances.State | None:
+        found = portfolio.account_of(account, self.book)
+        if found is None:
+            return None
+        return balances.state(self.seed, found, clock, lambda symbol: self.bars(symbol, clock), self.book)
+
+    def balances(self, account: str, currency: str | None, clock: datetime) -> Reply:
+        """``/accounts/{n}/balances`` and ``/balances/USD``: one object in ``data`` (no other currency)."""
+        state = self._state(account, clock)
+        if state is None:
+            return account_not_found(account)
+        context = f"/accounts/{account}/balances" + (f"/{currency}" if currency else "")
+        if currency is not None and currency.upper() != "USD":
+            return Reply(404, tt_error("record_not_found", f"No {currency} balances for account {account}"))
+        return Reply(200, {"data": balances.balances(state), "context": context})
+
+    def margin_requirements(self, account: str, clock: datetime) -> Reply:
+        state = self._state(account, clock)
+        if state is None:
+            return account_not_found(account)
+        report = balances.margin_report(state, balances.calculation_type(state.account), state.account.options_level)
+        return Reply(200, {"data": report, "context": f"/margin/accounts/{account}/requirements"})
+
+    def trading_status(self, account: str, clock: datetime) -> Reply:
+        state = self._state(account, clock)
+        if state is None:
+            return account_not_found(account)
+        called = state.net_liquidating_value < sum(g.requirement for g in state.groups())
+        return Reply(200, {"data": balances.trading_status(state.account, clock, called),
+                           "context": f"/accounts/{account}/trading-status"})
+
+    def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply:
+        return marketdata.by_type(self.seed, query, clock, lambda symbol: self.bars(symbol, clock), self._delisted)

@@ -1,7 +1,7 @@
 """Fault injection: the failures the pipeline must survive, on demand and countable.
 
 A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
-(``count``; null = every time). Error kinds (429/500/503/401; a 401 from ``oauth`` is the
+(``count``; null = every time). Error kinds (429/500/503/401/403; a 401 from ``oauth`` is the
 ``invalid_grant`` of rejected credentials) replace the answer with the error each API sends, and
 ``reply`` with the rule's own ``status`` and ``body`` (a JSON value, or a string sent as text): a
 reply scripted as a test needs it. At most one of these answers a request: the first installed
@@ -42,10 +42,16 @@ from variance_pipeline.simulator.auth import INVALID_GRANT
 from variance_pipeline.simulator.formats import Reply, tt_error
 from variance_pipeline.simulator.market import Split, spellings
 
-ENDPOINTS = frozenset({"chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings", "*"})
+ENDPOINTS = frozenset({
+    "chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings",
+    "balances", "margin-requirements", "trading-status", "market-data", "quote-token", "*",
+})
 """``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
-earnings-reports endpoint (its symbol is the path's)."""
-ERROR_KINDS = frozenset({"429", "500", "503", "401"})
+earnings-reports endpoint (its symbol is the path's); ``balances`` both balances paths;
+``margin-requirements`` the margin report; ``market-data`` ``/market-data/by-type`` (its symbols
+are every requested one)."""
+ERROR_KINDS = frozenset({"429", "500", "503", "401", "403"})
+"""``403`` is what ``/market-data/by-type`` answers an unfunded account (any endpoint can be told to)."""
 ANSWER_KINDS = ERROR_KINDS | {"reply"}
 """Kinds that decide the answer: at most one of them fires per request."""
 REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar"})
@@ -285,11 +291,12 @@ def error_reply(rule: FaultRule, endpoint: str) -> Reply:
         if status == 401:
             crumb = {"code": "Unauthorized", "description": "Invalid Crumb"}
             return Reply(401, {"finance": {"result": None, "error": crumb}})
-        code = {500: "Internal Server Error", 503: "Service Unavailable"}[status]
+        code = {403: "Forbidden", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
         return Reply(status, {"chart": {"result": None, "error": {"code": code, "description": code}}})
     tt = {
         429: ("too_many_requests", "Rate limit exceeded, slow down"),
         401: INVALID_GRANT if endpoint == "oauth" else ("token_invalid", "This token is invalid or has expired"),
+        403: ("unfunded_account", "Market data is available to funded account holders only"),
         500: ("internal_server_error", "Internal server error"),
         503: ("service_unavailable", "Service temporarily unavailable"),
     }[status]

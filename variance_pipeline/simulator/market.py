@@ -13,6 +13,16 @@ history is split-adjusted by every split effective at or before the clock, divid
 back-adjusted into ``adjclose``. Splits injected by faults go through the same path, so a fault
 split rescales the whole visible history exactly like a real one.
 
+Volatility, per session: ``sigma = vol_low x exp(log_vol) x (1 + (vol_high / vol_low - 1) x stress)``.
+``log_vol`` is a slow Ornstein-Uhlenbeck wander (half-life ``VOL_HALF_LIFE`` sessions), partly the
+market's, partly the instrument's own; ``stress`` jumps at rare events (``MARKET_STRESS_RATE``,
+shared by the walks with ``|rho| >= 0.5``) and fades over a couple of weeks. Returns are that sigma
+times t(5) shocks loaded on the market's. Implied volatility is not read off past returns: it is the
+model's own forecast of the volatility to come (``expected_vol``), times a variance risk premium
+that wanders around 1.05-1.15 with a little quote noise, so it exceeds the realised volatility that
+follows on most days but not all, and its term structure (``volsurface``) slopes up when calm and
+inverts in stress. The 17 are bridged through approximate real price levels (``Instrument.anchors``).
+
 Any well-formed symbol is known. ``INSTRUMENTS`` lists 17 hand-tuned instruments (whose numbers
 tests pin). Every other well-formed name gets a synthetic instrument drawn from
 ``keyed_rng(seed, symbol, "instrument")``: price level, volatility regime, market loading (so
@@ -41,7 +51,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -102,6 +112,9 @@ class Instrument:
     scale: float | None = None
     """``track``: exactly the parent times ``scale`` (XSP = SPX / 10) instead of an anchored level
     with basis noise; ``vol_index``: a multiplier on 100 x parent's IV. None for the 17."""
+    anchors: tuple[tuple[date, float], ...] = ()
+    """More (session, raw traded price) points the walk passes through besides ``ANCHOR``: the
+    17 stay near their real price levels from 2020 to late 2025 (``_anchored``)."""
 
     @property
     def has_earnings(self) -> bool:
@@ -109,53 +122,72 @@ class Instrument:
 
 
 _QUARTER_ENDS = (3, 6, 9, 12)
+
+
+def _levels(*prices: float) -> tuple[tuple[date, float], ...]:
+    """Approximate real closes on the first session of 2020, 2022, 2023, 2024 and on 2025-11-03
+    (raw traded prices, before any later split), the anchors besides ``ANCHOR`` (2025-01-02)."""
+    days = (date(2020, 1, 2), date(2022, 1, 3), date(2023, 1, 3), date(2024, 1, 2), date(2025, 11, 3))
+    return tuple(zip(days, prices, strict=True))
+
+
+# vol_low: the calm median volatility; vol_high: the volatility at the peak of a full stress spell.
 INSTRUMENTS: tuple[Instrument, ...] = (
-    Instrument("SPY", "SPY", "etf", "SPDR S&P 500 ETF Trust", 584.6, 0.11, 0.34, rho=1.0,
+    Instrument("SPY", "SPY", "etf", "SPDR S&P 500 ETF Trust", 584.6, 0.125, 0.38, rho=1.0,
                dollar_volume=3e10, dividend_yield=0.013, dividend_months=_QUARTER_ENDS,
-               exchange="PCX", full_exchange="NYSEArca", listed_market="ARCX", shares_outstanding=1.0e9),
-    Instrument("QQQ", "QQQ", "etf", "Invesco QQQ Trust, Series 1", 511.2, 0.15, 0.42, rho=0.9,
+               exchange="PCX", full_exchange="NYSEArca", listed_market="ARCX", shares_outstanding=1.0e9,
+               anchors=_levels(324.9, 477.7, 380.8, 472.7, 683.3)),
+    Instrument("QQQ", "QQQ", "etf", "Invesco QQQ Trust, Series 1", 511.2, 0.165, 0.45, rho=0.9,
                dollar_volume=2e10, dividend_yield=0.006, dividend_months=_QUARTER_ENDS,
-               shares_outstanding=6.1e8),
-    Instrument("IWM", "IWM", "etf", "iShares Russell 2000 ETF", 220.2, 0.17, 0.45, rho=0.85,
+               shares_outstanding=6.1e8, anchors=_levels(216.2, 401.7, 264.4, 396.3, 632.1)),
+    Instrument("IWM", "IWM", "etf", "iShares Russell 2000 ETF", 220.2, 0.18, 0.46, rho=0.85,
                dollar_volume=6e9, dividend_yield=0.011, dividend_months=_QUARTER_ENDS,
-               exchange="PCX", full_exchange="NYSEArca", listed_market="ARCX", shares_outstanding=3.2e8),
-    Instrument("AAPL", "AAPL", "equity", "Apple Inc.", 243.9, 0.20, 0.48, rho=0.7,
+               exchange="PCX", full_exchange="NYSEArca", listed_market="ARCX", shares_outstanding=3.2e8,
+               anchors=_levels(166.7, 224.6, 173.4, 198.7, 245.1)),
+    Instrument("AAPL", "AAPL", "equity", "Apple Inc.", 243.9, 0.23, 0.45, rho=0.7,
                dollar_volume=1e10, dividend_yield=0.0045, dividend_months=(2, 5, 8, 11),
                splits=(Split(date(2014, 6, 9), 7), Split(date(2020, 8, 31), 4)),
-               shares_outstanding=1.5e10, earnings_months=(1, 4, 7, 10), earnings_day=30),
-    Instrument("MSFT", "MSFT", "equity", "Microsoft Corporation", 418.6, 0.18, 0.44, rho=0.7,
+               shares_outstanding=1.5e10, earnings_months=(1, 4, 7, 10), earnings_day=30,
+               anchors=_levels(300.4, 182.0, 125.1, 185.6, 269.1)),
+    Instrument("MSFT", "MSFT", "equity", "Microsoft Corporation", 418.6, 0.21, 0.42, rho=0.7,
                dollar_volume=8e9, dividend_yield=0.008, dividend_months=(2, 5, 8, 11),
-               shares_outstanding=7.43e9, earnings_months=(1, 4, 7, 10), earnings_day=28),
-    Instrument("NVDA", "NVDA", "equity", "NVIDIA Corporation", 138.3, 0.35, 0.70, rho=0.6,
+               shares_outstanding=7.43e9, earnings_months=(1, 4, 7, 10), earnings_day=28,
+               anchors=_levels(160.6, 334.8, 239.6, 370.9, 517.0)),
+    Instrument("NVDA", "NVDA", "equity", "NVIDIA Corporation", 138.3, 0.42, 0.75, rho=0.6,
                dollar_volume=3e10, dividend_yield=0.0003, dividend_months=_QUARTER_ENDS,
                splits=(Split(date(2021, 7, 20), 4), Split(date(2024, 6, 10), 10)),
-               shares_outstanding=2.44e10, earnings_months=(2, 5, 8, 11), earnings_day=26),
-    Instrument("TSLA", "TSLA", "equity", "Tesla, Inc.", 379.3, 0.40, 0.75, rho=0.5,
+               shares_outstanding=2.44e10, earnings_months=(2, 5, 8, 11), earnings_day=26,
+               anchors=_levels(239.9, 301.2, 143.2, 481.7, 206.9)),
+    Instrument("TSLA", "TSLA", "equity", "Tesla, Inc.", 379.3, 0.50, 0.85, rho=0.5,
                dollar_volume=2.5e10, splits=(Split(date(2020, 8, 31), 5), Split(date(2022, 8, 25), 3)),
-               shares_outstanding=3.2e9, earnings_months=(1, 4, 7, 10), earnings_day=22),
-    Instrument("AMZN", "AMZN", "equity", "Amazon.com, Inc.", 220.2, 0.25, 0.55, rho=0.65,
+               shares_outstanding=3.2e9, earnings_months=(1, 4, 7, 10), earnings_day=22,
+               anchors=_levels(430.3, 1199.8, 108.1, 248.4, 468.4)),
+    Instrument("AMZN", "AMZN", "equity", "Amazon.com, Inc.", 220.2, 0.27, 0.50, rho=0.65,
                dollar_volume=9e9, splits=(Split(date(2022, 6, 6), 20),),
-               shares_outstanding=1.05e10, earnings_months=(2, 5, 8, 11), earnings_day=1),
-    Instrument("GLD", "GLD", "etf", "SPDR Gold Shares", 242.1, 0.12, 0.28, rho=0.05, drift=0.05,
+               shares_outstanding=1.05e10, earnings_months=(2, 5, 8, 11), earnings_day=1,
+               anchors=_levels(1898.0, 3408.1, 85.8, 149.9, 254.0)),
+    Instrument("GLD", "GLD", "etf", "SPDR Gold Shares", 242.1, 0.14, 0.28, rho=0.05, drift=0.05,
                dollar_volume=2e9, exchange="PCX", full_exchange="NYSEArca", listed_market="ARCX",
-               shares_outstanding=2.9e8),
-    Instrument("TLT", "TLT", "etf", "iShares 20+ Year Treasury Bond ETF", 87.6, 0.10, 0.24, rho=-0.3,
+               shares_outstanding=2.9e8, anchors=_levels(143.9, 168.3, 171.0, 190.6, 367.9)),
+    Instrument("TLT", "TLT", "etf", "iShares 20+ Year Treasury Bond ETF", 87.6, 0.13, 0.24, rho=-0.3,
                drift=0.01, dollar_volume=2.5e9, dividend_yield=0.04, dividend_months=tuple(range(1, 13)),
-               shares_outstanding=5.8e8),
-    Instrument("/ES", "ES=F", "future", "E-Mini S&P 500 Futures", 5942.5, 0.11, 0.34, tick=0.25,
+               shares_outstanding=5.8e8, anchors=_levels(136.9, 144.5, 101.5, 97.5, 90.0)),
+    Instrument("/ES", "ES=F", "future", "E-Mini S&P 500 Futures", 5942.5, 0.125, 0.38, tick=0.25,
                derive="track", parent="SPY", dollar_volume=2e11, exchange="CME",
                full_exchange="CME", listed_market="XCME"),
-    Instrument("/ZN", "ZN=F", "future", "10-Year T-Note Futures", 108.6, 0.04, 0.09, rho=-0.3,
+    Instrument("/ZN", "ZN=F", "future", "10-Year T-Note Futures", 108.6, 0.05, 0.09, rho=-0.3,
                drift=0.0, tick=0.015625, dollar_volume=1.5e8, exchange="CBT", full_exchange="CBOT",
-               listed_market="XCBT"),
-    Instrument("/CL", "CL=F", "future", "Crude Oil Futures", 73.1, 0.25, 0.60, rho=0.3, drift=0.0,
-               dollar_volume=3e7, exchange="NYM", full_exchange="NY Mercantile", listed_market="XNYM"),
-    Instrument("/6E", "6E=F", "future", "Euro FX Futures", 1.0355, 0.06, 0.13, rho=0.1, drift=0.0,
+               listed_market="XCBT", anchors=_levels(129.0, 129.2, 113.3, 112.3, 112.6)),
+    Instrument("/CL", "CL=F", "future", "Crude Oil Futures", 73.1, 0.28, 0.55, rho=0.3, drift=0.0,
+               dollar_volume=3e7, exchange="NYM", full_exchange="NY Mercantile", listed_market="XNYM",
+               anchors=_levels(61.2, 76.1, 76.9, 70.4, 61.0)),
+    Instrument("/6E", "6E=F", "future", "Euro FX Futures", 1.0355, 0.07, 0.12, rho=0.1, drift=0.0,
                tick=0.00005, dollar_volume=2e5, exchange="CME", full_exchange="CME",
-               listed_market="XCME"),
-    Instrument("/GC", "GC=F", "future", "Gold Futures", 2658.9, 0.12, 0.26, rho=0.05, drift=0.05,
-               tick=0.1, dollar_volume=6e8, exchange="CMX", full_exchange="COMEX", listed_market="XCEC"),
-    Instrument("SPX", "^SPX", "index", "S&P 500 INDEX", 5868.6, 0.11, 0.34, derive="track",
+               listed_market="XCME", anchors=_levels(1.1217, 1.1355, 1.0605, 1.0987, 1.1550)),
+    Instrument("/GC", "GC=F", "future", "Gold Futures", 2658.9, 0.15, 0.28, rho=0.05, drift=0.05,
+               tick=0.1, dollar_volume=6e8, exchange="CMX", full_exchange="COMEX", listed_market="XCEC",
+               anchors=_levels(1528.0, 1801.0, 1846.0, 2073.0, 4001.0)),
+    Instrument("SPX", "^SPX", "index", "S&P 500 INDEX", 5868.6, 0.125, 0.38, derive="track",
                parent="SPY", dollar_volume=2e13, exchange="SNP", full_exchange="SNP",
                listed_market="XCBO"),
     Instrument("VIX", "^VIX", "index", "CBOE Volatility Index", 17.9, 0.80, 1.30, derive="vol_index",
@@ -172,20 +204,27 @@ RESERVED_PREFIX = "ZZ"
 # Index names Tastytrade spells without a caret (Yahoo: ``^NAME``), beyond SPX and VIX of the 17:
 # (name, derive, parent, anchor price, vol_low, vol_high, scale).
 _INDICES: dict[str, tuple[str, Derivation, str, float, float, float, float | None]] = {
-    "XSP": ("Mini-SPX Index", "track", "SPX", 0.0, 0.11, 0.34, 0.1),
-    "NDX": ("NASDAQ 100 Index", "track", "QQQ", 21012.2, 0.15, 0.42, None),
-    "XND": ("Nasdaq-100 Micro Index", "track", "NDX", 0.0, 0.15, 0.42, 0.01),
-    "RUT": ("Russell 2000 Index", "track", "IWM", 2230.2, 0.17, 0.45, None),
-    "MRUT": ("Mini-Russell 2000 Index", "track", "RUT", 0.0, 0.17, 0.45, 0.1),
-    "DJX": ("Dow Jones Industrial Average (1/100)", "track", "SPY", 425.4, 0.10, 0.32, None),
-    "OEX": ("S&P 100 Index", "track", "SPY", 2812.7, 0.11, 0.35, None),
-    "XEO": ("S&P 100 Index (European)", "track", "OEX", 0.0, 0.11, 0.35, 1.0),
+    "XSP": ("Mini-SPX Index", "track", "SPX", 0.0, 0.125, 0.38, 0.1),
+    "NDX": ("NASDAQ 100 Index", "track", "QQQ", 21012.2, 0.165, 0.45, None),
+    "XND": ("Nasdaq-100 Micro Index", "track", "NDX", 0.0, 0.165, 0.45, 0.01),
+    "RUT": ("Russell 2000 Index", "track", "IWM", 2230.2, 0.18, 0.46, None),
+    "MRUT": ("Mini-Russell 2000 Index", "track", "RUT", 0.0, 0.18, 0.46, 0.1),
+    "DJX": ("Dow Jones Industrial Average (1/100)", "track", "SPY", 425.4, 0.12, 0.36, None),
+    "OEX": ("S&P 100 Index", "track", "SPY", 2812.7, 0.125, 0.38, None),
+    "XEO": ("S&P 100 Index (European)", "track", "OEX", 0.0, 0.125, 0.38, 1.0),
     "VIX9D": ("CBOE S&P 500 9-Day Volatility Index", "vol_index", "SPY", 0.0, 0.9, 1.5, 0.95),
     "VIX3M": ("CBOE S&P 500 3-Month Volatility Index", "vol_index", "SPY", 0.0, 0.6, 1.0, 1.1),
     "VXN": ("CBOE NASDAQ 100 Volatility Index", "vol_index", "QQQ", 0.0, 0.7, 1.2, 1.0),
     "RVX": ("CBOE Russell 2000 Volatility Index", "vol_index", "IWM", 0.0, 0.7, 1.2, 1.0),
     "VVIX": ("CBOE VIX Volatility Index", "vol_index", "VIX", 0.0, 0.5, 0.9, 1.0),
 }
+MICRO_FUTURES: dict[str, tuple[str, str]] = {
+    "/MES": ("Micro E-Mini S&P 500 Futures", "/ES"),
+    "/MCL": ("Micro WTI Crude Oil Futures", "/CL"),
+    "/MGC": ("Micro Gold Futures", "/GC"),
+}
+"""Micro contracts: exactly their full-size future's price path (``track``, scale 1); only the
+multiplier differs (``contracts.MULTIPLIERS``)."""
 INDEX_NAMES = frozenset({"SPX", "VIX", *_INDICES})
 _TASTY_EQUITY = re.compile(r"[A-Z]{1,5}(?:/[A-Z])?")
 _YAHOO_EQUITY = re.compile(r"[A-Z]{1,5}(?:-[A-Z])?")
@@ -241,6 +280,13 @@ def _lognormal(rng: np.random.Generator, low: float, high: float) -> float:
 @lru_cache(maxsize=8192)
 def synthetic_instrument(seed: int, symbol: str, yahoo: str, kind: Kind) -> Instrument:
     """A deterministic instrument for a well-formed name outside the 17 (one draw per field)."""
+    if symbol in MICRO_FUTURES:
+        title, parent_symbol = MICRO_FUTURES[symbol]
+        full = _BY_NAME[parent_symbol]
+        return Instrument(symbol, yahoo, "future", title, full.anchor_price, full.vol_low, full.vol_high,
+                          tick=full.tick, derive="track", parent=parent_symbol, scale=1.0,
+                          dollar_volume=full.dollar_volume / 10, exchange=full.exchange,
+                          full_exchange=full.full_exchange, listed_market=full.listed_market)
     if symbol in _INDICES:
         title, derive, parent, anchor, vol_low, vol_high, scale = _INDICES[symbol]
         return Instrument(symbol, yahoo, "index", title, anchor or 100.0, vol_low, vol_high, derive=derive,
@@ -339,20 +385,69 @@ def _market_shock(seed: int) -> np.ndarray:
     return shock
 
 
-@lru_cache(maxsize=8)
-def _market_stressed(seed: int) -> np.ndarray:
-    """The market's regime path (shared by every walk with ``|rho| >= 0.5``), read-only."""
-    states = _stressed(seed, "market")
-    states.setflags(write=False)
-    return states
+VOL_HALF_LIFE = 30.0
+"""Sessions for a deviation of log volatility from its calm level to halve: calm volatility wanders
+over weeks (the HV20 of an index ETF mostly between 8 and 25 %), it does not jump about daily."""
+VOL_OF_VOL = 0.25
+"""Stationary standard deviation of log volatility around the calm level ``vol_low``."""
+STRESS_HALF_LIFE = 12.0
+"""Sessions for a stress spell's intensity to halve: spikes are sudden and fade within weeks."""
+MARKET_STRESS_RATE = 1 / 320
+"""Market stress events per session (about one a year and a quarter), shared by every walk with
+``|rho| >= 0.5``; other walks draw their own, rarer ones (``OWN_STRESS_RATE``)."""
+OWN_STRESS_RATE = 1 / 450
+_STRESS_SIZE = (0.45, 1.0)
+IV_HORIZON = 30 * TRADING_DAYS / 365
+"""Sessions in 30 calendar days: the headline IV (``implied-volatility-index``) is the 30-day IV."""
+_NODES = (np.arange(24) + 0.5) / 24
 
 
-def _stressed(seed: int, key: str) -> np.ndarray:
-    """A two-state Markov regime path (geometric spells: calm ~250 sessions, stressed ~50)."""
+def _ou(noise: np.ndarray, half_life: float, sd: float) -> np.ndarray:
+    """A discrete Ornstein-Uhlenbeck path (AR(1), stationary ``sd``) driven by ``noise``."""
+    a = 0.5 ** (1 / half_life)
+    kernel = a ** np.arange(int(8 * half_life)) * math.sqrt(1 - a * a) * sd
+    return np.convolve(noise, kernel)[: len(noise)]
+
+
+def _stress(seed: int, key: str, rate: float) -> np.ndarray:
+    """Stress intensity in [0, 1]: events at ``rate`` per session jump it up, then it decays."""
     rng = keyed_rng(seed, key, "regime")
-    spells = np.column_stack([rng.geometric(1 / 250, 400), rng.geometric(1 / 50, 400)]).ravel()
-    states = np.repeat(np.tile([False, True], 400), spells)
-    return np.resize(states, DRAWS)
+    hits = rng.uniform(size=DRAWS) < rate
+    size = rng.uniform(*_STRESS_SIZE, DRAWS)
+    kernel = (0.5 ** (1 / STRESS_HALF_LIFE)) ** np.arange(int(8 * STRESS_HALF_LIFE))
+    return np.minimum(1.0, np.convolve(hits * size, kernel)[:DRAWS])
+
+
+@lru_cache(maxsize=8)
+def _market_state(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The market's log-vol deviation and stress intensity, shared read-only by the walks."""
+    log_vol = _ou(_normal(seed, "market", "vol"), VOL_HALF_LIFE, VOL_OF_VOL)
+    stress = _stress(seed, "market", MARKET_STRESS_RATE)
+    for array in (log_vol, stress):
+        array.setflags(write=False)
+    return log_vol, stress
+
+
+def mean_stress(rate: float = MARKET_STRESS_RATE) -> float:
+    """The long-run mean of a stress intensity path: what a far forecast expects of it."""
+    decay = 0.5 ** (1 / STRESS_HALF_LIFE)
+    return rate * sum(_STRESS_SIZE) / 2 / (1 - decay)
+
+
+def forecast_variance(inst: Instrument, log_vol: Any, stress: Any, ahead: Any, rate: float) -> Any:
+    """Expected instantaneous variance ``ahead`` sessions on, given today's state (broadcasts).
+
+    The log-vol deviation reverts at ``VOL_HALF_LIFE`` (its variance grows back to the stationary
+    one), stress decays at ``STRESS_HALF_LIFE`` towards its long-run mean: so far forecasts sit above
+    a calm day's volatility (term structure upward) and below a stressed day's (inverted).
+    """
+    a = 0.5 ** (1 / VOL_HALF_LIFE)
+    b = 0.5 ** (1 / STRESS_HALF_LIFE)
+    mean_x = log_vol * a**ahead
+    var_x = VOL_OF_VOL**2 * (1 - a ** (2 * ahead))
+    expected_stress = stress * b**ahead + mean_stress(rate) * (1 - b**ahead)
+    ratio = inst.vol_high / inst.vol_low
+    return inst.vol_low**2 * np.exp(2 * mean_x + 2 * var_x) * (1 + (ratio - 1) * expected_stress) ** 2
 
 
 def _smooth(noise: np.ndarray, span: float) -> np.ndarray:
@@ -364,7 +459,12 @@ def _smooth(noise: np.ndarray, span: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Series:
-    """One instrument's whole history in unsplit units; never served directly (see bars_as_of)."""
+    """One instrument's whole history in unsplit units; never served directly (see bars_as_of).
+
+    ``log_vol`` and ``stress`` are the volatility state each session (``sigma`` = ``vol_low`` x
+    exp(log_vol) x (1 + (vol_high / vol_low - 1) x stress)); ``iv_scale`` is the implied-volatility
+    premium over the expected volatility times that day's quote noise; ``iv`` the headline 30-day IV.
+    """
 
     instrument: Instrument
     open: np.ndarray
@@ -375,6 +475,10 @@ class Series:
     stressed: np.ndarray
     iv: np.ndarray
     ex_dividend: np.ndarray
+    log_vol: np.ndarray
+    stress: np.ndarray
+    iv_scale: np.ndarray
+    stress_rate: float
 
 
 def _ohlc(seed: int, symbol: str, close: np.ndarray, sigma_d: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -387,18 +491,26 @@ def _ohlc(seed: int, symbol: str, close: np.ndarray, sigma_d: np.ndarray) -> tup
     return open_, high, low
 
 
-def _implied_vol(seed: int, symbol: str, close: np.ndarray, regime_vol: np.ndarray) -> np.ndarray:
-    """IV = mix of regime vol and HV20, times a slow premium in [1.0, 1.4], times daily noise."""
-    n = len(close)
-    returns = np.diff(np.log(close))
-    hv20 = regime_vol.copy()
-    windows = np.lib.stride_tricks.sliding_window_view(returns, 20)
-    hv20[20:] = windows.std(axis=1, ddof=1) * math.sqrt(TRADING_DAYS)
+def _iv_scale(seed: int, symbol: str, n: int) -> np.ndarray:
+    """The variance risk premium as a ratio (a slow wander around 1.05-1.15 per symbol) times a
+    small daily quote noise: IV exceeds the volatility that follows on about three days in four."""
     rng = keyed_rng(seed, symbol, "premium")
-    base = rng.uniform(1.08, 1.28)
-    premium = np.clip(base + 0.08 * _smooth(rng.standard_normal(DRAWS), 15.0)[:n], 1.0, 1.4)
-    noise = np.exp(0.04 * _normal(seed, symbol, "iv-noise")[:n])
-    return (0.5 * regime_vol + 0.5 * hv20) * premium * noise
+    base = rng.uniform(1.05, 1.15)
+    premium = base * np.exp(0.05 * _smooth(rng.standard_normal(DRAWS), 20.0)[:n])
+    return premium * np.exp(0.025 * _normal(seed, symbol, "iv-noise")[:n])
+
+
+def expected_vol(inst: Instrument, log_vol: Any, stress: Any, rate: float, horizon: Any) -> Any:
+    """Root mean expected variance over the next ``horizon`` sessions (a real number; midpoint
+    rule), broadcast over arrays of states or horizons: the ATM term structure before the premium."""
+    ahead = np.multiply.outer(np.asarray(horizon, dtype=float), _NODES)
+    variance = forecast_variance(inst, np.asarray(log_vol)[..., None], np.asarray(stress)[..., None], ahead, rate)
+    return np.sqrt(variance.mean(axis=-1))
+
+
+def _headline_iv(inst: Instrument, log_vol: np.ndarray, stress: np.ndarray, scale: np.ndarray, rate: float) -> np.ndarray:
+    """30-day IV per session: the premium (with its quote noise) times the expected volatility."""
+    return expected_vol(inst, log_vol, stress, rate, IV_HORIZON) * scale
 
 
 def _ex_dividend_indices(inst: Instrument, cal: Sessions) -> np.ndarray:
@@ -409,8 +521,25 @@ def _ex_dividend_indices(inst: Instrument, cal: Sessions) -> np.ndarray:
     return idx[(idx >= 1) & (idx < len(cal.days))]
 
 
+def _anchored(inst: Instrument, log_close: np.ndarray, cal: Sessions) -> np.ndarray:
+    """Unsplit closes through every anchor: the walk's log path plus a piecewise-linear correction
+    (flat before the first anchor and after the last), so levels stay near the real ones. After the
+    last real anchor a trend point a year on (the last price grown at the drift) keeps the next
+    year's level plausible rather than wherever the noise wanders."""
+    points = sorted({(ANCHOR, inst.anchor_price), *inst.anchors})
+    if inst.anchors:
+        last_day, last_price = points[-1]
+        points.append((last_day + timedelta(days=365), last_price * math.exp(inst.drift)))
+    where = np.array([cal.index_on_or_after(day) for day, _ in points], dtype=float)
+    target = np.array([
+        math.log(price * math.prod(s.factor for s in inst.splits if s.day <= day)) for day, price in points
+    ])
+    correction = target - log_close[where.astype(int)]
+    return np.exp(log_close + np.interp(np.arange(len(log_close)), where, correction))
+
+
 SERIES_CACHE = 2048
-"""Histories kept (~0.25 MB each, ~0.5 GB at most): a 1,000-symbol universe plus the 17 never thrash."""
+"""Histories kept (~0.4 MB each, ~0.8 GB at most): a 1,000-symbol universe plus the 17 never thrash."""
 
 
 @lru_cache(maxsize=SERIES_CACHE)
@@ -422,32 +551,39 @@ def series(seed: int, symbol: str) -> Series:
     cal = sessions()
     n = len(cal.days)
     anchor = cal.index_on_or_after(ANCHOR)
-    if inst.derive == "walk":
-        stressed = (_market_stressed(seed) if abs(inst.rho) >= 0.5 else _stressed(seed, symbol))[:n]
+    parent = series(seed, inst.parent or "SPY") if inst.derive != "walk" else None
+    if parent is not None:
+        stress, rate = parent.stress, parent.stress_rate
+        log_vol = parent.log_vol if inst.derive == "track" else _ou(_normal(seed, symbol, "vol-noise")[:n], VOL_HALF_LIFE, VOL_OF_VOL)
     else:
-        parent = series(seed, inst.parent or "SPY")
-        stressed = parent.stressed
-    regime_vol = np.where(stressed, inst.vol_high, inst.vol_low)
-    sigma_d = regime_vol * np.exp(0.15 * _normal(seed, symbol, "vol-noise")[:n]) / math.sqrt(TRADING_DAYS)
-    if inst.derive == "track" and inst.scale is not None:
+        market_vol, market_stress = _market_state(seed)
+        own = _ou(_normal(seed, symbol, "vol-noise"), VOL_HALF_LIFE, VOL_OF_VOL)
+        loading = min(1.0, abs(inst.rho))
+        log_vol = (loading * market_vol + math.sqrt(1 - loading**2) * own)[:n]
+        shared = abs(inst.rho) >= 0.5
+        rate = MARKET_STRESS_RATE if shared else OWN_STRESS_RATE
+        stress = (market_stress if shared else _stress(seed, symbol, OWN_STRESS_RATE))[:n]
+    sigma = inst.vol_low * np.exp(log_vol) * (1 + (inst.vol_high / inst.vol_low - 1) * stress)
+    sigma_d = sigma / math.sqrt(TRADING_DAYS)
+    if parent is not None and inst.derive == "track" and inst.scale is not None:
         open_, high, low, close = (x * inst.scale for x in (parent.open, parent.high, parent.low, parent.close))
-    elif inst.derive == "track":
+    elif parent is not None and inst.derive == "track":
         level = inst.anchor_price / parent.close[anchor]
         factor = level * np.exp(0.0005 * _normal(seed, symbol, "basis")[:n])
         open_, high, low, close = (x * factor for x in (parent.open, parent.high, parent.low, parent.close))
     else:
-        if inst.derive == "vol_index":
+        if parent is not None:  # vol_index
             close = 100.0 * parent.iv * np.exp(0.03 * _normal(seed, symbol, "basis")[:n]) * (inst.scale or 1.0)
         else:
-            own = keyed_rng(seed, symbol, "shock").standard_t(5, DRAWS)[:n] / math.sqrt(5 / 3)
-            shock = inst.rho * _market_shock(seed)[:n] + math.sqrt(1 - inst.rho**2) * own
+            own_shock = keyed_rng(seed, symbol, "shock").standard_t(5, DRAWS)[:n] / math.sqrt(5 / 3)
+            shock = inst.rho * _market_shock(seed)[:n] + math.sqrt(1 - inst.rho**2) * own_shock
             returns = inst.drift / TRADING_DAYS - 0.5 * sigma_d**2 + sigma_d * shock
             returns[0] = 0.0
-            log_close = np.cumsum(returns)
-            in_force = math.prod(s.factor for s in inst.splits if s.day <= ANCHOR)
-            close = np.exp(log_close - log_close[anchor]) * inst.anchor_price * in_force
+            close = _anchored(inst, np.cumsum(returns), cal)
         open_, high, low = _ohlc(seed, symbol, close, sigma_d)
-    dollar_volume = inst.dollar_volume * np.exp(0.35 * _normal(seed, symbol, "volume")[:n]) * np.where(stressed, 1.6, 1.0)
+    stressed = stress > 0.3
+    dollar_volume = inst.dollar_volume * np.exp(0.35 * _normal(seed, symbol, "volume")[:n]) * (1 + 0.6 * stress)
+    scale = _iv_scale(seed, symbol, n)
     return Series(
         instrument=inst,
         open=open_,
@@ -456,8 +592,12 @@ def series(seed: int, symbol: str) -> Series:
         close=close,
         dollar_volume=dollar_volume,
         stressed=stressed,
-        iv=_implied_vol(seed, symbol, close, regime_vol),
+        iv=_headline_iv(inst, log_vol, stress, scale, rate),
         ex_dividend=_ex_dividend_indices(inst, cal) if inst.dividend_yield else np.array([], dtype=np.int64),
+        log_vol=log_vol,
+        stress=stress,
+        iv_scale=scale,
+        stress_rate=rate,
     )
 
 
@@ -569,3 +709,42 @@ def historical_vol(closes: np.ndarray, returns: int) -> float | None:
         return None
     log_returns = np.diff(np.log(closes[-(returns + 1) :]))
     return float(np.std(log_returns, ddof=1) * math.sqrt(TRADING_DAYS))
+
+
+@lru_cache(maxsize=64)
+def traded_closes(seed: int, symbol: str) -> np.ndarray:
+    """Each session's close as it traded that day (splits in force then, none later), rounded as
+    ``bars_as_of`` rounds its last bar: the prices the account engine trades and marks at."""
+    base = series(seed, symbol)
+    inst = base.instrument
+    cal = sessions()
+    step = np.ones(len(base.close))
+    for split in inst.splits:
+        idx = cal.index_on_or_after(split.day)
+        if idx < len(step):
+            step[idx] *= split.factor
+    raw = base.close / np.cumprod(step)
+    closes = np.round(np.maximum(inst.tick, np.round(raw / inst.tick) * inst.tick), 6)
+    closes.setflags(write=False)
+    return closes
+
+
+def dividend_amount(seed: int, symbol: str, index: int) -> float:
+    """The raw cash dividend per share going ex on session ``index`` (0.0 if none), exactly as
+    ``bars_as_of`` serves it in the chart's events."""
+    base = series(seed, symbol)
+    inst = base.instrument
+    where = int(np.searchsorted(base.ex_dividend, index))
+    if where >= len(base.ex_dividend) or int(base.ex_dividend[where]) != index:
+        return 0.0
+    cal = sessions()
+    in_force = math.prod(s.factor for s in inst.splits if cal.index_on_or_after(s.day) <= index)
+    per_event = inst.dividend_yield / max(1, len(inst.dividend_months))
+    return max(0.0, round(per_event * float(base.close[index - 1]) / in_force, 2))
+
+
+def next_ex_dividend(seed: int, symbol: str, after: int) -> int | None:
+    """The first ex-dividend session strictly after session ``after`` (None for non-payers)."""
+    ex = series(seed, symbol).ex_dividend
+    where = int(np.searchsorted(ex, after, side="right"))
+    return int(ex[where]) if where < len(ex) else None

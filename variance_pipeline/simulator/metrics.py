@@ -4,6 +4,8 @@ The units are mixed exactly as in the real API: IV index, ranks, percentile and 
 are fractions; ``implied-volatility-30-day``, ``historical-volatility-*`` and
 ``iv-hv-30-day-difference`` are percentages. ``historical-volatility-30-day`` is computed from the
 chart's own final closes as of the clock, so the pipeline's HV30 reconciles with it exactly.
+The term structure is the market's own (``volsurface.atm_curve``): its 30-day point is the
+headline IV, so ``implied-volatility-30-day`` is 100 x ``implied-volatility-index`` to rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from variance_pipeline.simulator import dates
 from variance_pipeline.simulator.formats import iso_offset, iso_z, num
+from variance_pipeline.simulator.volsurface import atm_curve
 from variance_pipeline.simulator.market import (
     TRADING_DAYS,
     Bars,
@@ -43,9 +46,9 @@ def metrics_item(seed: int, bars: Bars, spy: Bars, clock: datetime) -> dict[str,
     two_years = iv_history[-2 * TRADING_DAYS :]
     rank = _rank(iv, year)
     today = dates.new_york_date(clock)
-    mean_iv = float(two_years.mean())
-    term = _term_structure(inst.kind, inst.symbol, today, iv, mean_iv)
-    iv30 = round(100 * _term_iv(iv, mean_iv, 30), 2)
+    curve = atm_curve(seed, inst.symbol, done - 1)
+    term = _term_structure(inst.kind, inst.symbol, today, curve)
+    iv30 = round(100 * curve(30), 2)
     hv = {n: historical_vol(closes, n) for n in (30, 60, 90)}
     hv_pct = {n: None if value is None else round(100 * value, 2) for n, value in hv.items()}
     beta, corr = _beta_corr(closes, spy.close[: spy.completed])
@@ -103,11 +106,6 @@ def _rank(value: float, history: np.ndarray) -> float:
     return 0.0 if high <= low else (value - low) / (high - low)
 
 
-def _term_iv(front: float, mean: float, days: float) -> float:
-    """Mean-reverting term structure: backwardated when IV is above its mean, contango below."""
-    return mean + (front * 1.03 - mean) * math.exp(-days / 60.0)
-
-
 HARD_TO_BORROW_SHARE = 0.06
 """Share of equities that are hard to borrow (a borrow rate in percent, like the real API's "24.5013")."""
 
@@ -132,7 +130,7 @@ NON_STANDARD_IV_FACTOR = 1.35
 it instead of (or averaged with) the Standard row shows in every number derived from it."""
 
 
-def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float) -> list[dict[str, Any]]:
+def _term_structure(kind: str, symbol: str, today: date, curve: Callable[[float], float]) -> list[dict[str, Any]]:
     """4-8 future expirations: weeklies plus monthlies for stocks and ETFs, monthlies for futures.
 
     SPX lists its monthly expirations twice, as in the real term structure: the AM-settled
@@ -146,7 +144,7 @@ def _term_structure(kind: str, symbol: str, today: date, iv: float, mean: float)
     chosen = monthly[:5] if kind == "future" else sorted(set(dates.weekly_expirations(today, 4) + monthly[:3]))
     entries = []
     for expiry in chosen:
-        term_iv = _term_iv(iv, mean, (expiry - today).days)
+        term_iv = curve((expiry - today).days)
         if symbol == "SPX" and expiry in monthly:
             entries.append(_expiration(expiry, "AM", term_iv * 1.004))
         entries.append(_expiration(expiry, "PM", term_iv))
@@ -178,7 +176,11 @@ def _beta_corr(closes: np.ndarray, spy_closes: np.ndarray) -> tuple[float, float
 
 
 def _dividend_fields(seed: int, bars: Bars, today: date, price: float) -> dict[str, Any]:
-    """Payers carry ex/next/pay dates; non-payers only the three zero fields (as TSLA does)."""
+    """Payers carry ex/next/pay dates; non-payers only the three zero fields (as TSLA does); cash
+    indices (SPX, NDX, RUT...) none at all, as their real metrics often come (issue #19: the
+    pipeline then prices their options with the tracking ETF's yield)."""
+    if bars.instrument.kind == "index":
+        return {}
     if not bars.dividends:
         return {"dividend-rate-per-share": "0.0", "annual-dividend-per-share": "0.0", "dividend-yield": "0.0"}
     cal = sessions()

@@ -1,42 +1,42 @@
-"""Synthetic Tastytrade accounts and positions, priced off the synthetic market.
+"""Synthetic Tastytrade accounts, what they hold as of a clock, and the positions endpoint's items.
 
-The holdings are fixed (one of each instrument type the pipeline must parse), but every contract
-is resolved against the clock: options expire in the months after the clock's month, futures are
-the next quarterly contract, strikes sit near the price on the session the position was opened. The
-opening session is the one ``held`` sessions before the first session of the clock's month, so a
-position keeps its symbol, strike and cost for a whole month, like a real book.
+The margin account ``5WT00001`` and the Roth IRA ``5WT00002`` hold what the premium-selling
+engine (``engine.py``) holds after the ledger rows executed up to the clock: their positions are
+the ledger's sums, never written down. ``5WT00003`` is closed and holds nothing.
 
 ``book(seed, universe)`` adds ``universe`` synthetic underlyings (``universe_symbols``: 3-4 letter
 tickers drawn per seed, never one of the 17, an index name or a reserved ``ZZ`` name) held in
 extra margin accounts ``5WU00001``, ``5WU00002``... (``PER_ACCOUNT`` underlyings each): every
-underlying has a stock position (long or short) and most also an equity option or two, resolved
-against the clock like the fixed holdings. ``universe=0`` is exactly the fixed book.
+underlying has a stock position (long or short) and most also an equity option or two. These are
+templates resolved against the clock's month (options expire in the months after it, strikes sit
+near the price on the session the position was opened, ``held`` sessions before the month's first),
+so a position keeps its symbol, strike and cost for a whole month; each such account started with
+``UNIVERSE_DEPOSIT`` in cash and paid for its positions at their opening prices. ``universe=0``
+is exactly the engine's accounts.
+
+Every value (``mark``, ``close-price``) comes from ``quotes``: the same numbers the balances, the
+margin report and ``/market-data/by-type`` use.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal
+from functools import lru_cache
+from typing import Any, Callable
 
-from variance_pipeline.simulator import dates
+from variance_pipeline.simulator import contracts, dates, engine, quotes
+from variance_pipeline.simulator.contracts import Contract
 from variance_pipeline.simulator.formats import iso_offset, num
-from variance_pipeline.simulator.market import (
-    INDEX_NAMES,
-    INSTRUMENTS,
-    RESERVED_PREFIX,
-    Bars,
-    keyed_rng,
-    lookup,
-    sessions,
-)
+from variance_pipeline.simulator.ledger import Holding
+from variance_pipeline.simulator.market import INDEX_NAMES, INSTRUMENTS, RESERVED_PREFIX, Bars, keyed_rng, sessions
 
-RISK_FREE = 0.04
 FILL_DELAY_SECONDS = 77 * 60
-"""Positions were opened 1h17m after their session's open (any fixed, plausible time will do)."""
+"""Universe positions were opened 1h17m after their session's open (any fixed, plausible time)."""
 _OPENED = datetime(2019, 12, 27, 18, 12, 3, 420000, tzinfo=timezone.utc)
+OPENED = _OPENED
+"""When the accounts were opened (plus each account's ``opened_days_before``)."""
+UNIVERSE_DEPOSIT = 500_000.0
 
 
 @dataclass(frozen=True)
@@ -52,51 +52,35 @@ class Account:
     opened_days_before: int
     closed: bool = False
 
+    @property
+    def cash_account(self) -> bool:
+        return self.margin_or_cash == "Cash"
+
 
 ACCOUNTS: tuple[Account, ...] = (
-    Account("5WT00001", "Individual", "Individual", "Margin", True, "No Restrictions", 0),
-    Account("5WT00002", "Roth IRA", "Roth IRA", "Cash", False, "Defined Risk Spreads", 400),
+    Account(engine.MARGIN, "Individual", "Individual", "Margin", True, "No Restrictions", 0),
+    Account(engine.IRA, "Roth IRA", "Roth IRA", "Cash", False, "Defined Risk Spreads", 400),
     Account("5WT00003", "Old cash", "Individual", "Cash", False, "Covered And Cash Secured", 900, closed=True),
 )
-
-Kind = Literal["Equity", "Equity Option", "Future", "Future Option"]
+ENGINE_ACCOUNTS = frozenset({engine.MARGIN, engine.IRA})
 
 
 @dataclass(frozen=True)
-class Holding:
-    """One position template: ``quantity`` is signed here and unsigned on the wire."""
+class Template:
+    """A universe position, resolved against the clock: ``quantity`` is signed."""
 
     account: str
-    kind: Kind
     underlying: str
     quantity: int
     held: int
-    right: Literal["C", "P"] | None = None
+    right: str | None = None
     moneyness: float = 1.0
     months_out: int = 1
-    series: str | None = None  # an option root other than the underlying: SPXW, the PM series of SPX
+    series: str | None = None  # the option root when it is not the underlying's (SPXW)
 
 
-HOLDINGS: tuple[Holding, ...] = (
-    Holding("5WT00001", "Equity", "AAPL", 100, 60),
-    Holding("5WT00001", "Equity", "TSLA", -50, 12),
-    Holding("5WT00001", "Equity Option", "SPY", -2, 5, "P", 0.95, 1),
-    Holding("5WT00001", "Equity Option", "AAPL", 3, 3, "C", 1.05, 2),
-    Holding("5WT00001", "Future", "/ES", 1, 9),
-    Holding("5WT00001", "Future Option", "/ZN", -2, 4, "P", 0.985),
-    Holding("5WT00001", "Future", "/6E", -1, 7),
-    Holding("5WT00002", "Equity", "SPY", 40, 200),
-    Holding("5WT00002", "Equity", "MSFT", 25, 150),
-    Holding("5WT00002", "Equity", "NVDA", 60, 90),
-    Holding("5WT00002", "Equity", "QQQ", 100, 30),
-    Holding("5WT00002", "Equity Option", "QQQ", -1, 2, "C", 1.04, 1),
-    Holding("5WT00002", "Equity Option", "IWM", 5, 6, "P", 0.93, 2),
-)
-AM_SETTLED_MONTHLIES = frozenset({"SPX", "NDX", "RUT", "XSP"})
-"""Index roots whose standard monthly options settle on the opening print: ``expires-at`` 09:30 New
-York on the expiration date. Their PM-settled series trade under another root (SPXW, NDXP, RUTW)."""
-_MULTIPLIERS = {"/ES": 50, "/ZN": 1000, "/6E": 125000, "/CL": 1000, "/GC": 100}
-_FUTURE_OPTION_CODES = {"/ZN": "OZN"}
+EXTRA_ACCOUNT = "5WT00004"
+"""The open margin account a server's ``holdings`` (a test's own positions) are held in."""
 PER_ACCOUNT = 50
 """Universe underlyings per extra account."""
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -104,13 +88,13 @@ _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 @dataclass(frozen=True)
 class Book:
-    """The accounts ``/customers/me/accounts`` lists and what they hold."""
+    """The accounts ``/customers/me/accounts`` lists and the universe accounts' templates."""
 
     accounts: tuple[Account, ...]
-    holdings: tuple[Holding, ...]
+    templates: tuple[Template, ...] = ()
 
 
-FIXED_BOOK = Book(ACCOUNTS, HOLDINGS)
+FIXED_BOOK = Book(ACCOUNTS)
 
 
 @lru_cache(maxsize=16)
@@ -136,15 +120,17 @@ def universe_symbols(seed: int, count: int, exclude: frozenset[str] = frozenset(
 
 @lru_cache(maxsize=16)
 def book(
-    seed: int, universe: int = 0, exclude: frozenset[str] = frozenset(), extra: tuple[Holding, ...] = ()
+    seed: int, universe: int = 0, exclude: frozenset[str] = frozenset(), extra: tuple[Template, ...] = ()
 ) -> Book:
-    """The fixed book plus ``universe`` synthetic underlyings in ``5WU`` accounts (see the docstring),
-    plus the ``extra`` holdings (in the fixed accounts: a test's own positions)."""
-    if universe <= 0:
-        return Book(ACCOUNTS, HOLDINGS + extra) if extra else FIXED_BOOK
-    names = universe_symbols(seed, universe, exclude)
+    """The engine's accounts plus ``universe`` synthetic underlyings in ``5WU`` accounts, plus the
+    ``extra`` templates (a test's own positions, in ``EXTRA_ACCOUNT``)."""
+    if universe <= 0 and not extra:
+        return FIXED_BOOK
+    names = universe_symbols(seed, universe, exclude) if universe > 0 else ()
     accounts = list(ACCOUNTS)
-    holdings = list(HOLDINGS + extra)
+    templates: list[Template] = [replace(t, account=EXTRA_ACCOUNT) for t in extra]
+    if extra:
+        accounts.append(Account(EXTRA_ACCOUNT, "Index options", "Individual", "Margin", False, "No Restrictions", 10))
     for start in range(0, len(names), PER_ACCOUNT):
         number = f"5WU{start // PER_ACCOUNT + 1:05d}"
         accounts.append(Account(number, f"Universe {start // PER_ACCOUNT + 1}", "Individual", "Margin", False,
@@ -152,16 +138,16 @@ def book(
         for name in names[start : start + PER_ACCOUNT]:
             rng = keyed_rng(seed, "universe", "holding", name)
             shares = int(rng.choice([10, 25, 50, 100, 200, 300, 500]))
-            holdings.append(Holding(number, "Equity", name, shares if rng.uniform() < 0.8 else -shares,
-                                    int(rng.integers(1, 250))))
+            templates.append(Template(number, name, shares if rng.uniform() < 0.8 else -shares,
+                                      int(rng.integers(1, 250))))
             for _ in range(int(rng.choice([0, 1, 1, 2]))):
                 right = "P" if rng.uniform() < 0.55 else "C"
                 out_of_money = float(rng.uniform(0.02, 0.12))
-                holdings.append(Holding(
-                    number, "Equity Option", name, int(rng.choice([-5, -3, -2, -1, 1, 2, 3])), int(rng.integers(1, 20)),
+                templates.append(Template(
+                    number, name, int(rng.choice([-5, -3, -2, -1, 1, 2, 3])), int(rng.integers(1, 20)),
                     right, 1 - out_of_money if right == "P" else 1 + out_of_money, int(rng.integers(1, 3)),
                 ))
-    return Book(tuple(accounts), tuple(holdings))
+    return Book(tuple(accounts), tuple(templates))
 
 
 def account_items(book: Book = FIXED_BOOK) -> list[dict[str, Any]]:
@@ -196,11 +182,69 @@ def account_items(book: Book = FIXED_BOOK) -> list[dict[str, Any]]:
     return items
 
 
+def account_of(number: str, book: Book = FIXED_BOOK) -> Account | None:
+    return next((account for account in book.accounts if account.number == number), None)
+
+
 def known_account(number: str, book: Book = FIXED_BOOK) -> bool:
-    return any(account.number == number for account in book.accounts)
+    return account_of(number, book) is not None
+
+
+def holdings(seed: int, account: str, clock: datetime, bars_for: Callable[[str], Bars], book: Book = FIXED_BOOK) -> list[Holding]:
+    """What ``account`` holds at ``clock``: the engine's ledger sums, or the universe templates."""
+    found = account_of(account, book)
+    if found is None or found.closed:
+        return []
+    if account in ENGINE_ACCOUNTS:
+        held = engine.run(seed).ledger.positions_at(account, clock)
+        return sorted(held, key=lambda h: (h.opened_at, h.contract.symbol))
+    resolved = (_resolve(seed, t, clock, bars_for) for t in book.templates if t.account == account)
+    return [h for h in resolved if h is not None]
+
+
+def cash(seed: int, account: str, clock: datetime, bars_for: Callable[[str], Bars], book: Book = FIXED_BOOK) -> float:
+    """The cash balance at ``clock``: the ledger's sum, or a universe account's deposit less its buys."""
+    found = account_of(account, book)
+    if found is None or found.closed:
+        return 0.0
+    if account in ENGINE_ACCOUNTS:
+        return engine.run(seed).ledger.cash_at(account, clock)
+    spent = sum(h.quantity * h.average_open_price * h.contract.multiplier for h in holdings(seed, account, clock, bars_for, book))
+    return UNIVERSE_DEPOSIT - spent
+
+
+def _resolve(seed: int, template: Template, clock: datetime, bars_for: Callable[[str], Bars]) -> Holding | None:
+    bars = bars_for(template.underlying)
+    if bars.completed == 0:
+        return None
+    cal = sessions()
+    month_start = dates.session_on_or_after(dates.new_york_date(clock).replace(day=1))
+    opened_idx = min(max(0, cal.index_on_or_after(month_start) - template.held), bars.completed - 1)
+    opened_at = datetime.fromtimestamp(int(cal.open_ts[opened_idx]) + FILL_DELAY_SECONDS, timezone.utc)
+    spot = float(bars.close[opened_idx])
+    if template.right is None:
+        contract = contracts.equity(template.underlying)
+    else:
+        today = dates.new_york_date(clock)
+        year, month = dates.add_months(today.year, today.month, template.months_out)
+        step = 5.0 if spot >= 200 else 1.0 if spot >= 25 else 0.5
+        strike = max(step, round(spot * template.moneyness / step) * step)
+        contract = contracts.equity_option(
+            template.underlying, dates.monthly_expiration(year, month), template.right, strike, template.series
+        )
+    price = quotes.value(seed, contract, spot, opened_idx, opened_at).mark
+    return Holding(template.account, contract, template.quantity, price, opened_at, ())
+
+
+def close_value(seed: int, contract: Contract, bars: Bars) -> quotes.Value:
+    """The contract at the close of the last completed session (the positions' ``close-price``)."""
+    last = bars.completed - 1
+    closed_at = datetime.fromtimestamp(int(sessions().close_ts[last]), timezone.utc)
+    return quotes.value(seed, contract, float(bars.close[last]), last, closed_at)
 
 
 def position_items(
+    seed: int,
     account: str,
     clock: datetime,
     bars_for: Callable[[str], Bars],
@@ -212,69 +256,39 @@ def position_items(
     ``mark`` and ``mark-price`` are only there with ``include_marks`` (the API sends them only
     for ``include-marks=true``).
     """
-    if any(a.number == account and a.closed for a in book.accounts):
-        return []
-    views: dict[str, Bars] = {}  # one view per underlying, however many holdings it has
-    held = [
-        (holding, views.get(holding.underlying) or views.setdefault(holding.underlying, bars_for(holding.underlying)))
-        for holding in book.holdings
-        if holding.account == account
-    ]
-    items = [_position(holding, clock, bars) for holding, bars in held if bars.completed > 0]
-    if not include_marks:
-        for item in items:
-            item.pop("mark", None)
-            item.pop("mark-price", None)
+    items = []
+    for held in holdings(seed, account, clock, bars_for, book):
+        bars = bars_for(held.contract.root)
+        if bars.completed == 0:
+            continue
+        mark = quotes.quote(seed, held.contract, bars_for, clock)
+        assert mark is not None
+        items.append(_item(held, mark, close_value(seed, held.contract, bars), bars, clock, include_marks))
     return items
 
 
-@dataclass(frozen=True)
-class _Contract:
-    symbol: str
-    underlying_symbol: str
-    streamer_symbol: str
-    multiplier: int
-    expires_at: datetime | None
-    strike: float | None = None
+def _places(tick: float) -> int:
+    return 2 if abs(tick * 100 - round(tick * 100)) < 1e-9 else 6
 
 
-def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
-    cal = sessions()
-    month_start = dates.session_on_or_after(dates.new_york_date(clock).replace(day=1))
-    last_idx = bars.completed - 1
-    opened_idx = min(max(0, cal.index_on_or_after(month_start) - holding.held), last_idx)
-    opened_at = datetime.fromtimestamp(int(cal.open_ts[opened_idx]) + FILL_DELAY_SECONDS, timezone.utc)
-    contract = _contract(holding, clock, float(bars.close[opened_idx]))
-
-    def price(idx: int, at: datetime) -> float:
-        spot = float(bars.close[idx])
-        if contract.strike is None:
-            return spot
-        return _option_price(holding, spot, contract.strike, float(bars.iv[idx]), contract.expires_at, at)
-
-    tick = 0.015625 if holding.kind == "Future Option" else bars.instrument.tick
-    last_close_at = datetime.fromtimestamp(int(cal.close_ts[last_idx]), timezone.utc)
-    open_price = _round_to(price(opened_idx, opened_at), tick)
-    close_price = _round_to(price(last_idx, last_close_at), tick)
-    mark_price = _round_to(price(len(bars.close) - 1, clock), tick)
-    places = 2 if abs(tick * 100 - round(tick * 100)) < 1e-9 else 6
-    quantity = abs(holding.quantity)
-    long = holding.quantity > 0
-    session_day = cal.days[last_idx].astype(object).isoformat()
+def _item(held: Holding, mark: quotes.Value, close: quotes.Value, bars: Bars, clock: datetime, include_marks: bool) -> dict[str, Any]:
+    contract = held.contract
+    places = _places(mark.tick)
+    quantity = abs(held.quantity)
+    long = held.quantity > 0
+    session_day = sessions().days[bars.completed - 1].astype(object).isoformat()
     item: dict[str, Any] = {
-        "account-number": holding.account,
+        "account-number": held.account,
         "symbol": contract.symbol,
-        "instrument-type": holding.kind,
+        "instrument-type": contract.instrument_type,
         "underlying-symbol": contract.underlying_symbol,
         "streamer-symbol": contract.streamer_symbol,
         "quantity": quantity,
         "quantity-direction": "Long" if long else "Short",
-        "close-price": num(close_price, places),
-        "average-open-price": num(open_price, places),
-        "average-yearly-market-close-price": num(open_price, places),
-        "average-daily-market-close-price": num(close_price, places),
-        "mark": num(mark_price * quantity * contract.multiplier, 2),
-        "mark-price": num(mark_price, places),
+        "close-price": num(close.mark, places),
+        "average-open-price": num(held.average_open_price, places),
+        "average-yearly-market-close-price": num(held.average_open_price, places),
+        "average-daily-market-close-price": num(close.mark, places),
         "multiplier": contract.multiplier,
         # As recorded (a short put shows "Debit"): the effect of closing the position.
         "cost-effect": "Credit" if long else "Debit",
@@ -287,90 +301,12 @@ def _position(holding: Holding, clock: datetime, bars: Bars) -> dict[str, Any]:
         "realized-today": "0.0",
         "realized-today-effect": "None",
         "realized-today-date": session_day,
-        "created-at": iso_offset(opened_at),
+        "created-at": iso_offset(held.opened_at),
         "updated-at": iso_offset(clock),
     }
+    if include_marks:
+        item["mark"] = num(mark.mark * quantity * contract.multiplier, 2)
+        item["mark-price"] = num(mark.mark, places)
     if contract.expires_at is not None:
         item["expires-at"] = iso_offset(contract.expires_at)
     return item
-
-
-def _contract(holding: Holding, clock: datetime, spot_at_open: float) -> _Contract:
-    """Resolve the holding to a concrete symbol relative to the clock's month."""
-    today = dates.new_york_date(clock)
-    root = holding.underlying
-    if holding.kind == "Equity":
-        return _Contract(root, root, root, 1, None)
-    if holding.kind == "Equity Option":
-        year, month = dates.add_months(today.year, today.month, holding.months_out)
-        expiry = dates.monthly_expiration(year, month)
-        step = 5.0 if spot_at_open >= 200 else 1.0 if spot_at_open >= 25 else 0.5
-        strike = _round_to(spot_at_open * holding.moneyness, step)
-        right = holding.right or "C"
-        series = holding.series or root
-        occ = f"{series:<6}{expiry:%y%m%d}{right}{round(strike * 1000):08d}"
-        streamer = f".{series}{expiry:%y%m%d}{right}{_strike_text(strike)}"
-        # An index's standard monthly settles at the open; its own series (SPXW) and equities at the close.
-        am = series in AM_SETTLED_MONTHLIES
-        expires_at = dates.new_york_time(expiry, 9, 30) if am else dates.new_york_time(expiry, 16)
-        return _Contract(occ, root, streamer, 100, expires_at, strike)
-    listed = lookup(root)
-    exchange = listed.listed_market if listed else "XCME"
-    if holding.kind == "Future":
-        year, month = dates.next_quarter_month(today.year, today.month)
-        expiry = dates.monthly_expiration(year, month)
-        return _Contract(
-            dates.future_code(root, year, month),
-            root,
-            f"{dates.future_code(root, year, month, 2)}:{exchange}",
-            _MULTIPLIERS[root],
-            dates.new_york_time(expiry, 9, 30),
-        )
-    option_year, option_month = dates.add_months(today.year, today.month, 2)
-    future_year, future_month = dates.next_quarter_month(*dates.add_months(option_year, option_month, -1))
-    expiry = dates.treasury_option_expiration(option_year, option_month)
-    strike = _round_to(spot_at_open * holding.moneyness, 0.5)
-    right = holding.right or "C"
-    future = dates.future_code(root, future_year, future_month)
-    product = _FUTURE_OPTION_CODES[root]
-    option_code = dates.future_code(product, option_year, option_month)
-    text = _strike_text(strike)
-    return _Contract(
-        f".{future} {option_code} {expiry:%y%m%d}{right}{text}",
-        future,
-        f"./{dates.future_code(product, option_year, option_month, 2)}{right}{text}:{exchange}",
-        _MULTIPLIERS[root],
-        dates.new_york_time(expiry, 17),
-        strike,
-    )
-
-
-def _strike_text(strike: float) -> str:
-    return f"{strike:g}"
-
-
-def _round_to(value: float, step: float) -> float:
-    return max(step, round(value / step) * step)
-
-
-def _option_price(
-    holding: Holding, spot: float, strike: float, iv: float, expires_at: datetime | None, at: datetime
-) -> float:
-    """Black-Scholes (Black-76 for future options) with a simple put skew; intrinsic at expiry."""
-    call = holding.right == "C"
-    years = max((expires_at - at).total_seconds(), 0.0) / (365.0 * 86400) if expires_at else 0.0
-    if years <= 0:
-        return max(0.0, spot - strike if call else strike - spot)
-    vol = iv * max(0.5, 1 + 0.8 * math.log(spot / strike))
-    carry = 0.0 if holding.kind == "Future Option" else RISK_FREE
-    d1 = (math.log(spot / strike) + (carry + 0.5 * vol**2) * years) / (vol * math.sqrt(years))
-    d2 = d1 - vol * math.sqrt(years)
-    forward = spot * math.exp(carry * years)
-    discount = math.exp(-RISK_FREE * years)
-    if call:
-        return discount * (forward * _cdf(d1) - strike * _cdf(d2))
-    return discount * (strike * _cdf(-d2) - forward * _cdf(-d1))
-
-
-def _cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))

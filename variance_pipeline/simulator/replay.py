@@ -7,6 +7,12 @@
                                         -> /margin-requirements-public-configuration
     tastytrade/earnings_<SYMBOL>.json   -> .../earnings-reports/<SYMBOL> (``/`` spelled ``_``:
                                            ``earnings__ES.json``), items filtered to start-date
+    tastytrade/balances.json            -> /accounts/<ANY>/balances and .../balances/<CURRENCY>
+    tastytrade/margin_requirements.json -> /margin/accounts/<ANY>/requirements
+    tastytrade/trading_status.json      -> /accounts/<ANY>/trading-status
+    tastytrade/market_data_by_type_SPY_options.json
+                                        -> /market-data/by-type, items filtered to the request (the
+                                           file holds the ``data`` object: served in the envelope)
     yahoo/chart_<SYMBOL>*.json          -> /v8/finance/chart/<SYMBOL>, merged and sliced
 
 Every answer is encoded as the synthetic market's are (compact JSON). With ``verbatim``, the
@@ -18,7 +24,8 @@ is ``GS2C.DE``). Files for one symbol are merged by timestamp in file-name order
 already seen keeps the earlier file's bar, so overlapping recordings never duplicate a bar. The
 meta comes from the file with the newest ``regularMarketTime``; events are the union. Ranges
 (``range=5d``...) count back from the newest recorded bar, since the recordings are old. What the
-folder lacks is answered as the real API answers an unknown symbol or an empty account.
+folder lacks is answered as the real API answers an unknown symbol or an empty account (an
+account endpoint without a recording: 404).
 
 ``adjclose`` is dividend-adjusted as of each recording's date, so files recorded on different
 dates are on different bases; one response must never mix them. Files are put on the basis of
@@ -43,7 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote as url_quote
 
-from variance_pipeline.simulator import chart
+from variance_pipeline.simulator import chart, marketdata
 from variance_pipeline.simulator.formats import Reply, tt_error, tt_items
 
 _CHART_FILE = re.compile(r"^chart_(?P<symbol>.+?)(?:_1d_.*)?\.json$")
@@ -161,6 +168,10 @@ class ReplayBackend:
         self._default_positions = _recording_if_present(tasty / "positions.json", verbatim)
         self._metrics = _load_if_present(tasty / "market_metrics.json")
         self._margin = _recording_if_present(tasty / "margin_requirements_public_configuration.json", verbatim)
+        self._balances = _load_if_present(tasty / "balances.json")
+        self._margin_report = _load_if_present(tasty / "margin_requirements.json")
+        self._trading_status = _load_if_present(tasty / "trading_status.json")
+        self._market_data = _load_if_present(tasty / "market_data_by_type_SPY_options.json")
         self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
@@ -214,3 +225,31 @@ class ReplayBackend:
             if start is None or str(item.get("occurred-date", "")) >= start.isoformat()
         ]
         return Reply(200, {**body, "data": {**data, "items": items}})
+
+    def _recorded(self, body: Any, account: str, what: str) -> Reply:
+        """An account endpoint's recorded body whatever the account (as positions), else a 404."""
+        if body is None:
+            return Reply(404, tt_error("record_not_found", f"No recorded {what} for account {account}"))
+        return Reply(200, body)
+
+    def balances(self, account: str, currency: str | None, clock: datetime) -> Reply:
+        return self._recorded(self._balances, account, "balances")
+
+    def margin_requirements(self, account: str, clock: datetime) -> Reply:
+        return self._recorded(self._margin_report, account, "margin requirements")
+
+    def trading_status(self, account: str, clock: datetime) -> Reply:
+        return self._recorded(self._trading_status, account, "trading status")
+
+    def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply:
+        """The recorded quotes of the requested symbols (the file holds the ``data`` object only:
+        it is served inside the usual envelope); the same 400s as the synthetic market."""
+        pairs = marketdata.requested(query)
+        if not pairs or len(pairs) > marketdata.MAX_SYMBOLS:
+            return Reply(400, tt_error("invalid_parameter", f"between 1 and {marketdata.MAX_SYMBOLS} symbols, got {len(pairs)}"))
+        recorded = self._market_data or {}
+        data = recorded.get("data", recorded)
+        wanted = {(kind, symbol) for kind, symbol in pairs}
+        items = [i for i in data.get("items", []) if (i.get("instrument-type"), str(i.get("symbol", "")).strip()) in wanted
+                 or (i.get("instrument-type"), i.get("symbol")) in wanted]
+        return Reply(200, {"data": {**data, "items": items}, "context": marketdata.CONTEXT})

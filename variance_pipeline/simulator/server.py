@@ -1,5 +1,13 @@
 """The HTTP side: routing, User-Agent/bearer checks, faults, pagination, the request log.
 
+Tastytrade endpoints (request-log and fault names in brackets): ``POST /oauth/token`` (oauth),
+``GET /customers/me/accounts`` (accounts), ``/accounts/{n}/positions`` (positions),
+``/accounts/{n}/balances[/{currency}]`` (balances), ``/margin/accounts/{n}/requirements``
+(margin-requirements), ``/accounts/{n}/trading-status`` (trading-status), ``/market-metrics``
+(market-metrics), ``/market-data/by-type`` (market-data), the public
+``/margin-requirements-public-configuration`` (risk-free-rate) and the earnings history
+(earnings); Yahoo's ``/v8/finance/chart/{symbol}`` (chart).
+
 One ``SimulatorServer`` serves both APIs (Tastytrade paths and Yahoo's ``/v8/finance/chart``)
 on one port, so the pipeline points ``TASTYTRADE_API_URL`` and ``YAHOO_CHART_URL`` at the same
 URL. Admin paths live under ``/_sim/`` and are not recorded in the request log, so tests count
@@ -26,10 +34,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import secrets
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -47,8 +56,8 @@ from variance_pipeline.simulator.faults import (
     error_reply,
     parse_rules,
 )
-from variance_pipeline.simulator.formats import Reply, paginate, tt_error
-from variance_pipeline.simulator.portfolio import Holding
+from variance_pipeline.simulator.formats import Reply, iso_z, paginate, tt_error
+from variance_pipeline.simulator.portfolio import Template
 from variance_pipeline.simulator.replay import ReplayBackend
 
 DEFAULT_PER_PAGE = 250
@@ -117,6 +126,9 @@ class SimulatorApp:
         parts = urlsplit(target)
         segments = [unquote(s) for s in parts.path.split("/")[1:]]
         query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if key in MARKET_DATA_KEYS and len(values) > 1:  # the SDK repeats a key per symbol
+                query[key] = ",".join(values)
         if segments and segments[0] == "_sim":
             return self._admin(method, segments[1:], body)
         fired: list[FaultRule] = []
@@ -201,6 +213,16 @@ class SimulatorApp:
             return self.backend.margin_configuration(clock)
         if endpoint == "earnings":
             return self.backend.earnings(symbols[0], query, clock)
+        if endpoint == "balances":
+            return self.backend.balances(segments[1], segments[3] if len(segments) > 3 else None, clock)
+        if endpoint == "margin-requirements":
+            return self.backend.margin_requirements(segments[2], clock)
+        if endpoint == "trading-status":
+            return self.backend.trading_status(segments[1], clock)
+        if endpoint == "market-data":
+            return self.backend.market_data(query, clock)
+        if endpoint == "quote-token":
+            return _quote_token(clock)
         return self.backend.chart(segments[3], query, clock)
 
     def _admin(self, method: str, segments: list[str], body: bytes) -> Reply:
@@ -255,6 +277,7 @@ class SimulatorApp:
 
 
 PUBLIC_ENDPOINTS = frozenset({"chart", "risk-free-rate"})
+MARKET_DATA_KEYS = frozenset({"equity", "index", "future", "equity-option", "future-option", "cryptocurrency"})
 """Endpoints answered without a bearer token (Tastytrade's still need the User-Agent)."""
 EARNINGS_PATH = ["market-metrics", "historic-corporate-events", "earnings-reports"]
 
@@ -275,9 +298,34 @@ def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[
             return "risk-free-rate", []
         case ("GET", ["market-metrics"]):
             return "market-metrics", [s.strip() for s in query.get("symbols", "").split(",") if s.strip()]
+        case ("GET", ["accounts", str(), "balances"]) | ("GET", ["accounts", str(), "balances", str()]):
+            return "balances", []
+        case ("GET", ["margin", "accounts", str(), "requirements"]):
+            return "margin-requirements", []
+        case ("GET", ["accounts", str(), "trading-status"]):
+            return "trading-status", []
+        case ("GET", ["api-quote-tokens"]):
+            return "quote-token", []
+        case ("GET", ["market-data", "by-type"]):
+            keys = sorted(MARKET_DATA_KEYS)
+            return "market-data", [s.strip() for k in keys for s in query.get(k, "").split(",") if s.strip()]
         case ("GET", ["v8", "finance", "chart", str(ticker)]) if ticker:
             return "chart", [ticker]
     return None
+
+
+def _quote_token(clock: datetime) -> Reply:
+    """``GET /api-quote-tokens``: a streaming grant as the recorded response has it (a random token,
+    the dxLink URL, level ``api``) plus the spec's issue and expiry times; the simulator streams nothing."""
+    issued = clock.astimezone(timezone.utc)
+    data = {
+        "token": secrets.token_urlsafe(24),
+        "dxlink-url": "wss://tasty-openapi-ws.dxfeed.com/realtime",
+        "level": "api",
+        "issued-at": iso_z(issued),
+        "expires-at": iso_z(issued + timedelta(hours=24)),
+    }
+    return Reply(200, {"data": data, "context": "/api-quote-tokens"})
 
 
 def _paginated(reply: Reply, query: Mapping[str, str], default_per_page: int) -> Reply:
@@ -349,7 +397,7 @@ class SimulatorServer:
     ``delisted`` are well-formed symbols to treat as unknown (default ``backend.DEFAULT_DELISTED``,
     also settable via ``/_sim/delisted``); ``universe`` adds that many synthetic underlyings held in
     extra accounts (``portfolio.book``; 0 = the fixed book only); ``holdings`` adds
-    ``portfolio.Holding`` positions to the fixed accounts.
+    ``portfolio.Template`` positions (a test's own) in ``portfolio.EXTRA_ACCOUNT``.
     """
 
     def __init__(
@@ -368,7 +416,7 @@ class SimulatorServer:
         rotate_refresh_tokens: bool = False,
         per_page: int = DEFAULT_PER_PAGE,
         verbatim: bool = False,
-        holdings: Iterable[Holding] = (),
+        holdings: Iterable[Template] = (),
     ) -> None:
         if now is not None and now.tzinfo is None:
             raise ValueError("now must be timezone-aware (e.g. 2025-11-24T21:30:00+00:00)")
