@@ -413,7 +413,7 @@ def test_pagination_is_followed_and_unknown_fields_stay_in_raw_only(tmp_path: Pa
     with SimulatorServer(port=0, now=CLOCK, faults=[extra]) as sim:
         settings = pipeline_settings(tmp_path, sim.url, watchlist="SPY")
         resources = with_tastytrade(settings, per_page=2)
-        result = materialize(settings, partition_key=SESSION, resources=resources, select=["positions"])
+        result = materialize(settings, partition_key=SESSION, resources=resources, select=["accounts", "positions"])
         log = [r for r in api_requests(sim) if r["path"].endswith("/positions")]
         held = {n: len(portfolio.holdings(42, n, CLOCK, lambda s: bars_as_of(42, s, CLOCK))) for n in ("5WT00001", "5WT00002")}
     assert result.success

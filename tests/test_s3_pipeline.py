@@ -305,7 +305,7 @@ def test_simulated_and_live_data_never_share_a_prefix(
     settings = replace(pipeline_settings(url(evening.prefix), "http://127.0.0.1:9"), source="live")
     before = manifest(aws, evening.prefix)
     result = logged(lambda instance: materialize(
-        settings, partition_key="2025-11-25", raise_on_error=False, select=["positions"], instance=instance))
+        settings, partition_key="2025-11-25", raise_on_error=False, select=["accounts", "positions"], instance=instance))
     assert not result.success
     said = _everything_said(result)
     assert f"{url(evening.prefix)} holds 'simulator' data; refusing to write 'live' data there" in said, said[-3000:]
@@ -453,4 +453,4 @@ def test_no_aws_credential_appears_in_logs_metadata_files_or_objects(
 def run_against_a_missing_bucket(s3: S3Server) -> Any:
     settings = pipeline_settings("s3://no-such-bucket-here/x", "http://127.0.0.1:9", watchlist=WATCHLIST)
     return logged(lambda instance: materialize(
-        settings, partition_key="2025-11-25", raise_on_error=False, select=["positions"], instance=instance))
+        settings, partition_key="2025-11-25", raise_on_error=False, select=["accounts", "positions"], instance=instance))
