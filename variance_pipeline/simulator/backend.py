@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol
 from urllib.parse import quote
 
-from variance_pipeline.simulator import balances, chart, dates, engine, marketdata, metrics, portfolio
+from variance_pipeline.simulator import balances, chart, dates, engine, journal, marketdata, metrics, portfolio
 from variance_pipeline.simulator.formats import Reply, iso_z, tt_error, tt_items
 from variance_pipeline.simulator.market import Bars, Split, bars_as_of, lookup, spellings
 from variance_pipeline.simulator.rates import risk_free_rate
@@ -88,6 +88,12 @@ class Backend(Protocol):
     def trading_status(self, account: str, clock: datetime) -> Reply: ...
 
     def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply: ...
+
+    def transactions(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply: ...
+
+    def net_liq_history(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply: ...
+
+    def balance_snapshots(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply: ...
 
 
 def account_not_found(account: str) -> Reply:
@@ -209,3 +215,19 @@ class SyntheticBackend:
 
     def market_data(self, query: Mapping[str, str], clock: datetime) -> Reply:
         return marketdata.by_type(self.seed, query, clock, lambda symbol: self.bars(symbol, clock), self._delisted)
+
+    def transactions(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        """The ledger's rows of an engine account (``journal``); other open accounts have none."""
+        if not portfolio.known_account(account, self.book):
+            return account_not_found(account)
+        return journal.transactions(self.seed, account, query, clock)
+
+    def net_liq_history(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        if not portfolio.known_account(account, self.book):
+            return account_not_found(account)
+        return journal.net_liq_history(self.seed, account, query, clock)
+
+    def balance_snapshots(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        if not portfolio.known_account(account, self.book):
+            return account_not_found(account)
+        return journal.balance_snapshots(self.seed, account, query, clock)

@@ -44,22 +44,28 @@ from variance_pipeline.simulator.market import Split, spellings
 
 ENDPOINTS = frozenset({
     "chart", "market-metrics", "positions", "accounts", "oauth", "risk-free-rate", "earnings",
-    "balances", "margin-requirements", "trading-status", "market-data", "quote-token", "*",
+    "balances", "margin-requirements", "trading-status", "market-data", "quote-token", "transactions",
+    "net-liq-history", "balance-snapshots", "*",
 })
 """``risk-free-rate`` is ``/margin-requirements-public-configuration``; ``earnings`` the historic
 earnings-reports endpoint (its symbol is the path's); ``balances`` both balances paths;
 ``margin-requirements`` the margin report; ``market-data`` ``/market-data/by-type`` (its symbols
-are every requested one)."""
+are every requested one); ``transactions``, ``net-liq-history`` and ``balance-snapshots`` the
+account's history (a rule's ``page`` limits it to the request of that ``page-offset``)."""
 ERROR_KINDS = frozenset({"429", "500", "503", "401", "403"})
 """``403`` is what ``/market-data/by-type`` answers an unfunded account (any endpoint can be told to)."""
 ANSWER_KINDS = ERROR_KINDS | {"reply"}
 """Kinds that decide the answer: at most one of them fires per request."""
-REWRITE_KINDS = frozenset({"live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar"})
+REWRITE_KINDS = frozenset({
+    "live_bar", "missing_field", "extra_field", "number_as_string", "string_as_number", "bad_bar", "drop_fee",
+})
 """Kinds ``alter_body`` applies to a successful body (``truncated`` acts on the encoded bytes)."""
 KINDS = ANSWER_KINDS | REWRITE_KINDS | {"truncated", "slow", "split", "echo"}
 DEFAULT_EXTRA_FIELD = "x-simulator-extra"
 BAD_BARS = frozenset({"null", "zero", "negative", "high_below_low", "duplicate"})
 FIELD_KINDS = frozenset({"missing_field", "number_as_string", "string_as_number"})
+FEE_FIELDS = frozenset({"commission", "clearing-fees", "regulatory-fees", "proprietary-index-option-fees"})
+"""``drop_fee``: the fee a journal forgets (its ``field``, default ``commission``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class FaultRule:
     bar_date: date | None = None  # bad_bar: the bar to spoil (JSON "date"); None = the last one
     status: int | None = None  # reply: the HTTP status
     body: Any = dataclasses.field(default="", hash=False)  # reply: a JSON value, or a string sent as text
+    page: int | None = None  # paged endpoints: only the request of this page-offset (JSON "page")
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultRule:
@@ -85,7 +92,8 @@ class FaultRule:
         if not isinstance(raw, Mapping):
             raise ValueError(f"a fault rule must be an object, got {raw!r}")
         unknown = set(raw) - {
-            "endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date", "status", "body"
+            "endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date", "status", "body",
+            "page",
         }
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
@@ -120,6 +128,11 @@ class FaultRule:
         status = raw.get("status")
         if kind == "reply" and not (isinstance(status, int) and 100 <= status <= 599):
             raise ValueError(f"reply needs an HTTP status from 100 to 599, got {status!r}")
+        if kind == "drop_fee" and raw.get("field") and raw["field"] not in FEE_FIELDS:
+            raise ValueError(f"drop_fee needs field one of {sorted(FEE_FIELDS)}, got {raw['field']!r}")
+        page = raw.get("page")
+        if page is not None and (not isinstance(page, int) or page < 0):
+            raise ValueError("page must be a page-offset (an integer >= 0) or null")
         return cls(
             endpoint=endpoint,
             kind=kind,
@@ -132,6 +145,7 @@ class FaultRule:
             bar_date=bar_date,
             status=status if kind == "reply" else None,
             body=raw.get("body", "") if kind == "reply" else "",
+            page=page,
         )
 
     def to_json(self, fired: int) -> dict[str, Any]:
@@ -150,12 +164,15 @@ class FaultRule:
             "date": self.bar_date.isoformat() if self.bar_date else None,
             "status": self.status,
             "body": self.body,
+            "page": self.page,
             "fired": fired,
         }
 
-    def matches(self, endpoint: str, symbols: Collection[str]) -> bool:
-        """Endpoint match, and when the rule names a symbol, the request must concern it."""
+    def matches(self, endpoint: str, symbols: Collection[str], page: int = 0) -> bool:
+        """Endpoint match, and when the rule names a symbol (a page), the request must concern it."""
         if self.endpoint not in ("*", endpoint):
+            return False
+        if self.page is not None and self.page != page:
             return False
         return self.symbol is None or not _aliases(self.symbol).isdisjoint(s.upper() for s in symbols)
 
@@ -211,7 +228,7 @@ def parse_spec(spec: str) -> list[FaultRule]:
             raw[key] = value
         elif key in ("date", "ratio"):
             split[key] = value
-        elif key in ("count", "status"):
+        elif key in ("count", "status", "page"):
             raw[key] = int(value)
         elif key in ("delay", "retry_after"):
             raw[key] = float(value) if key == "delay" or value.replace(".", "", 1).isdigit() else value
@@ -241,7 +258,7 @@ class FaultStore:
         with self._lock:
             return [rule.to_json(fired) for rule, fired in self._rules]
 
-    def fire(self, endpoint: str, symbols: Collection[str]) -> list[FaultRule]:
+    def fire(self, endpoint: str, symbols: Collection[str], page: int = 0) -> list[FaultRule]:
         """The per-request rules that apply now, counted; exhausted rules are dropped.
 
         At most one ``ANSWER_KINDS`` rule fires: the first that matches, in the order installed.
@@ -252,7 +269,7 @@ class FaultStore:
             kept: list[tuple[FaultRule, int]] = []
             for rule, count in self._rules:
                 answers = rule.kind in ANSWER_KINDS
-                if rule.kind != "split" and not (answers and answered) and rule.matches(endpoint, symbols):
+                if rule.kind != "split" and not (answers and answered) and rule.matches(endpoint, symbols, page):
                     count += 1
                     fired.append(rule)
                     answered = answered or answers
@@ -342,6 +359,24 @@ def alter_body(rule: FaultRule, body: Any, endpoint: str) -> None:
         _spoil_bar(body, rule.field, rule.bar_date)
     elif rule.kind == "live_bar" and endpoint == "chart":
         _stamp_last_bar(body)
+    elif rule.kind == "drop_fee":
+        for item in _targets(rule, body, endpoint, whole=True):
+            _drop_fee(item, rule.field or "commission")
+
+
+def _drop_fee(item: dict[str, Any], fee: str) -> None:
+    """A journal that forgot a fee: ``fee`` sent as "0.0" and the net value raised by it (the cash
+    the broker really took stays taken, so the account no longer reconciles by that amount)."""
+    raw = item.get(fee)
+    if raw in (None, "") or item.get(f"{fee}-effect") != "Debit":
+        return
+    amount = float(str(raw))
+    if amount == 0:
+        return
+    net = float(str(item.get("net-value") or 0.0)) * (-1 if item.get("net-value-effect") == "Debit" else 1) + amount
+    item[fee], item[f"{fee}-effect"] = "0.0", "None"
+    item["net-value"] = f"{abs(net):.3f}"
+    item["net-value-effect"] = "Credit" if net > 0 else "Debit" if net < 0 else "None"
 
 
 def _retyped(value: Any, to_string: bool) -> Any:

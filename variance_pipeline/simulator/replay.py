@@ -10,6 +10,12 @@
     tastytrade/balances.json            -> /accounts/<ANY>/balances and .../balances/<CURRENCY>
     tastytrade/margin_requirements.json -> /margin/accounts/<ANY>/requirements
     tastytrade/trading_status.json      -> /accounts/<ANY>/trading-status
+    tastytrade/transactions.json        -> /accounts/<ANY>/transactions: the recorded page for page-offset 0
+                                           (its ``pagination`` promises 24 pages of 3; the others were not
+                                           recorded: a 404 naming the page, so a client paging the whole
+                                           history meets a missing page, as it must be able to)
+    tastytrade/net_liq_history.json     -> /accounts/<ANY>/net-liq/history (whatever the window)
+    tastytrade/balance_snapshots.json   -> /accounts/<ANY>/balance-snapshots
     tastytrade/market_data_by_type_SPY_options.json
                                         -> /market-data/by-type, items filtered to the request (the
                                            file holds the ``data`` object: served in the envelope)
@@ -172,6 +178,9 @@ class ReplayBackend:
         self._margin_report = _load_if_present(tasty / "margin_requirements.json")
         self._trading_status = _load_if_present(tasty / "trading_status.json")
         self._market_data = _load_if_present(tasty / "market_data_by_type_SPY_options.json")
+        self._transactions = _load_if_present(tasty / "transactions.json")
+        self._net_liq_history = _load_if_present(tasty / "net_liq_history.json")
+        self._balance_snapshots = _load_if_present(tasty / "balance_snapshots.json")
         self._tasty = tasty
         grouped: dict[str, list[Path]] = {}
         for path in (self.folder / "yahoo").glob("chart_*.json"):
@@ -253,3 +262,16 @@ class ReplayBackend:
         items = [i for i in data.get("items", []) if (i.get("instrument-type"), str(i.get("symbol", "")).strip()) in wanted
                  or (i.get("instrument-type"), i.get("symbol")) in wanted]
         return Reply(200, {"data": {**data, "items": items}, "context": marketdata.CONTEXT})
+
+    def transactions(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        """The recorded page (page-offset 0); a later page was never recorded: 404 naming it."""
+        offset = str(query.get("page-offset") or "0")
+        if self._transactions is not None and offset != "0":
+            return Reply(404, tt_error("record_not_found", f"No recorded transactions page-offset {offset} for account {account}"))
+        return self._recorded(self._transactions, account, "transactions")
+
+    def net_liq_history(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        return self._recorded(self._net_liq_history, account, "net-liq history")
+
+    def balance_snapshots(self, account: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        return self._recorded(self._balance_snapshots, account, "balance snapshots")

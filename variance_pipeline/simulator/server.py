@@ -4,7 +4,9 @@ Tastytrade endpoints (request-log and fault names in brackets): ``POST /oauth/to
 ``GET /customers/me/accounts`` (accounts), ``/accounts/{n}/positions`` (positions),
 ``/accounts/{n}/balances[/{currency}]`` (balances), ``/margin/accounts/{n}/requirements``
 (margin-requirements), ``/accounts/{n}/trading-status`` (trading-status), ``/market-metrics``
-(market-metrics), ``/market-data/by-type`` (market-data), the public
+(market-metrics), ``/market-data/by-type`` (market-data), the account's history
+``/accounts/{n}/transactions`` (transactions), ``/accounts/{n}/net-liq/history`` (net-liq-history) and
+``/accounts/{n}/balance-snapshots`` (balance-snapshots), the public
 ``/margin-requirements-public-configuration`` (risk-free-rate) and the earnings history
 (earnings); Yahoo's ``/v8/finance/chart/{symbol}`` (chart).
 
@@ -173,7 +175,7 @@ class SimulatorApp:
             missing_agent = self.oauth.check_user_agent(headers)
             if missing_agent is not None:
                 return missing_agent
-        fired.extend(self.faults.fire(endpoint, symbols))  # all of them: an echo may follow the error
+        fired.extend(self.faults.fire(endpoint, symbols, _page_offset(query)))  # all of them: an echo may follow the error
         for rule in fired:
             if rule.kind == "slow":
                 time.sleep(rule.delay)
@@ -223,6 +225,12 @@ class SimulatorApp:
             return self.backend.market_data(query, clock)
         if endpoint == "quote-token":
             return _quote_token(clock)
+        if endpoint == "transactions":
+            return self.backend.transactions(segments[1], query, clock)
+        if endpoint == "net-liq-history":
+            return self.backend.net_liq_history(segments[1], query, clock)
+        if endpoint == "balance-snapshots":
+            return self.backend.balance_snapshots(segments[1], query, clock)
         return self.backend.chart(segments[3], query, clock)
 
     def _admin(self, method: str, segments: list[str], body: bytes) -> Reply:
@@ -306,12 +314,26 @@ def _route(method: str, segments: list[str], query: Mapping[str, str]) -> tuple[
             return "trading-status", []
         case ("GET", ["api-quote-tokens"]):
             return "quote-token", []
+        case ("GET", ["accounts", str(), "transactions"]):
+            return "transactions", []
+        case ("GET", ["accounts", str(), "net-liq", "history"]):
+            return "net-liq-history", []
+        case ("GET", ["accounts", str(), "balance-snapshots"]):
+            return "balance-snapshots", []
         case ("GET", ["market-data", "by-type"]):
             keys = sorted(MARKET_DATA_KEYS)
             return "market-data", [s.strip() for k in keys for s in query.get(k, "").split(",") if s.strip()]
         case ("GET", ["v8", "finance", "chart", str(ticker)]) if ticker:
             return "chart", [ticker]
     return None
+
+
+def _page_offset(query: Mapping[str, str]) -> int:
+    """The request's ``page-offset`` (0 when absent or unreadable): fault rules may target a page."""
+    try:
+        return max(0, int(query.get("page-offset") or 0))
+    except ValueError:
+        return 0
 
 
 def _quote_token(clock: datetime) -> Reply:
