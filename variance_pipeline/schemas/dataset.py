@@ -29,7 +29,9 @@ class Dataset:
 
     ``load``: ``replace_session`` deletes the table's rows of that session (``date_column``) and
     inserts the partition (re-running a day replaces it); ``upsert`` inserts or replaces by the
-    grain, for data whose key is not the session it was fetched on (past earnings reports).
+    grain, for data whose key is not the session it was fetched on (past earnings reports, the
+    transactions); ``replace_all`` replaces the whole table by the partition, for a dataset each
+    evening recomputes whole (the trades built from every transaction).
     ``coerce``: let pandera cast (nullable extension dtypes from a computation to plain floats).
     """
 
@@ -39,7 +41,7 @@ class Dataset:
     grain: tuple[str, ...]
     columns: tuple[Column, ...]
     checks: tuple[pda.Check, ...] = ()
-    load: Literal["replace_session", "upsert"] = "replace_session"
+    load: Literal["replace_session", "upsert", "replace_all"] = "replace_session"
     coerce: bool = False
     # Hash/eq by name: a dataset is its name (the checks inside are not comparable values).
     _index: dict[str, Column] = field(init=False, repr=False, compare=False, hash=False)

@@ -320,6 +320,12 @@ class TastytradeClient:
             on_raw(RawResponse(raw_name, response.content))
         return response.content, _parse_json(response.content, "GET", path)
 
+    def get(
+        self, path: str, query: str = "", *, raw_name: str | None = None, on_raw: RawCallback | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """``_get`` for the modules that speak one API area each (``tastytrade_history``)."""
+        return self._get(path, query, raw_name=raw_name, on_raw=on_raw)
+
     def _page_query(self, page: int, extra: Sequence[str] = ()) -> str:
         """``extra`` params, ``per-page`` when a page size is configured, ``page-offset`` from page 2."""
         params = list(extra)

@@ -158,7 +158,9 @@ def load_sessions(
                     )
                 names = ", ".join(f'"{c}"' for c in spec.names)
                 select = ", ".join(_loaded(spec.name, c) for c in spec.names)
-                if spec.load == "upsert":
+                if spec.load == "replace_all":
+                    con.execute(f'DELETE FROM "{spec.table}"')
+                if spec.load in ("upsert", "replace_all"):
                     loaded = len(con.execute(
                         f'INSERT OR REPLACE INTO "{spec.table}" ({names}) SELECT {select} FROM read_parquet(?) '
                         f"RETURNING 1",
