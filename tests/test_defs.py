@@ -35,9 +35,10 @@ def test_every_stage_is_collected_without_a_hand_kept_list(tmp_path: Path) -> No
         "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
         "risk_free_rate", "earnings_reports", "position_greeks", "warehouse", "balances", "margin_requirements",
         "trading_status", "option_quotes", "position_pnl", "account_book", "evening_report",
+        "transactions", "net_liq_history", "trades", "trade_transactions", "journal_book",
     }
     checks = {key.name for check in defs.asset_checks for key in check.check_keys}
-    assert {"candles_cover_universe", "warehouse_is_fresh", "hv30_reconciles_with_tastytrade"} <= checks
+    assert {"candles_cover_universe", "warehouse_is_fresh", "hv30_reconciles_with_tastytrade", "journal_reconciles"} <= checks
     assert [s.name for s in defs.schedules] == ["eod_schedule"]
 
 

@@ -332,3 +332,59 @@ def render_account_chart(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi:
     png = _finish(figure, [], "The account over the evenings", dpi)
     session = window[1].isoformat()
     return write_bytes_atomic(Path(reports_dir) / f"account_chart_{session}.png", png), png
+
+
+def render_journal_charts(con: duckdb.DuckDBPyConnection, reports_dir: Path, dpi: int = DPI) -> dict[str, tuple[Path, bytes, str]]:
+    """The journal's two pictures, each when there is something to draw: net liq over time (all
+    accounts: our own balances, else the broker's history) with realised P&L by month, and the
+    closed trades' outcome by Tastytrade IV rank at entry. Key -> (file, PNG, caption)."""
+    drawn: dict[str, tuple[Path, bytes, str]] = {}
+    net_liq = con.execute(
+        """
+        WITH own AS (SELECT as_of_date AS day, sum(net_liquidating_value) AS net_liq FROM balances GROUP BY ALL),
+        broker AS (SELECT session_date AS day, sum(close) AS net_liq FROM net_liq_history GROUP BY ALL)
+        SELECT coalesce(o.day, b.day) AS day, coalesce(o.net_liq, b.net_liq) AS net_liq
+        FROM own AS o FULL JOIN broker AS b ON o.day = b.day ORDER BY 1
+        """
+    ).df()
+    months = con.execute("SELECT month, realized_pnl FROM pnl_by_month WHERE account_number = 'ALL' ORDER BY month").df()
+    session = con.execute("SELECT max(as_of_date) FROM trades").fetchone()[0]
+    stamp = session.isoformat() if session else "none"
+    if not net_liq.empty or not months.empty:
+        figure, (liq_ax, pnl_ax) = _panel_grid(2, dpi, "")
+        if not net_liq.empty:
+            x = pd.to_datetime(net_liq["day"])
+            liq_ax.plot(x, net_liq["net_liq"] / 1000, color="tab:blue", label="net liq")
+            _date_panel(liq_ax, (x.min().date(), x.max().date()), None)
+        liq_ax.set_ylabel("$ thousand", fontsize=7)
+        liq_ax.set_title("net liquidating value (all accounts)", fontsize=9)
+        if not months.empty:
+            x = pd.to_datetime(months["month"])
+            colors = ["tab:green" if v >= 0 else "tab:red" for v in months["realized_pnl"]]
+            pnl_ax.bar(x, months["realized_pnl"], width=20, color=colors)
+            pnl_ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %y"))
+            pnl_ax.tick_params(labelsize=7)
+        pnl_ax.set_ylabel("$", fontsize=7)
+        pnl_ax.set_title("realised P&L of the trades closed, by month", fontsize=9)
+        png = _finish(figure, [], "Net liq over time, realised P&L by month", dpi)
+        path = write_bytes_atomic(Path(reports_dir) / f"journal_pnl_{stamp}.png", png)
+        drawn["journal_pnl_chart"] = (path, png, "Net liq over time (all accounts) and realised P&L by month")
+    buckets = con.execute(
+        """
+        SELECT bucket, trades, win_rate, avg_pnl FROM strategy_outcomes
+        WHERE dimension = 'iv_rank_at_entry' ORDER BY bucket = 'unknown', bucket
+        """
+    ).df()
+    if not buckets.empty:
+        figure, (rate_ax, pnl_ax) = _panel_grid(2, dpi, "")
+        labels = [f"{b}\n({n})" for b, n in zip(buckets["bucket"], buckets["trades"])]
+        rate_ax.bar(labels, buckets["win_rate"] * 100, color="tab:blue")
+        rate_ax.set_title("win rate %, by IV rank at entry (trades)", fontsize=9)
+        pnl_ax.bar(labels, buckets["avg_pnl"], color=["tab:green" if v >= 0 else "tab:red" for v in buckets["avg_pnl"]])
+        pnl_ax.set_title("average realised P&L per trade, $", fontsize=9)
+        for ax in (rate_ax, pnl_ax):
+            ax.tick_params(labelsize=7)
+        png = _finish(figure, [], "Outcome by IV rank at entry (closed trades)", dpi)
+        path = write_bytes_atomic(Path(reports_dir) / f"journal_outcomes_{stamp}.png", png)
+        drawn["journal_outcome_chart"] = (path, png, "Win rate and average P&L of closed trades by Tastytrade IV rank at entry")
+    return drawn

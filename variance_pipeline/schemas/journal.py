@@ -153,6 +153,8 @@ TRADES = Dataset(
                "fraction"),
         Column("short_delta_at_entry", FLOAT, f"largest |delta| of the short options on the opening evening "
                f"({_WAREHOUSE})", True, "per unit"),
+        _usd("bp_at_entry", f"buying power of its underlying on the opening evening's margin report, shared by the "
+             f"account's trades opened on it that evening ({_WAREHOUSE})"),
         Column("bp_used_pct_at_entry", FLOAT, f"the account's BP used % on the opening evening ({_WAREHOUSE})", True,
                "fraction"),
         Column("earnings_inside", BOOLEAN, f"an earnings report fell between opening and closing (or expiration) "

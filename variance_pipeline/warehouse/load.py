@@ -21,8 +21,10 @@ import duckdb
 
 from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, STANDARD_CHAIN
+from variance_pipeline.schemas.journal import JOURNAL
 from variance_pipeline.schemas.registry import DATASETS
 from variance_pipeline.lake.layout import Lake
+from variance_pipeline.warehouse.journal import refresh_journal
 from variance_pipeline.warehouse.vol_history import (
     DEFAULT_MIN_RANK_SESSIONS,
     create_vol_history_views,
@@ -36,7 +38,8 @@ TABLES: tuple[Dataset, ...] = DATASETS
 TABLE_NAMES = tuple(spec.table for spec in TABLES)
 VIEW_NAMES = (
     "vol_dashboard", "portfolio", "portfolio_risk", "expected_move", "vrp_summary", "next_earnings", "iv_rank_own",
-    "book_groups", "manage_tonight", "account_summary", "greeks_vs_broker",
+    "book_groups", "manage_tonight", "account_summary", "greeks_vs_broker", "strategy_outcomes", "pnl_by_month",
+    "account_reconciliation",
 )
 
 # What a NULL means in a lake file landed before its column became required, per (dataset,
@@ -76,7 +79,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     for dataset in DATASETS:  # a dataset declared after the last migration gets its table here
         con.execute(dataset.ddl())
     create_vol_history_views(con)  # views.sql's vol_dashboard reads iv_rank_own
-    for views in ("views.sql", "account_views.sql"):
+    for views in ("views.sql", "account_views.sql", "journal_views.sql"):
         con.execute(resources.files(PACKAGE).joinpath(views).read_text())
     if 0 < started < ONE_IV_RULE_VERSION <= current:
         # An upgrade, not a new file: what the old SQL derived from the term structures is derived
@@ -187,6 +190,8 @@ def load_sessions(
         loaded_days = requested | {d for days in pending.values() for d in days}
         if refresh_history:
             refresh_vol_history(con, sorted(loaded_days), min_rank_sessions=min_rank_sessions)
+        if any(spec in JOURNAL for spec in tables):
+            refresh_journal(con)  # trade ids and entry context, from every table loaded before
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
