@@ -283,6 +283,6 @@ def journal_reconciles(config: ReconciliationConfig, warehouse_db: WarehouseReso
             "periods_beyond_tolerance": len(beyond),
             "largest_difference": round(float(worst["difference"]), 4),
             "largest_difference_account": str(worst["account_number"]),
-            "reconciliation": preview(rows.round(2), rows=20),
+            "reconciliation": preview(rows, rows=20),
         },
     )
