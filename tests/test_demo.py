@@ -45,6 +45,7 @@ def test_demo_backfills_replays_evenings_and_prints_the_history(tmp_path: Path) 
     for i, day in enumerate(evenings[1:], start=1):
         assert f"evening {i}/{EVENINGS - 1} {day} (clock {day.isoformat()}T22:00:00+00:00): run succeeded" in done.stdout
     assert "vol_dashboard" in done.stdout and "│ SPY" in done.stdout and "iv_rank_own" in done.stdout
+    assert "strategy_outcomes" in done.stdout and "│ strategy" in done.stdout
     assert "vrp_summary" in done.stdout
     report = tmp_path / "data" / "reports" / f"evening-{evenings[-1].isoformat()}.html"
     assert done.stdout.rstrip().endswith(f"The evening report (open it in a browser): {report}")

@@ -23,7 +23,8 @@ rest stay NULL until their window closes) and ``iv_rank_own`` has values (it nee
 The backfill covers 150 sessions (``--sessions``): HV252 has values from the first one, because
 realised volatility reads its 252-session lookback from the candle cache, not from earlier
 partitions; a longer backfill only lengthens the history the charts draw, at about 0.3 s a session.
-It ends by printing ``vol_dashboard`` (with ``iv_rank_own``) and ``vrp_summary``, then the path of
+It ends by printing tonight's book (``account_summary``, ``manage_tonight``), the journal's
+``strategy_outcomes``, then ``vol_dashboard`` (with ``iv_rank_own``) and ``vrp_summary``, then the path of
 the last evening's report (``evening_report``, the page a trader opens; built again from the
 warehouse when that run did not write it).
 """
@@ -74,6 +75,14 @@ SELECT account_number, underlying_symbol, expiration_date, days_to_expiration AS
        round(pct_of_max_profit, 2) AS pct_max, round(short_delta, 2) AS short_delta, round(unrealized_pnl, 0) AS pnl,
        array_to_string(reasons, ', ') AS reasons
 FROM manage_tonight
+"""
+
+OUTCOMES_SQL = """
+SELECT dimension, bucket, trades, round(win_rate, 2) AS win_rate, round(avg_pnl, 0) AS avg_pnl,
+       round(total_pnl, 0) AS total_pnl, round(avg_days_held, 1) AS avg_days,
+       round(avg_pct_of_max_profit_captured, 2) AS pct_max, round(expectancy_per_day, 1) AS per_day
+FROM strategy_outcomes
+WHERE dimension IN ('strategy', 'iv_rank_at_entry')
 """
 
 VRP_SQL = """
@@ -248,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         con.sql(SUMMARY_SQL).show(max_width=200)
         print("manage_tonight: every trade with a reason to act tonight:")
         con.sql(MANAGE_SQL).show(max_width=200)
+        print("strategy_outcomes: does the selling pay? Closed trades by strategy and by IV rank at entry "
+              "(the journal, built from the broker's transactions):")
+        con.sql(OUTCOMES_SQL).show(max_width=200)
         print("vol_dashboard (richest implied volatility over HV20 first):")
         con.sql(DASHBOARD_SQL).show(max_width=200)
         print("vrp_summary: implied (iv30) minus the next 21 sessions' realised volatility, complete windows only:")
