@@ -1,17 +1,21 @@
 """Fault injection: the failures the pipeline must survive, on demand and countable.
 
-A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
-(``count``; null = every time). Error kinds (429/500/503/401) replace the answer; ``slow`` delays
-it; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
-(schema drift: every value of ``field`` re-typed), ``bad_bar`` (one chart bar made ``null``,
-``zero``, ``negative``, ``high_below_low`` or ``duplicate`` as ``field`` says, on ``date`` or the
-last bar) and ``live_bar`` alter a successful body;
+A rule names an endpoint (or ``*``), optionally a symbol, a kind, how many times it fires
+(``count``; null = every time) and how many matching requests it lets through first (``after``;
+0 = from the first), so a test can script a sequence: ``{"kind": "429", "count": 1}`` then
+``{"kind": "500", "after": 1, "count": 1}`` answers 429, 500, then the real body. Error kinds
+(429/500/503/401) replace the answer; ``slow`` delays it; ``truncated``, ``missing_field``,
+``extra_field``, ``number_as_string``, ``string_as_number`` (schema drift: every value of
+``field`` re-typed), ``bad_bar`` (one chart bar made ``null``, ``zero``, ``negative``,
+``high_below_low`` or ``duplicate`` as ``field`` says, on ``date`` or the last bar) and
+``live_bar`` alter a successful body;
 ``split`` is not a per-request event but market state: while the rule is installed the symbol
 has split on that date (synthetic market only), so ``count`` does not apply to it.
 
 JSON form (``POST /_sim/faults`` takes one rule, a list, or ``{"rules": [...]}``)::
 
     {"endpoint": "chart", "symbol": "SPY", "kind": "429", "count": 2, "retry_after": 3}
+    {"endpoint": "chart", "symbol": "NVDA", "kind": "429", "after": 1}
     {"endpoint": "chart", "symbol": "NVDA", "kind": "split", "split": {"date": "2025-06-02", "ratio": 4}}
     {"endpoint": "chart", "symbol": "SPY", "kind": "bad_bar", "field": "zero", "date": "2025-11-21"}
 
@@ -52,6 +56,7 @@ class FaultRule:
     kind: str
     symbol: str | None = None
     count: int | None = None
+    after: int = 0  # matching requests answered normally before the rule fires
     retry_after: float | str | None = None
     delay: float = 0.0
     split: Split | None = None
@@ -63,7 +68,9 @@ class FaultRule:
         """Validate one rule; ValueError names the offending key."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"a fault rule must be an object, got {raw!r}")
-        unknown = set(raw) - {"endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date"}
+        unknown = set(raw) - {
+            "endpoint", "kind", "symbol", "count", "after", "retry_after", "delay", "split", "field", "date"
+        }
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
         endpoint = str(raw.get("endpoint", "*"))
@@ -75,6 +82,9 @@ class FaultRule:
         count = raw.get("count")
         if count is not None and (not isinstance(count, int) or count < 1):
             raise ValueError("count must be a positive integer or null")
+        after = raw.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ValueError("after must be a whole number of requests >= 0")
         retry_after = raw.get("retry_after")
         if retry_after is not None and not isinstance(retry_after, (int, float, str)):
             raise ValueError("retry_after must be seconds or an HTTP-date string")
@@ -99,6 +109,7 @@ class FaultRule:
             kind=kind,
             symbol=str(symbol) if symbol else None,
             count=count,
+            after=after,
             retry_after=retry_after,
             delay=float(raw.get("delay", 0.0) or 0.0),
             split=split,
@@ -115,6 +126,7 @@ class FaultRule:
             "kind": self.kind,
             "symbol": self.symbol,
             "count": self.count,
+            "after": self.after,
             "retry_after": self.retry_after,
             "delay": self.delay,
             "split": split,
@@ -181,7 +193,7 @@ def parse_spec(spec: str) -> list[FaultRule]:
             raw[key] = value
         elif key in ("date", "ratio"):
             split[key] = value
-        elif key == "count":
+        elif key in ("count", "after"):
             raw[key] = int(value)
         elif key in ("delay", "retry_after"):
             raw[key] = float(value) if key == "delay" or value.replace(".", "", 1).isdigit() else value
@@ -193,7 +205,8 @@ def parse_spec(spec: str) -> list[FaultRule]:
 
 
 class FaultStore:
-    """The installed rules and how often each fired; thread-safe because handlers run on many threads."""
+    """The installed rules and how many matching requests each has seen (it fires on those past its
+    ``after``); thread-safe because handlers run on many threads."""
 
     def __init__(self, rules: Iterable[FaultRule] = ()) -> None:
         self._rules: list[tuple[FaultRule, int]] = [(rule, 0) for rule in rules]
@@ -209,19 +222,20 @@ class FaultStore:
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [rule.to_json(fired) for rule, fired in self._rules]
+            return [rule.to_json(max(0, seen - rule.after)) for rule, seen in self._rules]
 
     def fire(self, endpoint: str, symbols: Collection[str]) -> list[FaultRule]:
         """The per-request rules that apply now, counted; exhausted rules are dropped."""
         fired: list[FaultRule] = []
         with self._lock:
             kept: list[tuple[FaultRule, int]] = []
-            for rule, count in self._rules:
+            for rule, seen in self._rules:
                 if rule.kind != "split" and rule.matches(endpoint, symbols):
-                    count += 1
-                    fired.append(rule)
-                if rule.count is None or count < rule.count:
-                    kept.append((rule, count))
+                    seen += 1
+                    if seen > rule.after:
+                        fired.append(rule)
+                if rule.count is None or seen - rule.after < rule.count:
+                    kept.append((rule, seen))
             self._rules = kept
         return fired
 
