@@ -7,10 +7,11 @@ one place and never from each other.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -22,7 +23,10 @@ from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.settings import Settings
+from variance_pipeline.simulator import SimulatorServer
+from variance_pipeline.sources.http import RetryPolicy
 from variance_pipeline.sources.tastytrade_frames import market_metrics_rows, positions_rows
+from variance_pipeline.sources.yahoo import CHART_PATH
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
 # Real recorded responses, copied byte for byte with their provenance (fixtures/recorded/SOURCES.md).
@@ -148,3 +152,43 @@ def declared_frame(dataset: Dataset, data: pd.DataFrame | dict) -> pd.DataFrame:
     for name in dataset.missing_columns(frame.columns):
         frame[name] = None
     return dataset.conform(frame)
+
+
+# --- Yahoo charts replayed by the simulator (test_yahoo, test_candle_cache) --------------------
+
+CHART_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)
+FAR_FUTURE = datetime(2030, 1, 1, tzinfo=timezone.utc)  # every recorded bar is final by then
+
+
+def recorded_chart(name: str) -> dict[str, Any]:
+    """A fresh, mutable copy of a recorded chart body (``tests/fixtures/recorded/yahoo/<name>``)."""
+    return json.loads(recorded_bytes(f"yahoo/{name}"))
+
+
+def chart_result(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload["chart"]["result"][0]
+
+
+def ny_midnight(day: date) -> int:
+    """The epoch second a chart window starts at (``period1``): midnight in New York."""
+    return int(pd.Timestamp(day).tz_localize("America/New_York").timestamp())
+
+
+@contextmanager
+def chart_replay(folder: Path, charts: Mapping[str, str]) -> Iterator[SimulatorServer]:
+    """The simulator replaying recorded charts over loopback: ``charts`` maps each Yahoo ticker
+    it knows to a recorded file, copied into ``folder`` (any other ticker is Yahoo's 404). A test
+    alters what a ticker serves with ``sim.replay_chart`` and scripts faults with ``sim.faults``."""
+    (folder / "yahoo").mkdir(parents=True)
+    for ticker, name in charts.items():
+        (folder / "yahoo" / f"chart_{ticker}.json").write_bytes(recorded_bytes(f"yahoo/{name}"))
+    with SimulatorServer(port=0, replay_dir=folder) as sim:
+        yield sim
+
+
+def chart_requests(sim: SimulatorServer, ticker: str | None = None) -> list[dict[str, Any]]:
+    """The chart requests the simulator served (of ``ticker`` only, when given), in order."""
+    return [
+        entry for entry in sim.requests.entries()
+        if entry["endpoint"] == "chart" and ticker in (None, entry["path"].removeprefix(CHART_PATH))
+    ]
