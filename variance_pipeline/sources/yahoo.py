@@ -382,15 +382,19 @@ def pace_message(n_requests: int, rate_per_second: float, jitter: float = 0.0) -
     return f"{n_requests} {noun} at {rate}: {about}"
 
 
+ANSWER_STATUSES = frozenset({200, 400, 404})
+"""What Yahoo answers about a ticker and window (bars, none yet, unknown ticker); any other status
+the request ended on (a 429 or 5xx the retries gave up on) is Yahoo failing, not an answer."""
+
+
 def raw_name(ticker: str, start: date, end: date, status: int = 200) -> str:
     """The bronze file name of one chart response, the only place it is spelled.
 
     The ticker is percent-encoded (``^SPX`` -> ``%5ESPX``, ``ES=F`` -> ``ES%3DF``) so that no
-    ticker can make an unsafe or nested path. An answer other than 200 carries its status
-    (``chart_GONE_..._http404.json``), so an error body never replaces a good body of the same
-    window landed earlier.
+    ticker can make an unsafe or nested path. A body that is no answer carries its status
+    (``chart_SPY_..._http503.json``), so it never replaces an answer landed for the same window.
     """
-    suffix = "" if status == 200 else f"_http{status}"
+    suffix = "" if status in ANSWER_STATUSES else f"_http{status}"
     return f"chart_{quote(ticker, safe='')}_{start.isoformat()}_{end.isoformat()}{suffix}.json"
 
 
