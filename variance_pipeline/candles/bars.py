@@ -83,7 +83,8 @@ def read_bars(path: Path) -> StoredBars:
     are not exactly the declared ones: the caller decides (``set_aside``).
     """
     try:
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as handle:  # one open (read_table opens a file twice)
+            table = handle.read()
     except FileNotFoundError:
         return StoredBars(empty_candles(), None)
     if not table.schema.remove_metadata().equals(CANDLES.arrow_schema.remove_metadata()):
