@@ -128,7 +128,7 @@ class CandleStore:
         valid = {str(symbol): group for symbol, group in outcome.valid.groupby("symbol", sort=False)}
         stored: dict[str, pd.DataFrame] = {}
         for landing in landings:
-            new = valid.get(landing.symbol, empty_candles())
+            new = valid[landing.symbol] if landing.symbol in valid else empty_candles()
             if landing.replace:
                 bars, scale = new, new_scale()
             else:

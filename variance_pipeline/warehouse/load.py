@@ -224,13 +224,17 @@ def _load_candles(
             "WHERE list_contains(?, symbol) AND NOT list_contains(?, session_date)",
             [rescaled, requested],
         )
-        reloaded = {d for (d,) in con.execute("SELECT DISTINCT session_date FROM candle_reload").fetchall()}
-        con.execute("DELETE FROM candles WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload)")
-        reloaded_rows = len(con.execute(
-            f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) "
-            "WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload) RETURNING 1",
-            [[paths[symbol] for symbol in rescaled]],
-        ).fetchall())
+        held = con.execute("SELECT DISTINCT symbol, session_date FROM candle_reload").fetchall()
+        reloaded = {day for _, day in held}
+        if held:  # a symbol seen for the first time holds nothing yet: no file to read again
+            con.execute(
+                "DELETE FROM candles WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload)"
+            )
+            reloaded_rows = len(con.execute(
+                f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) "
+                "WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload) RETURNING 1",
+                [sorted({paths[symbol] for symbol, _ in held})],
+            ).fetchall())
         con.execute("DROP TABLE candle_reload")
         con.execute(
             "INSERT OR REPLACE INTO candle_scales SELECT unnest(?), unnest(?), ?",
