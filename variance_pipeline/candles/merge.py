@@ -33,7 +33,7 @@ from variance_pipeline.sources.yahoo import ChartError, Dividend, Split
 # A session without a bar counts as "Yahoo has none" only this long after its close (or when a
 # later bar exists); before that the bar may simply not be published yet.
 NO_BAR_SETTLE = timedelta(hours=12)
-FLUSH_SYMBOLS = 50
+FLUSH_SYMBOLS = 20
 FLUSH_SECONDS = 10.0
 Event = TypeVar("Event", Split, Dividend)
 

@@ -2,7 +2,7 @@
 
 Yahoo rate-limits hard and without a published quota, so every run asks the store first
 (``candles.plan``) and sends at most one request per symbol for what is missing, two when the
-history was re-scaled (``candles.rescale``). Requests go out on one background thread a couple of
+history was re-scaled (``candles.rescale``). Requests go out on one background thread a few
 symbols ahead (``candles.requests``) while the main thread merges what arrived into the store in
 batches (``candles.merge``). A failure never loses data: the stored bars stay and the symbol is
 reported ``stale``; a 404 is ``unavailable`` and remembered in the symbol's fetch state.
@@ -36,8 +36,10 @@ __all__ = ["CandleRefresh", "SymbolStatus", "refresh_candles"]
 # A ticker Yahoo answered 404 for is asked again only after this long (YahooResource config):
 # delisted names and wrong mappings would otherwise cost a request on every run.
 DEFAULT_NOT_FOUND_RETRY = timedelta(days=7)
-# Chart requests sent ahead of the symbol being merged (each holds one response in memory).
-PREFETCH = 2
+# Chart requests sent ahead of the symbol being merged (each holds one response in memory):
+# enough that the request thread keeps Yahoo's pace while the main thread lands a batch
+# (``merge.FLUSH_SYMBOLS`` files, ~5 ms each) even at 20 requests a second.
+PREFETCH = 4
 
 
 @dataclass(frozen=True)
