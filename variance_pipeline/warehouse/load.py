@@ -79,11 +79,6 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     return current
 
 
-def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
-    rows = con.execute("SELECT name FROM parquet_schema(?)", [str(path)]).fetchall()
-    return {r[0] for r in rows}
-
-
 @dataclass(frozen=True)
 class LoadReport:
     rows_by_table: dict[str, int]
