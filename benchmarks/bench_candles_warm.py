@@ -1,30 +1,31 @@
-"""The candles step with nothing to fetch (warm cache) at N = 100 and N = 1000 symbols.
+"""The candles step with nothing to fetch (warm store) at N = 100 and N = 1000 symbols.
 
-Why: most evenings most symbols are already cached up to the previous session, and a run with a
-fully warm cache should cost next to nothing per symbol, grow linearly with the universe, and read
-each cache file once per run (the candles step refreshes from the cache; realized_volatility reads
-its 252-session lookback from the same files).
+Why: most evenings most symbols are already stored up to the previous session, and a run with a
+fully warm store should cost next to nothing per symbol, grow linearly with the universe, and read
+each file once per run (the candles step refreshes from the candle store; realized_volatility
+reads its 252-session lookback from the same files).
 
 Per N (a watchlist of N symbols plus the simulator's fixed book): one cold run of ``positions``,
 ``universe``, ``candles`` and ``realized_volatility`` against the simulator with Yahoo unpaced
-(rate 0) builds the cache; then ``--repeat`` warm runs of ``candles`` + ``realized_volatility``
+(rate 0) builds the store; then ``--repeat`` warm runs of ``candles`` + ``realized_volatility``
 (``dg.materialize`` with that selection, checks included, as tests/support.py does) on the same
 partition and clock. Step times come from the run's event log (STEP_START -> STEP_SUCCESS), the
 best of the repeats; per-symbol costs divide by the universe size U.
 
-Cache reads are counted in this process three ways, in one more warm run after the timed ones:
+Store reads are counted in this process three ways, in one more warm run after the timed ones:
 
 * Parquet reads: the entry points of pyarrow.parquet (``read_table``, ``read_pandas``,
   ``ParquetFile``, ``ParquetDataset``, ``read_metadata``, ``read_schema``), ``pyarrow.dataset.dataset``
   and ``pandas.read_parquet`` are wrapped before the pipeline is imported (outermost call only, so
-  ``pd.read_parquet`` -> ``pq.read_table`` counts once), per file under ``cache/candles``;
-* sidecar reads: a ``sys.addaudithook`` "open" hook (every Python-level open) per ``*.json``;
-* raw file opens: Linux inotify ``IN_OPEN`` events in the cache folder (native opens included;
-  pyarrow opens a file once or twice per read depending on the call, so this is informational and
-  a cross-check that the wrappers saw the reads at all).
+  ``pd.read_parquet`` -> ``pq.read_table`` counts once), per file under ``lake/candles/``;
+* fetch state reads: a ``sys.addaudithook`` "open" hook (every Python-level open) per ``*.json``
+  under ``state/candles/``;
+* raw file opens: Linux inotify ``IN_OPEN`` events in each symbol's folder and the state folder
+  (native opens included; pyarrow opens a file once or twice per read depending on the call, so
+  this is informational and a cross-check that the wrappers saw the reads at all).
 
-Targets: candles < 5 ms/symbol; per-symbol cost at 1000 / at 100 <= 1.2; each cache file (Parquet
-and sidecar) read at most once per run across both steps; no chart request in a warm run.
+Targets: candles < 5 ms/symbol; per-symbol cost at 1000 / at 100 <= 1.2; each candle file and
+fetch state read at most once per run across both steps; no chart request in a warm run.
 
     .venv/bin/python benchmarks/bench_candles_warm.py [--symbols 100,1000] [--repeat 3]
 """
@@ -129,22 +130,27 @@ sys.addaudithook(READS.audit)
 
 
 class OpenWatch:
-    """inotify ``IN_OPEN`` events per file name in one folder (Linux; ``available`` False elsewhere)."""
+    """inotify ``IN_OPEN`` events per file (``<folder>/<name>``, relative to ``root``) in some
+    folders (Linux; ``available`` False elsewhere)."""
 
     IN_OPEN, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE, IN_NONBLOCK = 0x20, 0x08, 0x10, 0o4000
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, root: Path, folders: list[Path]) -> None:
         self.opens: Counter[str] = Counter()
         self.available = False
         self._stop = threading.Event()
+        self._folders: dict[int, str] = {}
         try:
             self._libc = ctypes.CDLL("libc.so.6", use_errno=True)
             self._fd = self._libc.inotify_init1(self.IN_NONBLOCK)
             # Close events too: identical consecutive events are merged by the kernel, so an
             # open-close-open of one file would otherwise count once.
             mask = self.IN_OPEN | self.IN_CLOSE_WRITE | self.IN_CLOSE_NOWRITE
-            if self._fd >= 0 and self._libc.inotify_add_watch(self._fd, str(folder).encode(), mask) >= 0:
-                self.available = True
+            for folder in folders if self._fd >= 0 else ():
+                wd = self._libc.inotify_add_watch(self._fd, str(folder).encode(), mask)
+                if wd >= 0:
+                    self._folders[wd] = str(folder.relative_to(root))
+            self.available = bool(self._folders)
         except (OSError, AttributeError):
             self.available = False
         if self.available:
@@ -168,10 +174,10 @@ class OpenWatch:
             return
         offset = 0
         while offset + 16 <= len(data):
-            _, mask, _, length = struct.unpack_from("iIII", data, offset)
+            wd, mask, _, length = struct.unpack_from("iIII", data, offset)
             name = data[offset + 16 : offset + 16 + length].rstrip(b"\0").decode(errors="replace")
             if mask & self.IN_OPEN:
-                self.opens[name] += 1
+                self.opens[f"{self._folders.get(wd, '?')}/{name}"] += 1
             offset += 16 + length
 
     def close(self) -> Counter[str]:
@@ -232,11 +238,11 @@ def bench_n(n: int, repeat: int, nodes: list) -> dict:
             run(("positions", "universe", *STEPS), instance)
             cold = time.perf_counter() - started
             universe = len(lake.read_partition("universe", SESSION))
-            cache_dir = lake.candle_cache_dir
-            files = sorted(p.name for p in cache_dir.glob("*.parquet"))
-            sidecars = sorted(p.name for p in cache_dir.glob("*.json"))
-            print(f"N={n}: cold run (rate 0) {cold:.1f} s, universe {universe}, {len(files)} cached Parquet files, "
-                  f"{len(sidecars)} sidecars", flush=True)
+            root = lake.root.resolve()
+            files = sorted(str(p.resolve().relative_to(root)) for p in lake.candle_files().values())
+            states = sorted(str(p.resolve().relative_to(root)) for p in lake.candle_state_dir.glob("*.json"))
+            print(f"N={n}: cold run (rate 0) {cold:.1f} s, universe {universe}, {len(files)} candle files, "
+                  f"{len(states)} fetch states", flush=True)
 
             best: dict[str, float] = {}
             walls = []
@@ -249,8 +255,9 @@ def bench_n(n: int, repeat: int, nodes: list) -> dict:
                 counted = i == repeat
                 sim.requests.clear()
                 if counted:
-                    watch = OpenWatch(cache_dir)
-                    READS.start(cache_dir)
+                    folders = [p.parent for p in lake.candle_files().values()] + [lake.candle_state_dir]
+                    watch = OpenWatch(root, [f.resolve() for f in folders])
+                    READS.start(root)
                 with measure_peak() as peak:
                     started = time.perf_counter()
                     result = run(STEPS, instance)
@@ -268,9 +275,12 @@ def bench_n(n: int, repeat: int, nodes: list) -> dict:
                 for step in STEPS:
                     best[step] = min(best.get(step, float("inf")), times.get(step, float("nan")))
             opens = watch.close() if watch else Counter()
+    store = ("lake/candles/", "state/candles/")  # other reads of the data dir (the universe) are not the store's
     return {
-        "n": n, "universe": universe, "files": files, "sidecars": sidecars, "best": best, "walls": walls,
-        "charts": charts, "peak": peak_mib, "parquet_reads": Counter(READS.parquet), "json_reads": Counter(READS.json),
+        "n": n, "universe": universe, "files": files, "states": states, "best": best, "walls": walls,
+        "charts": charts, "peak": peak_mib,
+        "parquet_reads": Counter({k: v for k, v in READS.parquet.items() if k.startswith(store)}),
+        "json_reads": Counter({k: v for k, v in READS.json.items() if k.startswith(store)}),
         "opens": opens, "inotify": watch.available if watch else False, "cold": cold,
     }
 
@@ -296,21 +306,21 @@ def report(r: dict) -> None:
     unread = len(set(files) - set(reads))
     print(f"{prefix}: Parquet reads {total} for {len(files)} files (max {worst} per file, {unread} never read); "
           f"most read: {reads.most_common(3)}")
-    result("cache Parquet reads per run (candles + realized_volatility)", total, len(files), "reads",
+    result("candle file (Parquet) reads per run (candles + realized_volatility)", total, len(files), "reads",
            "each file at most once (ratio <= 1)", total > 0 and worst <= 1)
-    sidecar_reads = r["json_reads"]
-    total_json, worst_json = sum(sidecar_reads.values()), max(sidecar_reads.values(), default=0)
-    print(f"{prefix}: sidecar reads {total_json} for {len(r['sidecars'])} sidecars (max {worst_json} per file)")
-    result("cache sidecar (.json) reads per run", total_json, len(r["sidecars"]), "reads",
+    state_reads = r["json_reads"]
+    total_json, worst_json = sum(state_reads.values()), max(state_reads.values(), default=0)
+    print(f"{prefix}: fetch state reads {total_json} for {len(r['states'])} states (max {worst_json} per file)")
+    result("candle fetch state (.json) reads per run", total_json, len(r["states"]), "reads",
            "each file at most once (ratio <= 1)", worst_json <= 1)
     if r["inotify"]:
         opens = r["opens"]
         parquet_opens = sum(c for name, c in opens.items() if name.endswith(".parquet"))
         json_opens = sum(c for name, c in opens.items() if name.endswith(".json"))
-        print(f"{prefix}: file opens seen by inotify: {parquet_opens} Parquet, {json_opens} sidecar, "
+        print(f"{prefix}: file opens seen by inotify: {parquet_opens} Parquet, {json_opens} fetch state, "
               f"{sum(opens.values()) - parquet_opens - json_opens} other")
         # The wrappers must have seen reads wherever the kernel saw opens.
-        result("cache Parquet file opens (inotify, informational)", parquet_opens, len(files), "opens",
+        result("candle file opens (inotify, informational)", parquet_opens, len(files), "opens",
                "info (wrappers saw reads)", not (parquet_opens and not total))
 
 

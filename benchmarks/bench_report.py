@@ -35,6 +35,7 @@ import pandas as pd
 from harness import Result, emit, peak_rss_mib, timed
 
 from variance_pipeline.calendar import sessions_back
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.reports.evening import build_report
 from variance_pipeline.schemas.registry import BY_NAME
@@ -71,13 +72,14 @@ def build_lake(lake: Lake, symbols: int, seed: int = 11) -> list[date]:
     base_iv = rng.uniform(0.15, 0.6, n)
     earnings = [EVENING + timedelta(days=int(d)) if rng.random() < 0.6 and i > 1 else None
                 for i, d in enumerate(rng.integers(2, 90, n))]
+    history: list[pd.DataFrame] = []
     for k, day in enumerate(sessions):
         price = price * np.exp(rng.normal(0, 0.015, n))
         price[1] = 17.2 if day == EVENING else price[1]
         candles = pd.DataFrame({"symbol": names, "yahoo_ticker": names, "session_date": day, "open": price,
                                 "high": price * 1.01, "low": price * 0.99, "close": price, "adj_close": price,
                                 "volume": rng.integers(10**5, 10**7, n)})
-        lake.write_partition("candles", day, declared("candles", candles))
+        history.append(declared("candles", candles))
         hv = base_iv * rng.uniform(0.6, 1.1, n)
         lake.write_partition("realized_volatility", day, declared("realized_volatility", candles[
             ["symbol", "session_date", "close"]].assign(hv20=hv, hv30=hv, hv90=hv, hv252=hv, returns_available=252)))
@@ -98,6 +100,7 @@ def build_lake(lake: Lake, symbols: int, seed: int = 11) -> list[date]:
             "as_of_date": day, "account_number": list(ACCOUNTS), "net_liquidating_value": net_liq,
             "used_derivative_buying_power": [80_000.0, 30_000.0], "derivative_buying_power": [170_000.0, 90_000.0],
             "fetched_at": fetched})))
+    CandleStore(lake.candles_dir).add(pd.concat(history, ignore_index=True))
     held = names[2:HELD + 2]
     last = dict(zip(names, price))
     legs = []

@@ -1,6 +1,7 @@
 """Benchmark: a daily warehouse load costs O(day), not O(history).
 
-Builds a synthetic lake (``--symbols`` x ``--sessions`` candles and realised-volatility rows),
+Builds a synthetic lake (``--symbols`` x ``--sessions`` candles, one file per symbol in the candle
+store, and realised-volatility rows, one partition per session),
 loads the first session into an empty warehouse (the baseline, measured in this run), loads the
 history, then times loading the last session again on the full warehouse and a full rebuild.
 Prints each time and its ratio to the baseline: the daily reload should stay near 1x while the
@@ -22,6 +23,7 @@ import pandas as pd
 from harness import Result, emit, peak_rss_mib, timed
 
 from variance_pipeline.calendar import sessions_back
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
 from variance_pipeline.warehouse.connection import warehouse_connection
@@ -34,6 +36,7 @@ DAILY = [spec for spec in TABLES if getattr(spec, "name", getattr(spec, "dataset
 def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) -> None:
     rng = np.random.default_rng(seed)
     names = [f"S{i:04d}" for i in range(symbols)]
+    bars = []
     for day in sessions:
         close = 100 * np.exp(rng.normal(0, 0.02, symbols))
         candles = pd.DataFrame(
@@ -49,7 +52,7 @@ def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) ->
                 "volume": rng.integers(1, 10**6, symbols),
             }
         )
-        lake.write_partition("candles", day, candles)
+        bars.append(candles)
         lake.write_partition(
             "realized_volatility",
             day,
@@ -60,6 +63,7 @@ def build_lake(lake: Lake, symbols: int, sessions: list[date], seed: int = 7) ->
                 )
             ),
         )
+    CandleStore(lake.candles_dir).add(pd.concat(bars, ignore_index=True).assign(volume=lambda f: f["volume"].astype("Int64")))
 
 
 def main() -> None:

@@ -8,6 +8,9 @@ or emits nothing is itself a failed row. Exit status 1 when any row failed.
 
     .venv/bin/python benchmarks/run.py                      # everything
     .venv/bin/python benchmarks/run.py --only pipeline      # bench_pipeline.py only (repeatable, or a,b)
+
+With ``--only`` the report keeps the rows of the benchmarks it did not run from the report it
+replaces, and says when those were measured.
 """
 
 from __future__ import annotations
@@ -211,15 +214,52 @@ def load_average() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """What a report written before holds for the scripts this run did not run (``--only``)."""
+
+    written: str  # the earlier report's own "Written by ..." line
+    scripts: list[str]  # its script-table lines of those scripts
+    results: list[str]  # its result-table lines of those benchmarks
+
+
+def earlier_rows(path: Path, rerun: set[str]) -> Earlier:
+    """The lines of ``path`` (a report this script wrote) for benchmarks not in ``rerun``, so that a
+    partial run updates the rows it re-measured and keeps the others, saying when they were measured."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Earlier("", [], [])
+    written = next((line for line in text.splitlines() if line.startswith("Written by")), "")
+    scripts, results, section = [], [], ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if not cells or cells[0] in ("script", "benchmark"):
+            continue
+        if section == "Scripts" and cells[0].removeprefix("bench_").removesuffix(".py") not in rerun:
+            scripts.append(line)
+        elif section == "Results" and cells[0] not in rerun:
+            results.append(line)
+    return Earlier(written, scripts, results)
+
+
 def write_markdown(path: Path, runs: list[ScriptRun], rows: list[Result], started: datetime, seconds: float,
                    only: list[str], loads: tuple[str, str]) -> None:
     failed = [r for r in rows if not r.passed]
+    kept = earlier_rows(path, {r.name for r in runs}) if only else Earlier("", [], [])
+    note = []
+    if kept.results:
+        note = ["", f"Rows of the benchmarks not re-run ({len(kept.results)} cases) are kept as an earlier report "
+                f"measured them; that report said: {kept.written}"]
     lines = [
         "# Benchmark results",
         "",
         f"Written by `benchmarks/run.py` ({'`make bench`' if not only else '`run.py --only ' + ','.join(only) + '`: a subset'}) "
         f"on {started.isoformat(timespec='seconds')}; {seconds:.0f} s in all. "
         f"{len(rows)} cases, {len(rows) - len(failed)} pass, {len(failed)} fail.",
+        *note,
         "",
         "## Machine",
         "",
@@ -233,6 +273,7 @@ def write_markdown(path: Path, runs: list[ScriptRun], rows: list[Result], starte
         "|---|--:|--:|--:|--:|",
         *[f"| {r.path.name} | {'timeout' if r.timed_out else r.returncode} | {r.seconds:.0f} | {len(r.results)} | "
           f"{r.peak_rss_mib:.0f} |" for r in runs],
+        *kept.scripts,
         "",
         "## Results",
         "",
@@ -241,6 +282,7 @@ def write_markdown(path: Path, runs: list[ScriptRun], rows: list[Result], starte
         "Peak RSS is the script process's resident high-water mark (or the case's, where a script measures it).",
         "",
         markdown_table(rows),
+        *kept.results,
         "",
     ]
     path.write_text("\n".join(lines))

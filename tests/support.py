@@ -42,7 +42,10 @@ from variance_pipeline.schemas.dataset import Dataset
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.settings import Settings, parse_data_dir
+from variance_pipeline.simulator import SimulatorServer
+from variance_pipeline.sources.http import RetryPolicy
 from variance_pipeline.sources.tastytrade_frames import market_metrics_rows, positions_rows
+from variance_pipeline.sources.yahoo import CHART_PATH
 
 R = TypeVar("R", bound=dg.ConfigurableResource)
 TESTS = Path(__file__).resolve().parent
@@ -153,14 +156,17 @@ def materialize(
 ) -> dg.ExecuteInProcessResult:
     """A real Dagster run for one session or a range, checks included.
 
-    ``select`` names the assets a test needs (their checks run too); default: every asset.
+    ``select`` names the assets a test needs (their checks run too, and a multi-asset's siblings:
+    ``account_snapshot`` yields accounts and positions together); default: every asset.
     """
     tags = {}
     if partition_range:
         tags = {"dagster/asset_partition_range_start": partition_range[0], "dagster/asset_partition_range_end": partition_range[1]}
     selection = None
     if select is not None:
-        selection = dg.AssetSelection.assets(*select) | dg.AssetSelection.checks_for_assets(*select)
+        assets = dg.AssetSelection.assets(*select).required_multi_asset_neighbors()
+        keys = assets.resolve([a for a in all_assets_and_checks() if isinstance(a, dg.AssetsDefinition)])
+        selection = assets | dg.AssetSelection.checks_for_assets(*keys)
     return dg.materialize(
         all_assets_and_checks(),
         resources=resources or fast_resources(settings),
@@ -197,7 +203,9 @@ def browser_missing() -> str | None:
 
 # --- what landed, compared ---------------------------------------------------------------------
 
-NOT_COMPARED = {"load_log", "schema_version"}  # run ids and load times
+# Run ids and load times; and which scale id each symbol's candles were loaded on: an id names one
+# fetch of a history (a healed run fetches again what a clean one fetched once), not its rows.
+NOT_COMPARED = {"load_log", "schema_version", "candle_scales"}
 
 
 def warehouse_rows(data_dir: Path) -> dict[str, list[tuple]]:
@@ -493,3 +501,44 @@ def assert_shape(recorded: Any, actual: Any, where: str = "$", loose_numbers: bo
             assert_shape(value, actual[key], f"{where}.{key}", loose_numbers)
     elif isinstance(recorded, list) and recorded and actual:
         assert_shape(recorded[0], actual[0], f"{where}[0]", loose_numbers)
+
+
+# --- Yahoo charts replayed by the simulator (test_yahoo, test_candle_cache) --------------------
+
+CHART_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01, max_total_wait=1.0, timeout=5.0)
+FAR_FUTURE = datetime(2030, 1, 1, tzinfo=timezone.utc)  # every recorded bar is final by then
+
+
+def recorded_chart(name: str) -> dict[str, Any]:
+    """A fresh, mutable copy of a recorded chart body (``tests/fixtures/recorded/yahoo/<name>``)."""
+    return json.loads(recorded_bytes(f"yahoo/{name}"))
+
+
+def result_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The one result of a chart body."""
+    return payload["chart"]["result"][0]
+
+
+def ny_midnight(day: date) -> int:
+    """The epoch second a chart window starts at (``period1``): midnight in New York."""
+    return int(pd.Timestamp(day).tz_localize("America/New_York").timestamp())
+
+
+@contextmanager
+def chart_replay(folder: Path, charts: Mapping[str, str]) -> Iterator[SimulatorServer]:
+    """The simulator replaying recorded charts over loopback: ``charts`` maps each Yahoo ticker
+    it knows to a recorded file, copied into ``folder`` (any other ticker is Yahoo's 404). A test
+    alters what a ticker serves with ``sim.replay_chart`` and scripts faults with ``sim.faults``."""
+    (folder / "yahoo").mkdir(parents=True)
+    for ticker, name in charts.items():
+        (folder / "yahoo" / f"chart_{ticker}.json").write_bytes(recorded_bytes(f"yahoo/{name}"))
+    with SimulatorServer(port=0, replay_dir=folder) as sim:
+        yield sim
+
+
+def chart_requests(sim: SimulatorServer, ticker: str | None = None) -> list[dict[str, Any]]:
+    """The chart requests the simulator served (of ``ticker`` only, when given), in order."""
+    return [
+        entry for entry in sim.requests.entries()
+        if entry["endpoint"] == "chart" and ticker in (None, entry["path"].removeprefix(CHART_PATH))
+    ]

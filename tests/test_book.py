@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from support import declared_frame
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.account import BALANCES, MARGIN_REQUIREMENTS
 from variance_pipeline.schemas.candles import CANDLES
@@ -144,7 +145,7 @@ def land_evening(lake: Lake) -> None:
         "buying_power": [2_000.0, 7_500.0, 18_500.0], "fetched_at": [FETCHED] * 3,
     }))
     bars = [("SPY", "SPY", 668.0), ("VIX", "^VIX", 17.2)]
-    lake.write_partition("candles", DAY, declared_frame(CANDLES, {
+    CandleStore(lake.candles_dir).add(declared_frame(CANDLES, {
         "symbol": [b[0] for b in bars], "yahoo_ticker": [b[1] for b in bars], "session_date": [DAY] * 2,
         "open": [b[2] for b in bars], "high": [b[2] for b in bars], "low": [b[2] for b in bars],
         "close": [b[2] for b in bars], "adj_close": [b[2] for b in bars],

@@ -16,13 +16,17 @@ step recorded once and asserted by its own test:
    clock, so Yahoo's history is re-adjusted retroactively, as the real one does),
 5. the next session during a 429 storm (with and without ``Retry-After``) and a truncated body.
 
-Replay runs check that recorded Yahoo charts land bar for bar.
+Beside step 3, a copy of step 2's data dir turned into the layout before the candle store (a
+cache and per-session partitions) runs the same session: it is migrated and ends as step 3 did.
+Replay runs check that recorded Yahoo charts land bar for bar; the warehouse side of a re-scale
+(one symbol's history reloaded in the run's transaction) is checked without Dagster at the end.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -35,18 +39,18 @@ import duckdb
 import httpx
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from support import CANDLES, RECORDED, materialize, pipeline_settings
 from variance_pipeline.calendar import session_close, sessions_back
-from variance_pipeline.candles.rebase import rebase_lake_candles
-from variance_pipeline.candles.refresh import refresh_candles
-from variance_pipeline.candles.store import CacheMeta, CandleCache
-from variance_pipeline.candles.sync import sync_lake
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
+from variance_pipeline.schemas.candles import CANDLES as CANDLES_DATASET
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.market import Split, bars_as_of
-from variance_pipeline.sources.yahoo import YahooChartClient
+from variance_pipeline.warehouse import load
 from variance_pipeline.warehouse.connection import open_warehouse
 from variance_pipeline.warehouse.load import load_sessions
 
@@ -148,13 +152,19 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         first, last = BACKFILL[0].isoformat(), BACKFILL[-1].isoformat()
         steps["backfill"] = run_step(sim, data_dir, (first, last), after_close(BACKFILL[-1]))
         steps["rerun"] = run_step(sim, data_dir, last, after_close(BACKFILL[-1]))
+        old_layout = data_dir.parent / "old_layout"
+        shutil.copytree(data_dir, old_layout)
+        to_old_layout(old_layout)
         steps["next"] = run_step(sim, data_dir, NEXT.isoformat(), after_close(NEXT))
-        steps["cache_before_split"] = CandleCache(Lake(data_dir).candle_cache_dir).read(SPLIT_SYMBOL)
+        steps["old_layout_dir"] = old_layout
+        steps["old_layout_next"] = run_step(sim, old_layout, NEXT.isoformat(), after_close(NEXT))
+        store = CandleStore(Lake(data_dir).candles_dir)
+        steps["store_before_split"] = store.read(SPLIT_SYMBOL)
+        steps["scales_before_split"] = {symbol: store.scale(symbol) for symbol in store.symbols()}
         split = {"endpoint": "chart", "symbol": SPLIT_SYMBOL, "kind": "split",
                  "split": {"date": SPLIT_DAY.isoformat(), "ratio": SPLIT_RATIO}}
         install_faults(sim, [split])
         steps["split"] = run_step(sim, data_dir, SPLIT_DAY.isoformat(), after_close(SPLIT_DAY))
-        steps["pending_after_split"] = Lake(data_dir).pending_reloads("candles")
         install_faults(sim, [
             split,  # market state: the split stays in force
             {"endpoint": "chart", "symbol": "SPY", "kind": "429", "retry_after": 1},
@@ -196,10 +206,9 @@ def test_the_next_session_is_one_small_request_per_symbol(journey: dict[str, Any
     counts = per_ticker(step.requests)
     assert len(counts) == step.candles["symbols"]
     assert set(counts.values()) == {1}, counts
-    # The overlap (5 cached bars) and the new session: about a week, never the history.
+    # The overlap (5 stored bars) and the new session: about a week, never the history.
     assert all(window_days(e) <= 10 for e in step.requests), [e["query"] for e in step.requests]
-    assert step.candles["rebased_symbols"] == "none"
-    assert step.candles["sessions_rewritten"] == "none"
+    assert step.candles["rescaled_symbols"] == "none"
 
 
 def test_progress_is_logged_every_few_symbols(journey: dict[str, Any]) -> None:
@@ -213,7 +222,58 @@ def test_progress_is_logged_every_few_symbols(journey: dict[str, Any]) -> None:
     assert storm[-1][4] > 0, "the 429 storm's retries show in the progress line"
 
 
-# --- a split re-bases one symbol everywhere ------------------------------------------------
+# --- an old data dir keeps working ----------------------------------------------------------
+
+
+def to_old_layout(data_dir: Path) -> None:
+    """The data dir as the code before the candle store left it: each symbol's history in the
+    candle cache (``cache/candles/<s>.parquet``, every column nullable; its fetch state as the
+    ``.json`` sidecar), the sessions runs landed as ``lake/candles/date=D/part-0.parquet``, and a
+    warehouse that never recorded a scale."""
+    lake = Lake(data_dir)
+    cache = data_dir / "cache" / "candles"
+    cache.mkdir(parents=True)
+    loose = pa.schema([field.with_nullable(True) for field in CANDLES_DATASET.arrow_schema])
+    landed = []
+    for symbol, path in lake.candle_files().items():
+        bars = pq.read_table(path).to_pandas()
+        stem = path.parent.name.removeprefix("symbol=")
+        pq.write_table(pa.Table.from_pandas(bars, schema=loose, preserve_index=False), cache / f"{stem}.parquet")
+        state = json.loads(lake.candle_state_path(symbol).read_text())
+        (cache / f"{stem}.json").write_text(json.dumps({**state, "lake_rebase_pending": False}))
+        landed.append(bars[bars["session_date"].isin(BACKFILL)])
+    for day, rows in pd.concat(landed).groupby("session_date"):
+        target = data_dir / "lake" / "candles" / f"date={day}" / "part-0.parquet"
+        target.parent.mkdir(parents=True)
+        pq.write_table(CANDLES_DATASET.arrow_table(rows.sort_values("symbol")), target)
+    for folder in lake.candle_folders().values():
+        shutil.rmtree(folder)
+    shutil.rmtree(lake.candle_state_dir)
+    with duckdb.connect(str(lake.warehouse_path)) as con:
+        con.execute("DROP TABLE candle_scales")
+
+
+def test_an_old_data_dir_is_migrated_and_runs_the_next_session_as_a_new_one(journey: dict[str, Any]) -> None:
+    step: Step = journey["old_layout_next"]
+    data_dir: Path = journey["old_layout_dir"]
+    # The migrated store and state answer as before: one small request per symbol, no refetch.
+    assert set(per_ticker(step.requests).values()) == {1}
+    assert all(window_days(e) <= 10 for e in step.requests), [e["query"] for e in step.requests]
+    assert step.candles["rescaled_symbols"] == "none"
+    # Nothing of the old layout is left, and no bar was lost or refused on the way.
+    assert not (data_dir / "cache" / "candles").exists()
+    assert all(p.name.startswith("symbol=") for p in (data_dir / "lake" / "candles").iterdir())
+    assert not (data_dir / "quarantine" / "candles" / "migration").exists()
+    # The same rows as the data dir that never had the old layout.
+    for table, frame in journey["next"].warehouse.items():
+        pd.testing.assert_frame_equal(step.warehouse[table], frame)
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as con:
+        recorded = dict(con.execute("SELECT symbol, scale FROM candle_scales").fetchall())
+    store = CandleStore(Lake(data_dir).candles_dir)
+    assert recorded == {symbol: store.scale(symbol) for symbol in store.symbols()}
+
+
+# --- a split re-scales one symbol everywhere ------------------------------------------------
 
 
 def split_bars(clock: datetime, *, with_split: bool) -> pd.DataFrame:
@@ -231,16 +291,15 @@ def test_a_split_refetches_only_that_symbol(journey: dict[str, Any]) -> None:
     assert {t: n for t, n in counts.items() if t != SPLIT_SYMBOL} == dict.fromkeys(set(counts) - {SPLIT_SYMBOL}, 1)
     small, full = [e for e in step.requests if e["path"] == CHART + SPLIT_SYMBOL]
     assert window_days(small) <= 10
-    cached_from = journey["cache_before_split"]["session_date"].min()
-    assert ny_day(full["query"]["period1"]) <= cached_from, "the refetch covers the whole cached history"
-    assert step.candles["rebased_symbols"] == SPLIT_SYMBOL
+    stored_from = journey["store_before_split"]["session_date"].min()
+    assert ny_day(full["query"]["period1"]) <= stored_from, "the refetch covers the whole stored history"
+    assert step.candles["rescaled_symbols"] == SPLIT_SYMBOL
 
 
-def test_a_split_rewrites_the_earlier_lake_partitions_and_the_warehouse(journey: dict[str, Any]) -> None:
+def test_a_split_rewrites_the_symbols_one_file_and_the_warehouse_reloads_it(journey: dict[str, Any]) -> None:
     before: Step = journey["next"]
     after: Step = journey["split"]
     earlier = [*BACKFILL, NEXT]
-    assert after.candles["sessions_rewritten"] == ", ".join(str(d) for d in earlier)
     served = split_bars(after_close(SPLIT_DAY), with_split=True)
 
     old = before.warehouse["candles"].assign(session_date=lambda f: f["session_date"].dt.date)
@@ -256,13 +315,17 @@ def test_a_split_rewrites_the_earlier_lake_partitions_and_the_warehouse(journey:
     returns = np.diff(np.log(new_split["close"].to_numpy()))
     assert np.abs(returns).max() < 0.25, "old and new scales are mixed in the warehouse"
 
-    # The lake agrees with the warehouse, and the reload manifest was consumed.
+    # The store agrees with the warehouse: the symbol's one file holds the new scale (a new scale
+    # id, which the warehouse recorded in the same transaction); no other file was rewritten.
     lake = Lake(journey["data_dir"])
-    for day in earlier:
-        part = lake.read_partition("candles", day).set_index("symbol")
-        assert part.loc[SPLIT_SYMBOL, "close"] == pytest.approx(served.loc[day, "close"], abs=1e-9)
-    assert journey["pending_after_split"] == set()
-    assert not lake.reload_manifest_path("candles").exists()
+    store = CandleStore(lake.candles_dir)
+    stored = store.read(SPLIT_SYMBOL).set_index("session_date")
+    assert stored.loc[earlier, "close"].to_numpy() == pytest.approx(served.loc[earlier, "close"].to_numpy(), abs=1e-9)
+    scales = {symbol: store.scale(symbol) for symbol in store.symbols()}
+    old_scales = journey["scales_before_split"]
+    assert {s for s in scales if scales[s] != old_scales.get(s)} == {SPLIT_SYMBOL}
+    with duckdb.connect(str(lake.warehouse_path), read_only=True) as con:
+        assert dict(con.execute("SELECT symbol, scale FROM candle_scales").fetchall()) == scales
 
     # Every other symbol's earlier rows are untouched, value for value.
     others_old = old[(old["symbol"] != SPLIT_SYMBOL)].reset_index(drop=True)
@@ -302,13 +365,12 @@ def test_a_429_storm_and_a_truncated_body_end_stale_and_flagged(journey: dict[st
     for symbol in stale:
         assert f"- {symbol}: stale" in listing
     assert "truncated JSON" in listing and "HTTP 429" in listing
-    # The stale symbols keep their cached history (nothing lost), just no bar for the new session.
-    lake = Lake(journey["data_dir"])
-    landed = set(lake.read_partition("candles", STORM_DAY)["symbol"])
+    # The stale symbols keep their stored history (nothing lost), just no bar for the new session.
+    store = CandleStore(Lake(journey["data_dir"]).candles_dir)
+    landed = set(store.session(STORM_DAY, store.symbols())["symbol"])
     assert stale.isdisjoint(landed) and len(landed) == step.candles["symbols"] - len(stale)
-    cache = CandleCache(lake.candle_cache_dir)
     for symbol in stale:
-        assert cache.read(symbol)["session_date"].max() == SPLIT_DAY
+        assert store.read(symbol)["session_date"].max() == SPLIT_DAY
 
 
 # --- recorded charts ------------------------------------------------------------------------
@@ -360,7 +422,7 @@ def test_recorded_charts_load_bar_for_bar(
         assert loaded == recorded, symbol  # exact: the same float64 as the recorded JSON
 
 
-# --- the re-base bookkeeping, without Dagster -----------------------------------------------
+# --- a re-scale in the warehouse, without Dagster ------------------------------------------
 
 
 def candle_rows(symbol: str, days: list[date], price: float) -> pd.DataFrame:
@@ -379,49 +441,65 @@ def candle_rows(symbol: str, days: list[date], price: float) -> pd.DataFrame:
     )
 
 
-def test_without_a_rebase_no_partition_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Lake, "partition_days", lambda *args: pytest.fail("scanned the lake"))
-    rebase = rebase_lake_candles(Lake(tmp_path), CandleCache(tmp_path / "cache"), [])
-    assert rebase.empty and rebase.rows_replaced == 0
+def closes(con: duckdb.DuckDBPyConnection, symbol: str) -> list[tuple[date, float]]:
+    return con.execute("SELECT session_date, close FROM candles WHERE symbol = ? ORDER BY 1", [symbol]).fetchall()
 
 
-def test_an_interrupted_rebase_is_redone_and_the_warehouse_reloads_it(tmp_path: Path) -> None:
+@pytest.fixture()
+def loaded(tmp_path: Path) -> Iterator[tuple[Lake, CandleStore, duckdb.DuckDBPyConnection, list[date]]]:
+    """Two symbols' candles for three sessions, loaded: XYZ on its pre-split scale."""
     lake = Lake(tmp_path)
-    cache = CandleCache(lake.candle_cache_dir)
+    store = CandleStore(lake.candles_dir)
     days = sessions_back(date(2025, 11, 20), 3)
-    for day in days:  # landed before the split: XYZ on the old scale
-        rows = pd.concat([candle_rows("ABC", [day], 50.0), candle_rows("XYZ", [day], 400.0)])
-        lake.write_partition("candles", day, rows)
+    store.add(pd.concat([candle_rows("ABC", days, 50.0), candle_rows("XYZ", days, 400.0)]))
     con = open_warehouse(lake.warehouse_path)
     try:
         load_sessions(con, lake, days)
-        # A run re-based XYZ's cache (4:1) and crashed before it rewrote the lake.
-        cache.write("XYZ", candle_rows("XYZ", days, 100.0))
-        cache.write_meta("XYZ", CacheMeta("XYZ", after_close(days[-1]), lake_rebase_pending=True))
-        # The next run has nothing to fetch, yet still reports XYZ re-based ...
-        with YahooChartClient("http://127.0.0.1:9") as client:
-            refresh = refresh_candles(
-                ["XYZ"], days[-1], days[-1], now=after_close(days[-1]), client=client, cache=cache,
-                lookback=2, log=lambda line: None,
-            )
-        assert [(s.status, s.requests, s.rebased) for s in refresh.statuses] == [("cached", 0, True)]
-        # ... so the sync rewrites the lake (the run's own session from the refreshed cache) ...
-        synced = sync_lake(lake, cache, refresh, [days[-1]])
-        rebase = synced.rebase
-        assert rebase.sessions == tuple(days[:2]) and (rebase.rows_replaced, rebase.rows_dropped) == (2, 0)
-        assert lake.pending_reloads("candles") == set(days[:2])
-        assert not cache.rebase_pending("XYZ")
-        for day in days[:2]:
-            part = lake.read_partition("candles", day).set_index("symbol")
-            assert (part.loc["XYZ", "close"], part.loc["ABC", "close"]) == (100.0, 50.0)
-            assert str(part["volume"].dtype) == "Int64"
-        # ... and loading only the run's session reloads the rewritten ones too, then forgets them.
-        report = load_sessions(con, lake, [days[-1]])
-        assert report.reloaded_by_table == {"candles": 2}
-        assert lake.pending_reloads("candles") == set()
-        closes = con.execute(
-            "SELECT session_date, close FROM candles WHERE symbol = 'XYZ' ORDER BY 1"
-        ).fetchall()
+        yield lake, store, con, days
     finally:
         con.close()
-    assert closes == [(day, 100.0) for day in days]  # the run wrote its own session from the cache
+
+
+def test_a_daily_load_reads_only_the_run_sessions(loaded) -> None:
+    lake, store, con, days = loaded
+    # A bar of an earlier session changes on the same scale (a late correction): only a run of
+    # that session loads it; a run of another session touches its own rows alone (O(day)).
+    store.add(candle_rows("ABC", [days[0]], 51.0))
+    report = load_sessions(con, lake, [days[-1]])
+    assert (report.rescaled_symbols, report.rows_reloaded, report.rows_by_table["candles"]) == ((), 0, 2)
+    assert closes(con, "ABC") == [(day, 50.0) for day in days]
+
+
+def test_a_rescaled_symbol_is_reloaded_in_the_runs_transaction(loaded) -> None:
+    lake, store, con, days = loaded
+    store.replace(candle_rows("XYZ", days[1:], 100.0))  # a 4:1 split; its first session is no longer served
+    report = load_sessions(con, lake, [days[-1]])
+    assert (report.rescaled_symbols, report.rows_reloaded) == (("XYZ",), 1)
+    # Every session the warehouse held of it is on the new scale, or gone: never the old scale.
+    assert closes(con, "XYZ") == [(day, 100.0) for day in days[1:]]
+    assert closes(con, "ABC") == [(day, 50.0) for day in days]
+    recorded = dict(con.execute("SELECT symbol, scale FROM candle_scales").fetchall())
+    assert recorded == {"ABC": store.scale("ABC"), "XYZ": store.scale("XYZ")}
+    again = load_sessions(con, lake, [days[-1]])
+    assert (again.rescaled_symbols, again.rows_reloaded) == ((), 0)
+
+
+def test_a_load_that_fails_after_a_rescale_leaves_the_warehouse_as_it_was(
+    loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-scale is recorded in the load's transaction: a failed load keeps the old rows and the
+    old scale, so the next load still sees the new scale and reloads the symbol."""
+    lake, store, con, days = loaded
+    store.replace(candle_rows("XYZ", days, 100.0))
+    before = closes(con, "XYZ"), con.execute("SELECT * FROM candle_scales ORDER BY 1").fetchall()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(load, "refresh_vol_history", crash)
+    with pytest.raises(RuntimeError):
+        load_sessions(con, lake, [days[-1]])
+    assert (closes(con, "XYZ"), con.execute("SELECT * FROM candle_scales ORDER BY 1").fetchall()) == before
+    monkeypatch.undo()
+    assert load_sessions(con, lake, [days[-1]]).rescaled_symbols == ("XYZ",)
+    assert closes(con, "XYZ") == [(day, 100.0) for day in days]

@@ -27,6 +27,7 @@ from support import (
 )
 from variance_pipeline import demo
 from variance_pipeline.calendar import sessions_back
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.reports import cli, formatting
 from variance_pipeline.reports.evening import build_report, evening_context
@@ -87,7 +88,7 @@ def land_market(lake: Lake, names: dict = NAMES) -> None:
         lake.write_partition("market_metrics", day, declared_frame(MARKET_METRICS, pd.DataFrame(rows)))
     symbols = [*names, "SPY", "VIX"]
     closes = [100.0] * len(names) + [668.0, 17.2]
-    lake.write_partition("candles", EVENING, declared_frame(CANDLES, {
+    CandleStore(lake.candles_dir).add(declared_frame(CANDLES, {
         "symbol": symbols, "yahoo_ticker": symbols, "session_date": [EVENING] * len(symbols), "open": closes,
         "high": closes, "low": closes, "close": closes, "adj_close": closes}))
     lake.write_partition("realized_volatility", EVENING, declared_frame(REALIZED_VOLATILITY, {
@@ -238,15 +239,13 @@ def test_a_trades_table_without_the_needed_columns_is_named_not_fatal(market: La
 # -- data health from the lake ------------------------------------------------------------------
 
 
-def test_data_health_names_missing_snapshots_quarantined_rows_and_pending_reloads(market: Lake) -> None:
+def test_data_health_names_missing_snapshots_and_quarantined_rows(market: Lake) -> None:
     market.write_quarantine("candles", EVENING, pd.DataFrame({"symbol": ["BAD", "WORSE"], "reason": ["zero", "null"]}))
-    market.request_reload("candles", [EVENING - timedelta(days=7)], reason="split")
     health = context_of(market).health
     missing = {m["dataset"] for m in health.missing}
     assert {"iv_term_structure", "risk_free_rate", "balances", "margin_requirements"} <= missing
     assert {"market_metrics", "candles", "positions"}.isdisjoint(missing)
     assert health.quarantined == [{"dataset": "candles", "rows": 2, "path": str(market.quarantine_path("candles", EVENING))}]
-    assert health.pending_reloads == [{"dataset": "candles", "sessions": [EVENING - timedelta(days=7)]}]
     assert any("make report" in note for note in health.notes)  # no Dagster facts: said so
 
 

@@ -23,9 +23,11 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
@@ -52,6 +54,7 @@ from variance_pipeline.defs.resources import RetryConfig
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.faults import parse_rules
+from variance_pipeline.sources.yahoo import raw_name, yahoo_ticker
 from variance_pipeline.warehouse import cli as warehouse_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -62,6 +65,7 @@ README = PROJECT / "README.md"
 WATCHLIST = "SPY,QQQ,/ES"
 # The next session's close after the 2025-11-25 snapshot: until then a re-run can still take it.
 SNAPSHOT_DEADLINE = "2025-11-26T21:00:00+00:00"
+NEW_YORK = ZoneInfo("America/New_York")
 
 # One row per case in the README table "What happens when ..." (same ids, same order).
 FAULT_CASES: dict[str, str] = {
@@ -74,14 +78,15 @@ FAULT_CASES: dict[str, str] = {
     "two-runs-at-once": "two runs start at once on one data dir and Dagster instance",
     "disk-full": "the disk fills up during a run",
     "disk-below-floor": "a run starts with less free space than the floor",
-    "corrupt-cache-parquet": "a candle cache Parquet is truncated",
-    "corrupt-cache-sidecar": "a candle cache sidecar holds garbage",
+    "corrupt-candle-file": "a symbol's candle file is truncated",
+    "corrupt-candle-state": "a symbol's candle fetch state holds garbage",
     "truncated-warehouse": "warehouse.duckdb is truncated",
     "api-429-storm": "the APIs answer 429 for longer than the retry budget",
     "api-401-mid-run": "Tastytrade answers 401 after the positions were fetched",
     "api-5xx-burst": "a short burst of 500/503",
     "api-timeouts": "the APIs stop answering in time",
     "api-truncated-json": "responses arrive cut off (truncated JSON)",
+    "api-404-unknown-symbol": "Yahoo answers 404 for a symbol (delisted, or a wrong mapping)",
     "drift-missing-field": "a required field is missing",
     "drift-number-as-string": "a number arrives as a string",
     "drift-string-as-number": "a numeric string arrives as a number",
@@ -91,7 +96,7 @@ FAULT_CASES: dict[str, str] = {
     "bad-bar-negative": "Yahoo serves a negative price",
     "bad-bar-high-below-low": "Yahoo serves a bar whose high is below its low",
     "bad-bar-duplicate": "Yahoo serves two bars with one timestamp",
-    "clock-skew": "the run's clock is behind the last cached bar",
+    "clock-skew": "the run's clock is behind the last stored bar",
 }
 
 
@@ -118,12 +123,13 @@ def run(
     partition_range: tuple[str, str] | None = RUN_RANGE,
     partition_key: str | None = None,
     now: datetime = CLOCK,
+    watchlist: str = WATCHLIST,
     pipeline: dict[str, Any] | None = None,
     retry: RetryConfig | None = None,
     charts: bool = False,
 ) -> dg.ExecuteInProcessResult:
     """A whole in-process run of every asset and check (fast retries unless ``retry``)."""
-    settings = pipeline_settings(data_dir, url, now=now, watchlist=WATCHLIST)
+    settings = pipeline_settings(data_dir, url, now=now, watchlist=watchlist)
     resources = fast_resources(settings)
     if pipeline:
         resources["pipeline"] = reconfigured(resources["pipeline"], **pipeline)
@@ -192,11 +198,11 @@ def temp_files(data_dir: Path) -> list[Path]:
 
 
 def assert_like_clean(data_dir: Path, clean: Path) -> None:
-    """The row sets of a clean run: warehouse tables, lake partitions, cache, no temporary files."""
+    """The row sets of a clean run: warehouse tables, the lake (session partitions and each symbol's
+    candle file), the quarantine, no temporary files."""
     assert not temp_files(data_dir)
     assert warehouse_rows(data_dir) == warehouse_rows(clean)
     assert_same_parquet(parquet_files(data_dir, "lake", "quarantine"), parquet_files(clean, "lake", "quarantine"))
-    assert_same_parquet(parquet_files(data_dir, "cache"), parquet_files(clean, "cache"))
 
 
 def assert_every_parquet_readable(data_dir: Path) -> None:
@@ -238,7 +244,7 @@ def clean(seed: Path, tmp_path_factory: pytest.TempPathFactory, sim: SimulatorSe
 # warehouse's transaction after every insert.
 KILL_POINTS = {
     "kill-9-extract": "raw/positions/date=2025-11-25/",
-    "kill-9-candles": "lake/candles/date=2025-11-21/",
+    "kill-9-candles": "lake/candles/symbol=SPY/",
     "kill-9-volatility": "lake/realized_volatility/date=2025-11-21/",
     "kill-9-warehouse": "warehouse-transaction",
     "kill-9-publish": "/warehouse.duckdb",  # the private copy loaded, checkpointed, about to be renamed
@@ -317,16 +323,16 @@ def test_a_reader_holding_the_warehouse_never_blocks_a_run(
 
 def test_the_sweep_removes_a_dead_writers_temp_files_and_keeps_a_live_ones(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
-    folder = lake.partition_path("candles", date(2025, 11, 21)).parent
-    folder.mkdir(parents=True)
+    folder = lake.partition_path("realized_volatility", date(2025, 11, 21)).parent
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = folder / f".part-0.parquet.{int(dead.stdout)}.abc_123.tmp"
     live = folder / f".part-0.parquet.{os.getpid()}.def_456.tmp"  # another run writing right now
-    other_day = lake.partition_path("candles", date(2025, 11, 24)).parent / stale.name
-    for path in (stale, live, other_day):
+    other_day = lake.partition_path("realized_volatility", date(2025, 11, 24)).parent / stale.name
+    first_write = lake.candle_path("SPY").parent / stale.name  # a symbol's first file, never renamed into place
+    for path in (stale, live, other_day, first_write):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a file")
-    assert lake.sweep_run_temp_files([date(2025, 11, 21)]) == [stale]
+    assert sorted(lake.sweep_run_temp_files([date(2025, 11, 21)])) == sorted([stale, first_write])
     assert live.exists() and other_day.exists()  # a live writer's, and another run's partition
 
 
@@ -381,13 +387,13 @@ def test_two_runs_at_once_on_one_data_dir_and_instance(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 48 MiB tmpfs mounted for this test, or a skip saying why it cannot be."""
+    """A 96 MiB tmpfs mounted for this test, or a skip saying why it cannot be."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root (the disk-full case runs as root, e.g. in CI's container)")
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)], capture_output=True, text=True
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): no small disk to fill")
@@ -452,20 +458,20 @@ def test_a_run_refuses_to_start_below_the_free_space_floor(
 # --- corrupt state ----------------------------------------------------------------------------
 
 
-def test_a_truncated_cache_parquet_is_set_aside_and_refetched(
+def test_a_truncated_candle_file_is_set_aside_and_refetched(
     clean: Path, tmp_path: Path, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     data_dir = copy_of(clean, tmp_path / "data")
-    cache = data_dir / "cache" / "candles" / "SPY.parquet"
-    good = cache.read_bytes()
-    cache.write_bytes(good[: len(good) // 2])
+    stored = Lake(data_dir).candle_path("SPY")
+    good = stored.read_bytes()
+    stored.write_bytes(good[: len(good) // 2])
     sim.requests.clear()
     with caplog.at_level("WARNING", logger="variance_pipeline.candles.store"):
         result = run(data_dir, sim.url)
     assert result.success, failures(result)
     warned = "\n".join(r.getMessage() for r in caplog.records)
-    assert str(cache) in warned and "unreadable" in warned and "fetched again" in warned, warned
-    aside = cache.with_name("SPY.parquet.corrupt")
+    assert str(stored) in warned and "unreadable" in warned and "fetched again" in warned, warned
+    aside = stored.with_name("part-0.parquet.corrupt")
     assert aside.read_bytes() == good[: len(good) // 2]  # kept for inspection
     charts = [e for e in sim.requests.entries() if e["path"].startswith("/v8/finance/chart/")]
     assert [e["path"] for e in charts] == ["/v8/finance/chart/SPY"]  # only the lost symbol refetched
@@ -473,21 +479,22 @@ def test_a_truncated_cache_parquet_is_set_aside_and_refetched(
     assert_like_clean(data_dir, clean)
 
 
-def test_a_garbage_sidecar_is_set_aside_and_rechecked(
+def test_a_garbage_fetch_state_is_set_aside_and_rechecked(
     clean: Path, tmp_path: Path, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     data_dir = copy_of(clean, tmp_path / "data")
-    sidecar = data_dir / "cache" / "candles" / "%2FES.json"
-    sidecar.write_bytes(b"\x00\xff{not json")
+    state = Lake(data_dir).candle_state_path("/ES")
+    assert state == data_dir / "state" / "candles" / "%2FES.json"
+    state.write_bytes(b"\x00\xff{not json")
     with caplog.at_level("WARNING", logger="variance_pipeline.candles.store"):
         result = run(data_dir, sim.url)
     assert result.success, failures(result)
     warned = "\n".join(r.getMessage() for r in caplog.records)
-    assert str(sidecar) in warned and "sidecar" in warned, warned
-    assert sidecar.with_name("%2FES.json.corrupt").read_bytes() == b"\x00\xff{not json"
-    if sidecar.exists():  # rewritten when the gap re-check fetched
-        assert json.loads(sidecar.read_text())["yahoo_ticker"] == "ES=F"
-    sidecar.with_name("%2FES.json.corrupt").unlink()
+    assert str(state) in warned and "fetch state" in warned, warned
+    assert state.with_name("%2FES.json.corrupt").read_bytes() == b"\x00\xff{not json"
+    if state.exists():  # rewritten when the gap re-check fetched
+        assert json.loads(state.read_text())["yahoo_ticker"] == "ES=F"
+    state.with_name("%2FES.json.corrupt").unlink()
     assert_like_clean(data_dir, clean)
 
 
@@ -539,14 +546,19 @@ FATAL_API_FAULTS: dict[str, tuple[list[dict], str]] = {
 }
 
 
+def stored_candles(data_dir: Path) -> dict[str, bytes]:
+    """Every symbol's candle file, byte for byte."""
+    return {symbol: path.read_bytes() for symbol, path in Lake(data_dir).candle_files().items()}
+
+
 @pytest.mark.parametrize("case", list(FATAL_API_FAULTS))
-def test_api_faults_fail_snapshots_loudly_and_keep_the_candle_cache(
+def test_api_faults_fail_snapshots_loudly_and_keep_the_stored_candles(
     case: str, seed: Path, clean: Path, tmp_path: Path, sim: SimulatorServer
 ) -> None:
     rules, says = FATAL_API_FAULTS[case]
     data_dir = copy_of(seed, tmp_path / "data")
     before = warehouse_rows(data_dir)
-    cache_before = {p.name: p.read_bytes() for p in (data_dir / "cache" / "candles").glob("*.parquet")}
+    candles_before = stored_candles(data_dir)
     sim.faults.replace(parse_rules(rules))
     result = run(data_dir, sim.url, retry=TIMEOUT_RETRY if case == "api-timeouts" else None)
 
@@ -557,7 +569,7 @@ def test_api_faults_fail_snapshots_loudly_and_keep_the_candle_cache(
     assert f"can still be taken until {SNAPSHOT_DEADLINE}" in message and "re-running this partition" in message
     assert not Lake(data_dir).has_partition("market_metrics", date(2025, 11, 25))  # nothing half-landed
 
-    # Candles keep the cache and report stale, naming every symbol.
+    # Candles keep the stored bars and report stale, naming every symbol.
     assert "candles" not in failed
     universe = sorted(Lake(data_dir).read_partition("universe", date(2025, 11, 25))["symbol"])
     fresh = checks(result)["candles_fresh"]
@@ -565,13 +577,44 @@ def test_api_faults_fail_snapshots_loudly_and_keep_the_candle_cache(
     listed = fresh.metadata["stale_or_unavailable"].value
     assert all(f"- {symbol}: stale" in listed for symbol in universe), listed
     assert sorted(materialization(result, "candles")["stale_symbols"].split(", ")) == universe
-    assert {p.name: p.read_bytes() for p in (data_dir / "cache" / "candles").glob("*.parquet")} == cache_before
+    assert stored_candles(data_dir) == candles_before
     assert warehouse_rows(data_dir) == before  # the load did not run: the warehouse is as it was
+    if case == "api-truncated-json":  # what Yahoo sent is kept as it came, though it never parsed
+        raw = data_dir / "raw" / "candles" / "date=2025-11-25"
+        for symbol in universe:
+            (body,) = [p.read_bytes() for p in raw.glob(f"chart_{quote(yahoo_ticker(symbol), safe='')}_*.json")]
+            with pytest.raises(ValueError):
+                json.loads(body)
 
     sim.faults.clear()
     healed = run(data_dir, sim.url)
     assert healed.success, failures(healed)
     assert_like_clean(data_dir, clean)
+
+
+def test_a_404_is_landed_remembered_and_not_asked_again(seed: Path, tmp_path: Path, sim: SimulatorServer) -> None:
+    """``api-404-unknown-symbol``: the run succeeds; the symbol is unavailable, Yahoo's 404 body is in
+    raw/ as it came, and the 404 is remembered so the next run does not ask again."""
+    data_dir = copy_of(seed, tmp_path / "data")
+    watchlist = f"{WATCHLIST},GONE"  # the simulator answers GONE as Yahoo answers a delisted ticker
+    result = run(data_dir, sim.url, watchlist=watchlist)
+    assert result.success, failures(result)
+    fresh = checks(result)["candles_fresh"]
+    assert not fresh.passed and fresh.severity == dg.AssetCheckSeverity.WARN
+    assert "- GONE: unavailable (No data found, symbol may be delisted)" in fresh.metadata["stale_or_unavailable"].value
+    (request,) = [e for e in sim.requests.entries() if e["path"] == "/v8/finance/chart/GONE"]
+    start, after = (datetime.fromtimestamp(int(request["query"][k]), NEW_YORK).date() for k in ("period1", "period2"))
+    raw = data_dir / "raw" / "candles" / "date=2025-11-25"
+    assert [p.name for p in raw.glob("chart_GONE_*")] == [raw_name("GONE", start, after - timedelta(days=1), 404)]
+    body = json.loads((raw / raw_name("GONE", start, after - timedelta(days=1), 404)).read_bytes())
+    assert body["chart"]["error"]["description"] == "No data found, symbol may be delisted"
+    state = json.loads(Lake(data_dir).candle_state_path("GONE").read_text())
+    assert state["not_found_at"] == CLOCK.isoformat() and not Lake(data_dir).candle_path("GONE").exists()
+    sim.requests.clear()
+    again = run(data_dir, sim.url, watchlist=watchlist, partition_range=None, partition_key="2025-11-25")
+    assert again.success, failures(again)
+    assert not [e for e in sim.requests.entries() if e["path"] == "/v8/finance/chart/GONE"]
+    assert "GONE (until 2025-12-02)" in materialization(again, "candles")["not_found_remembered"]
 
 
 HARMLESS_API_FAULTS: dict[str, list[dict]] = {
@@ -687,9 +730,9 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
         assert bars == clean_bars and rv == clean_rv
         return
 
-    # The spoiled session never reaches the lake or the warehouse ...
+    # The spoiled session never reaches the candle store or the warehouse ...
     assert BAD_BAR_DAY not in days
-    assert symbol not in set(lake.read_partition("candles", BAD_BAR_DAY)["symbol"])
+    assert BAD_BAR_DAY not in set(pq.read_table(lake.candle_path(symbol)).column("session_date").to_pylist())
     assert [row for row in bars] == [row for row in clean_bars if row[0] != BAD_BAR_DAY]
     # ... the gap rule: every window spanning it is NULL, never a number made from a bad price ...
     for day, hv20, parkinson20 in rv:
@@ -698,10 +741,10 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
             assert hv20 is None and parkinson20 is None, (day, hv20)
     assert [row for row in rv if row[0] < BAD_BAR_DAY] == [row for row in clean_rv if row[0] < BAD_BAR_DAY]
 
-    if how == "null":  # Yahoo's null bar (a halt) is dropped and counted, and remembered as no bar
+    # ... and remembered as a session without a bar, so no later run asks Yahoo for it again ...
+    assert BAD_BAR_DAY.isoformat() in json.loads(lake.candle_state_path(symbol).read_text())["no_bar_sessions"]
+    if how == "null":  # Yahoo's null bar (a halt) is dropped and counted
         assert materialization(result, "candles")["null_bars_dropped"] >= 1
-        sidecar = json.loads((lake.candle_cache_dir / f"{symbol}.json").read_text())
-        assert BAD_BAR_DAY.isoformat() in sidecar["no_bar_sessions"]
         return
     # ... and the candle check names it.
     check = checks(result)["candles_schema"]
@@ -714,12 +757,12 @@ def test_bad_bars_are_quarantined_and_never_reach_realised_volatility(
 def test_a_clock_behind_the_cache_deletes_nothing_newer(clean: Path, tmp_path: Path, sim: SimulatorServer) -> None:
     data_dir = copy_of(clean, tmp_path / "data")
     lake_before = parquet_files(data_dir, "lake")
-    cache_before = parquet_files(data_dir, "cache")
+    candles_before = stored_candles(data_dir)
     rows_before = warehouse_rows(data_dir)
     skewed = datetime(2025, 11, 20, 22, 0, tzinfo=timezone.utc)  # five sessions behind the last cached bar
     result = run(data_dir, sim.url, partition_range=None, partition_key="2025-11-20", now=skewed)
     assert result.success, failures(result)
-    assert_same_parquet(parquet_files(data_dir, "cache"), cache_before)  # every cached bar kept
+    assert stored_candles(data_dir) == candles_before  # every stored bar kept, no file rewritten
     lake_after = parquet_files(data_dir, "lake")
     newer = [name for name in lake_before if re.search(r"date=2025-11-2[1-5]", name)]
     assert newer and all(lake_after[name].equals(lake_before[name]) for name in newer)
@@ -745,8 +788,8 @@ def readme_cases() -> dict[str, str]:
 def test_the_readme_table_lists_exactly_these_cases() -> None:
     exercised = [
         *KILL_POINTS, "reader-holds-warehouse", "two-runs-at-once", "disk-full", "disk-below-floor",
-        "corrupt-cache-parquet", "corrupt-cache-sidecar", "truncated-warehouse",
-        *FATAL_API_FAULTS, *HARMLESS_API_FAULTS, *BAD_BARS, "clock-skew",
+        "corrupt-candle-file", "corrupt-candle-state", "truncated-warehouse",
+        *FATAL_API_FAULTS, "api-404-unknown-symbol", *HARMLESS_API_FAULTS, *BAD_BARS, "clock-skew",
     ]
     assert sorted(exercised) == sorted(FAULT_CASES)
     table = readme_cases()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from support import CANDLES, EXTRACT, materialize, pipeline_settings
-from variance_pipeline.candles.store import CandleCache
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.load import TABLE_NAMES, VIEW_NAMES
 
@@ -69,15 +69,15 @@ def test_grains_are_unique(backfilled: Path) -> None:
         assert dupes == 0, name
 
 
-def test_hv20_and_hv252_equal_numpy_on_the_cached_closes(backfilled: Path) -> None:
+def test_hv20_and_hv252_equal_numpy_on_the_stored_closes(backfilled: Path) -> None:
     con = duckdb.connect(str(backfilled / "warehouse.duckdb"), read_only=True)
     rows = con.execute(
         "SELECT symbol, hv20, hv252 FROM realized_volatility WHERE session_date = DATE '2025-11-25'"
     ).fetchall()
     assert len(rows) >= 3
-    cache = CandleCache(Lake(backfilled).candle_cache_dir)
+    store = CandleStore(Lake(backfilled).candles_dir)
     for symbol, hv20, hv252 in rows:
-        bars = cache.read(symbol)
+        bars = store.read(symbol)
         closes = bars.loc[bars["session_date"] <= date(2025, 11, 25)].sort_values("session_date")["close"]
         log_returns = np.diff(np.log(closes.to_numpy(dtype=float)))
         assert hv20 == pytest.approx(np.sqrt(252) * np.std(log_returns[-20:], ddof=1), abs=1e-9), symbol
@@ -91,7 +91,7 @@ def test_old_partition_writes_no_snapshot(tmp_path: Path, simulator) -> None:
     lake = Lake(tmp_path)
     assert not lake.has_partition("positions", date(2025, 11, 20))
     assert not lake.has_partition("market_metrics", date(2025, 11, 20))
-    assert lake.has_partition("candles", date(2025, 11, 20))
+    assert len(CandleStore(lake.candles_dir).session(date(2025, 11, 20), ["SPY", "QQQ", "/ES"])) == 3
     meta = result.asset_materializations_for_node("positions")[0].metadata
     assert meta["landed"].value is False
     assert "cannot look back" in meta["reason"].value
@@ -159,10 +159,10 @@ def test_reconciliation_check_fails_on_crafted_drift(scratch: Path, simulator) -
 
 def test_a_failed_blocking_volatility_check_keeps_the_warehouse_unchanged(scratch: Path, simulator) -> None:
     data_dir = scratch
-    cache = CandleCache(Lake(data_dir).candle_cache_dir)
-    bars = cache.read("SPY")
+    store = CandleStore(Lake(data_dir).candles_dir)
+    bars = store.read("SPY").copy()
     bars.loc[bars["session_date"] == date(2025, 11, 20), ["open", "high", "low", "close"]] = 1e-9
-    cache.write("SPY", bars)  # a corrupt cached bar: an absurd return
+    assert store.add(bars).outcome.ok  # a stored bar the declaration allows, with an absurd return
     before = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
     hv_before = before.execute("SELECT * FROM realized_volatility ORDER BY ALL").fetchall()
     before.close()
@@ -190,7 +190,7 @@ def test_every_materialization_reports_what_a_trader_reads(backfilled: Path, sim
         "positions": {"rows", "parquet_path", "preview", "requests", "retries", "underlyings", "raw_path"},
         "market_metrics": {"rows", "parquet_path", "preview", "symbols_requested", "symbols_missing", "requests"},
         "iv_term_structure": {"rows", "parquet_path", "preview"},
-        "candles": {"rows", "symbols", "cache_hits", "stale_symbols", "requests", "retries", "last_parquet_path", "preview"},
+        "candles": {"rows", "symbols", "cache_hits", "stale_symbols", "requests", "retries", "store_path", "preview"},
         "realized_volatility": {"rows", "symbols", "hv252_non_null", "last_parquet_path", "preview"},
         "warehouse": {"rows_loaded", "warehouse_path", "vol_dashboard", "vol_chart", "vol_chart_path"},
     }
@@ -218,19 +218,24 @@ def test_simulated_and_live_data_never_share_a_data_dir(
     assert (tmp_path / ".variance-source").read_text() == "simulator"
 
 
-def test_a_cached_bar_breaking_the_candle_schema_is_treated_as_missing(scratch: Path, simulator) -> None:
+def test_a_bar_breaking_the_candle_declaration_never_reaches_realised_volatility(scratch: Path, simulator) -> None:
+    """Only validated bars are stored: a bar that breaks the declaration is refused on its way in
+    (with the reason), the store keeps the session's good bar, and volatility reads that one. (A
+    bar Yahoo serves broken is quarantined and its session left empty: see test_faults' bad bars.)"""
     data_dir = scratch
-    cache = CandleCache(Lake(data_dir).candle_cache_dir)
-    bars = cache.read("QQQ")
+    store = CandleStore(Lake(data_dir).candles_dir)
+    bars = store.read("QQQ").copy()
     broken = bars["session_date"] == date(2025, 11, 20)
+    good_high = float(bars.loc[broken, "high"].iloc[0])
     bars.loc[broken, "high"] = bars.loc[broken, "low"] * 0.5  # high below low: not a real bar
-    cache.write("QQQ", bars)
+    landed = store.add(bars)
+    assert "high_covers_open_close" in landed.outcome.quarantined["quarantine_reason"].iloc[0]
+    stored = store.read("QQQ").set_index("session_date")
+    assert stored.loc[date(2025, 11, 20), "high"] == good_high
     settings = pipeline_settings(data_dir, simulator.url)
     result = materialize(settings, partition_key="2025-11-25", select=["candles", "realized_volatility"])
     assert result.success
-    meta = result.asset_materializations_for_node("realized_volatility")[0].metadata
-    assert meta["cached_bars_rejected"].value == 1
+    closes = stored.loc[: date(2025, 11, 25), "close"].to_numpy()
     rv = Lake(data_dir).read_partition("realized_volatility", date(2025, 11, 25)).set_index("symbol")
-    # The window of 2025-11-25 spans the broken session: NULL rather than a wrong number.
-    assert np.isnan(rv.loc["QQQ", "hv20"]) and np.isnan(rv.loc["QQQ", "parkinson20"])
-    assert not np.isnan(rv.loc["SPY", "hv20"])
+    expected = np.sqrt(252) * np.std(np.diff(np.log(closes))[-20:], ddof=1)
+    assert rv.loc["QQQ", "hv20"] == pytest.approx(expected, abs=1e-9)

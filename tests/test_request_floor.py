@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support import CLOCK, materialize, pipeline_settings
-from variance_pipeline.candles.store import CandleCache
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 
@@ -77,7 +77,7 @@ def test_a_remembered_404_is_asked_again_after_the_interval(tmp_path: Path) -> N
     with SimulatorServer(port=0, now=CLOCK) as sim:
         settings = pipeline_settings(tmp_path / "data", sim.url, watchlist=f"SPY,{UNKNOWN}")
         assert materialize(settings, partition_key=SESSION, select=["positions", *select]).success
-        meta = CandleCache(Lake(settings.data_dir).candle_cache_dir).read_meta(UNKNOWN)
+        meta = CandleStore(Lake(settings.data_dir).candles_dir).read_state(UNKNOWN)
         assert meta is not None and meta.not_found_at == CLOCK
 
         def charts_asked(days_later: int, partition: str) -> set[str]:
@@ -92,7 +92,7 @@ def test_a_remembered_404_is_asked_again_after_the_interval(tmp_path: Path) -> N
         assert "SPY" in soon and UNKNOWN not in soon, soon
         # Eight days on: the week has passed, so Yahoo is asked again (and says 404 again).
         assert {"SPY", UNKNOWN} <= charts_asked(8, week_later)
-    meta = CandleCache(Lake(settings.data_dir).candle_cache_dir).read_meta(UNKNOWN)
+    meta = CandleStore(Lake(settings.data_dir).candles_dir).read_state(UNKNOWN)
     assert meta is not None and meta.not_found_at == CLOCK + timedelta(days=8)
 
 
@@ -103,11 +103,11 @@ def test_each_cache_file_is_read_once_per_run(tmp_path: Path) -> None:
         assert materialize(settings, partition_key=SESSION, select=["positions", *select]).success
         warm = materialize(settings, partition_key=SESSION, select=select)
         assert warm.success
-        # Volatility alone (candles not in the run): it reads the cache files itself.
+        # Volatility alone (candles not in the run): it reads the candle files itself.
         alone = materialize(settings, partition_key=SESSION, select=["realized_volatility"])
         assert alone.success
     n = len(Lake(settings.data_dir).read_partition("universe", SESSION_DATE))
     candles_reads = _materialization(warm, "candles")["cache_files_read"].value
-    assert candles_reads == 2 * n, "each symbol's Parquet and sidecar once"
+    assert candles_reads == 2 * n, "each symbol's candle file and fetch state once"
     assert _materialization(warm, "realized_volatility")["cache_files_read"].value == 0
     assert _materialization(alone, "realized_volatility")["cache_files_read"].value == n

@@ -57,9 +57,10 @@ RISK = [*EXTRACT, "candles", "risk_free_rate", "position_greeks", "warehouse"]
 SPX_HOLDINGS = (
     Template(EXTRA_ACCOUNT, "SPX", -1, 5, "P", 0.95, 1),
     Template(EXTRA_ACCOUNT, "SPX", 1, 5, "P", 0.90, 1, series="SPXW"),
+    Template(EXTRA_ACCOUNT, "AAPL", -1, 5, "C", 1.10, 2),  # on the second monthly: the Non-standard chain's date
 )
 SPX_EXPIRATION = date(2025, 12, 19)
-NON_STANDARD = ("AAPL", date(2026, 1, 16))  # the simulator's Non-standard chain, beside the book's AAPL call
+NON_STANDARD = ("AAPL", date(2026, 1, 16))  # the simulator's Non-standard chain, beside the AAPL call above
 
 
 class Run:
@@ -242,11 +243,13 @@ def test_iv_is_the_same_evenings_term_structure(clean: Run) -> None:
         assert row.days_to_expiration == (expiration - SESSION).days
         settlement = "AM" if expires_at.tz_convert(NEW_YORK).hour < 12 else "PM"
         iv, source = _expected_iv(term, row.root_symbol, expiration, settlement, years)
-        assert row.iv_source == source, row.symbol
+        # The term structure's IV is kept beside the one priced with (the mark's, where it solves).
         if source == "exact":
-            assert row.implied_volatility == iv, row.symbol
+            assert row.term_structure_iv == iv, row.symbol
         else:
-            _close(row.implied_volatility, iv, f"{row.symbol} implied_volatility")
+            _close(row.term_structure_iv, iv, f"{row.symbol} term_structure_iv")
+        if row.iv_source != "mark":
+            assert row.iv_source == source and row.implied_volatility == row.term_structure_iv, row.symbol
         sources.add(source)
     assert {"exact", "interpolated"} <= sources  # the simulator's book exercises both paths
 
@@ -368,7 +371,7 @@ def test_am_settled_spx_monthly_and_the_spxw_take_their_own_ivs(clean: Run) -> N
     assert len(am) == 1 and len(pm) == 1
     for row, settlement in ((am.iloc[0], "AM"), (pm.iloc[0], "PM")):
         assert pd.Timestamp(row["expiration_date"]).date() == SPX_EXPIRATION
-        assert row["iv_source"] == "exact" and row["implied_volatility"] == ivs[settlement], settlement
+        assert row["iv_source"] in ("mark", "exact") and row["term_structure_iv"] == ivs[settlement], settlement
         _close(row["years_to_expiration"], _node_years(SPX_EXPIRATION, settlement), settlement)
     # The expected move of the date uses its node, the PM row.
     move = clean.sql("SELECT * FROM expected_move WHERE symbol = 'SPX' AND expiration_date = DATE '2025-12-19'")
@@ -384,9 +387,10 @@ def test_a_non_standard_chain_lands_beside_the_standard_and_is_never_an_iv(clean
     assert by_chain["Standard"] != by_chain["Non-standard"]
     assert clean.checks()["iv_term_structure_schema"].passed  # nothing quarantined
     greeks = _greeks(clean)
-    call = greeks[(greeks["root_symbol"] == symbol) & (greeks["model"].notna())]
-    assert len(call) == 1 and pd.Timestamp(call["expiration_date"].iloc[0]).date() == expiration
-    assert call["iv_source"].iloc[0] == "exact" and call["implied_volatility"].iloc[0] == by_chain["Standard"]
+    on_date = pd.to_datetime(greeks["expiration_date"]).dt.date == expiration
+    call = greeks[(greeks["root_symbol"] == symbol) & on_date & greeks["model"].notna()]
+    assert len(call) == 1
+    assert call["iv_source"].iloc[0] in ("mark", "exact") and call["term_structure_iv"].iloc[0] == by_chain["Standard"]
     node = clean.sql(f"SELECT * FROM iv_term_structure_by_expiration WHERE symbol = '{symbol}' "
                      f"AND expiration_date = DATE '{expiration}'")
     move = clean.sql(f"SELECT * FROM expected_move WHERE symbol = '{symbol}' AND expiration_date = DATE '{expiration}'")
@@ -438,7 +442,8 @@ def test_faults_leave_options_unpriced_with_reasons_and_no_nan(faulted: Run) -> 
     positions = faulted.sql("SELECT account_number, symbol, instrument_type, root_symbol FROM positions")
     assert len(greeks) > 0 and greeks["model"].isna().all(), "no option can be priced without a rate"
     numeric = greeks.select_dtypes("number").drop(columns=["strike", "years_to_expiration", "implied_volatility",
-                                                           "risk_free_rate", "dividend_yield", "days_to_expiration"])
+                                                           "risk_free_rate", "dividend_yield", "days_to_expiration",
+                                                           "term_structure_iv"])
     assert not numeric.isna().any().any(), numeric.columns[numeric.isna().any()].tolist()
 
     metadata = faulted.materialization_metadata("position_greeks")

@@ -233,9 +233,11 @@ def test_a_rerun_of_the_evening_is_idempotent(aws: S3Server, sim: SimulatorServe
     assert result.success, step_failures(result)
     after = manifest(aws, "rerun")
     assert sorted(after.files) == sorted(before.files)
-    # Every file but the warehouse (its load log holds the run id) has the same content, hence key.
+    # Every file but the warehouse (its load log holds the run id) and the evening report (it names
+    # the run it was built in) has the same content, hence key.
     changed = sorted(path for path in after.files if after.files[path] != before.files[path])
-    assert changed == ["warehouse.duckdb"]
+    reports = ["reports/evening-2025-11-25.html", "reports/latest.html"]
+    assert changed == [*reports, "warehouse.duckdb"]
     assert warehouse_metadata(result)["objects_uploaded"].value == 1
     assert_resolves_like(aws, "rerun", evening.prefix, tmp_path)
     with duckdb.connect(str(download(aws, "rerun", tmp_path / "check") / "warehouse.duckdb"), read_only=True) as con:

@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from support import CLOCK, materialize, pipeline_settings
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.backend import known_tickers
@@ -50,7 +51,7 @@ def test_500_symbol_watchlist_runs_end_to_end_within_the_request_budget(tmp_path
     assert len(metrics & set(symbols)) >= N_SYMBOLS - 5, "about all 500 watchlist symbols have metrics"
     assert len(metrics & held) >= len(held) - 2
 
-    candles = lake.read_partition("candles", SESSION)
+    candles = CandleStore(lake.candles_dir).session(SESSION, sorted(universe))
     realized = lake.read_partition("realized_volatility", SESSION)
     assert len(set(candles["symbol"]) & set(symbols)) >= N_SYMBOLS - 5
     assert len(set(realized["symbol"]) & set(symbols)) >= N_SYMBOLS - 5

@@ -155,7 +155,7 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 2560, "height": 1600})
         page.set_default_timeout(30_000)
         # A fresh DAGSTER_HOME greets with "Join the Dagster community": press Skip whenever it shows.
         page.add_locator_handler(
@@ -186,9 +186,9 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
                     if attempt == 2:
                         raise
             expect(nodes.filter(has_text="positions").first).to_be_attached(timeout=20_000)
-            # Ten assets do not all fit whole at one zoom level: every name must show at some level.
+            # The assets do not all fit whole at one zoom level: every name must show at some level.
             seen: set[str] = set()
-            for _ in range(8):
+            for _ in range(10):
                 seen |= set(" ".join(nodes.all_inner_texts()).split())
                 if all(asset in seen for asset in ASSETS):
                     break

@@ -18,6 +18,7 @@ from support import declared_frame
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
+from variance_pipeline.candles.store import CandleStore
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.warehouse.connection import WarehouseLockedError, open_warehouse, warehouse_connection
 from variance_pipeline.warehouse import load
@@ -44,7 +45,7 @@ def fill_lake(lake: Lake, days: list[date] = DAYS, close_shift: float = 0.0) -> 
                 "volume": [1_000_000, 50_000],
             }
         )
-        lake.write_partition("candles", day, candles)
+        CandleStore(lake.candles_dir).add(candles)
         rv = candles[["symbol", "session_date", "close"]].assign(hv20=[0.15, 0.18], hv252=[0.2, None], returns_available=252)
         lake.write_partition("realized_volatility", day, declared_frame(REALIZED_VOLATILITY, rv))
     last = days[-1]
@@ -127,9 +128,9 @@ def test_failed_load_rolls_back(tmp_path: Path) -> None:
     with warehouse_connection(lake.warehouse_path) as con:
         load_sessions(con, lake, DAYS)
     before = table_state(lake.warehouse_path)
-    # A duplicate key in one day's file violates the primary key mid-load.
-    bad = lake.read_partition("candles", DAYS[1])
-    lake.write_partition("candles", DAYS[1], pd.concat([bad, bad]))
+    # A duplicate key in one day's file violates the primary key mid-load (after the candles).
+    bad = lake.read_partition("realized_volatility", DAYS[1])
+    lake.write_partition("realized_volatility", DAYS[1], pd.concat([bad, bad]))
     with warehouse_connection(lake.warehouse_path) as con, pytest.raises(duckdb.ConstraintException):
         load_sessions(con, lake, DAYS)
     assert table_state(lake.warehouse_path) == before

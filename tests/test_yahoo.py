@@ -1,20 +1,26 @@
-"""Yahoo chart parsing and the chart client, against recorded responses served over loopback.
+"""Yahoo chart parsing and the chart client, against recorded responses.
 
-The recorded charts are served over loopback by ``chart_server.ChartServer``.
+The client's requests go over loopback to the project's simulator, replaying the recorded charts
+(``support.chart_replay``); its faults stand in for Yahoo's bad days.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
-from chart_server import FAST, FAR_FUTURE, NOT_FOUND, recorded, result_of, Fault, ChartServer, ny_midnight, _recorded_bytes
 
+from support import CHART_RETRY as FAST
+from support import FAR_FUTURE, chart_replay, chart_requests, ny_midnight, recorded_bytes, recorded_chart
+from support import result_of
 from variance_pipeline.calendar import session_close
-from variance_pipeline.sources.http import RequestStats, RetryPolicy
+from variance_pipeline.simulator import SimulatorServer
+from variance_pipeline.simulator.faults import parse_rules
+from variance_pipeline.sources.http import RawResponse, RequestStats, RetryPolicy
 from variance_pipeline.sources.yahoo import (
     ChartError,
     Dividend,
@@ -22,8 +28,22 @@ from variance_pipeline.sources.yahoo import (
     SymbolUnavailable,
     YahooChartClient,
     parse_chart,
+    raw_name,
     yahoo_ticker,
 )
+
+MSFT = "chart_MSFT_1d_2021-02-01_2022-01-28.json"
+NOT_FOUND = {
+    "chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}
+}
+
+
+def recorded(name: str) -> dict:
+    return recorded_chart(name)
+
+
+def _recorded_bytes(name: str) -> bytes:
+    return recorded_bytes(f"yahoo/{name}")
 
 
 @pytest.mark.parametrize(
@@ -217,26 +237,26 @@ def test_schema_drift_raises_chart_error() -> None:
 
 
 @pytest.fixture()
-def server() -> Iterator[ChartServer]:
-    charts = {
-        "MSFT": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
-        "^SPX": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
-        "ES=F": recorded("chart_MSFT_1d_2021-02-01_2022-01-28.json"),
-    }
-    with ChartServer(charts) as running:
+def server(tmp_path: Path) -> Iterator[SimulatorServer]:
+    with chart_replay(tmp_path / "replay", {"MSFT": MSFT, "^SPX": MSFT, "ES=F": MSFT}) as running:
         yield running
 
 
-def make_client(server: ChartServer, policy: RetryPolicy = FAST) -> YahooChartClient:
+def make_client(server: SimulatorServer, policy: RetryPolicy = FAST) -> YahooChartClient:
     return YahooChartClient(server.url, policy=policy, rate_per_second=0, stats=RequestStats())
 
 
-def test_fetch_sends_one_request_with_the_window_in_new_york_time(server: ChartServer) -> None:
+def script(server: SimulatorServer, *rules: dict) -> None:
+    """Chart faults for MSFT, in order (see ``simulator.faults``: ``after`` sequences them)."""
+    server.faults.replace(parse_rules([{"endpoint": "chart", "symbol": "MSFT", **rule} for rule in rules]))
+
+
+def test_fetch_sends_one_request_with_the_window_in_new_york_time(server: SimulatorServer) -> None:
     now = datetime(2022, 2, 1, tzinfo=timezone.utc)
     with make_client(server) as client:
         fetched = client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 31), now=now)
-    assert server.count() == 1
-    query = server.requests[0]["query"]
+    (request,) = chart_requests(server)
+    query = request["query"]
     assert query["period1"] == str(ny_midnight(date(2021, 3, 1)))
     assert query["period2"] == str(ny_midnight(date(2021, 4, 1)))
     assert query["interval"] == "1d"
@@ -250,22 +270,22 @@ def test_fetch_sends_one_request_with_the_window_in_new_york_time(server: ChartS
 
 
 @pytest.mark.parametrize(("ticker", "raw_path"), [("^SPX", "%5ESPX"), ("ES=F", "ES%3DF")])
-def test_fetch_url_encodes_the_ticker(server: ChartServer, ticker: str, raw_path: str) -> None:
+def test_fetch_url_encodes_the_ticker(server: SimulatorServer, ticker: str, raw_path: str) -> None:
     with make_client(server) as client:
         fetched = client.fetch(ticker, date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
-    assert server.requests[0]["raw_path"] == f"/v8/finance/chart/{raw_path}"
+    assert chart_requests(server)[0]["raw_path"] == f"/v8/finance/chart/{raw_path}"
     assert len(fetched.chart.bars) == 5
 
 
-def test_404_is_symbol_unavailable_with_the_providers_message(server: ChartServer) -> None:
+def test_404_is_symbol_unavailable_with_the_providers_message(server: SimulatorServer) -> None:
     with make_client(server) as client, pytest.raises(SymbolUnavailable) as info:
         client.fetch("NOPE", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
     assert info.value.description == "No data found, symbol may be delisted"
     assert info.value.status == 404
-    assert server.count() == 1
+    assert len(chart_requests(server)) == 1
 
 
-def test_400_before_the_first_bar_is_no_bars(server: ChartServer) -> None:
+def test_400_before_the_first_bar_is_no_bars(server: SimulatorServer) -> None:
     with make_client(server) as client:
         fetched = client.fetch("MSFT", date(2020, 1, 2), date(2020, 1, 31), now=FAR_FUTURE)
     assert fetched.chart.bars.empty
@@ -273,40 +293,86 @@ def test_400_before_the_first_bar_is_no_bars(server: ChartServer) -> None:
     assert "Data doesn't exist" in fetched.note
 
 
-def test_window_after_the_last_bar_is_an_empty_chart(server: ChartServer) -> None:
+def test_window_after_the_last_bar_is_an_empty_chart(server: SimulatorServer) -> None:
     with make_client(server) as client:
         fetched = client.fetch("MSFT", date(2022, 3, 1), date(2022, 3, 4), now=FAR_FUTURE)
     assert fetched.chart.bars.empty
     assert fetched.note == ""
 
 
-def test_429_and_500_are_retried_with_retry_after(server: ChartServer) -> None:
-    server.script("MSFT", Fault(429, {"Retry-After": "0"}), Fault(500, body=b"oops"))
+def test_429_and_500_are_retried_with_retry_after(server: SimulatorServer) -> None:
+    script(server, {"kind": "429", "retry_after": 0, "count": 1}, {"kind": "500", "after": 1, "count": 1})
     with make_client(server) as client:
         fetched = client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
         assert client.stats.retries == 2
         assert client.stats.statuses == {429: 1, 500: 1, 200: 1}
     assert len(fetched.chart.bars) == 5
-    assert server.count("MSFT") == 3
+    assert len(chart_requests(server, "MSFT")) == 3
 
 
-def test_exhausted_retries_raise_chart_error_with_the_status(server: ChartServer) -> None:
-    server.script("MSFT", sticky=Fault(503, body=b"unavailable"))
+def test_exhausted_retries_raise_chart_error_with_the_status(server: SimulatorServer) -> None:
+    script(server, {"kind": "503"})
     with make_client(server) as client, pytest.raises(ChartError, match="HTTP 503") as info:
         client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
     assert info.value.status == 503
-    assert server.count("MSFT") == FAST.max_attempts
+    assert len(chart_requests(server, "MSFT")) == FAST.max_attempts
 
 
-def test_timeouts_raise_chart_error(server: ChartServer) -> None:
-    server.script("MSFT", sticky=Fault(delay=0.5))
+def test_timeouts_raise_chart_error(server: SimulatorServer) -> None:
+    script(server, {"kind": "slow", "delay": 0.5})
     policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01, timeout=0.2)
     with make_client(server, policy) as client, pytest.raises(ChartError, match="Timeout") as info:
         client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
     assert info.value.status is None
 
 
-def test_truncated_body_raises_chart_error(server: ChartServer) -> None:
-    server.script("MSFT", Fault(truncate=True))
+def test_truncated_body_raises_chart_error(server: SimulatorServer) -> None:
+    script(server, {"kind": "truncated", "count": 1})
     with make_client(server) as client, pytest.raises(ChartError, match="truncated JSON"):
         client.fetch("MSFT", date(2021, 3, 1), date(2021, 3, 5), now=FAR_FUTURE)
+
+
+# --- raw before parse -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ticker", "rules", "status", "error"),
+    [
+        ("MSFT", [], 200, None),
+        ("MSFT", [{"kind": "truncated"}], 200, "truncated JSON"),
+        ("MSFT", [{"kind": "missing_field", "field": "close"}], 200, "KeyError: 'close'"),
+        ("NOPE", [], 404, "No data found"),
+        ("MSFT", [{"kind": "503"}], 503, "HTTP 503"),
+    ],
+    ids=["200", "malformed-200", "drifted-200", "404", "503-after-retries"],
+)
+def test_every_body_is_handed_on_before_it_is_parsed(
+    server: SimulatorServer, ticker: str, rules: list[dict], status: int, error: str | None
+) -> None:
+    """``on_raw`` sees the answer that ends a request, whatever it is, before the client reads it:
+    the body as received, under the one chart name rule (``raw_name``: the status in it when the
+    request ended on no answer)."""
+    script(server, *rules)
+    start, end = date(2021, 3, 1), date(2021, 3, 5)
+    landed: list[RawResponse] = []
+    raised: list[Exception] = []
+    with make_client(server) as client:
+        try:
+            client.fetch(ticker, start, end, now=FAR_FUTURE, on_raw=landed.append)
+        except ChartError as exc:
+            raised.append(exc)
+    assert [r.name for r in landed] == [raw_name(ticker, start, end, status)]
+    assert (status != 503) == (landed[0].name == f"chart_{ticker}_2021-03-01_2021-03-05.json")
+    if error is None:
+        assert not raised and json.loads(landed[0].body)["chart"]["result"][0]["meta"]["symbol"] == "MSFT"
+    else:
+        assert len(raised) == 1 and error in str(raised[0])
+    if rules and rules[0]["kind"] == "truncated":
+        with pytest.raises(ValueError):
+            json.loads(landed[0].body)  # kept exactly as it arrived: cut off
+
+
+def test_the_raw_name_percent_encodes_the_ticker() -> None:
+    assert raw_name("^SPX", date(2021, 3, 1), date(2021, 3, 5)) == "chart_%5ESPX_2021-03-01_2021-03-05.json"
+    assert raw_name("ES=F", date(2021, 3, 1), date(2021, 3, 5), 404) == "chart_ES%3DF_2021-03-01_2021-03-05.json"
+    assert raw_name("SPY", date(2021, 3, 1), date(2021, 3, 5), 503) == "chart_SPY_2021-03-01_2021-03-05_http503.json"

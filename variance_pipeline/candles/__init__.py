@@ -1,1 +1,2 @@
-"""The per-symbol candle cache: store (files), refresh (fetch only what is missing), rebase (lake after a split), sync (cache -> lake)."""
+"""Candles: one home per symbol in the lake (store, bars, state), kept up to date by the refresh
+(plan, requests, rescale, merge); an old data dir is migrated on first use (migrate)."""

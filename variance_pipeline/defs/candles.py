@@ -1,18 +1,32 @@
-"""The ``candles`` asset: cache-first Yahoo OHLCV for the universe, one request per symbol at most."""
+"""The ``candles`` asset: store-first Yahoo OHLCV for the universe, one request per symbol at most."""
 
-from datetime import timedelta
-from typing import Iterator
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Callable, Iterator
 
 import dagster as dg
+import pandas as pd
 
 from variance_pipeline.candles.refresh import refresh_candles
-from variance_pipeline.candles.sync import sync_lake
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.defs.common import ASSET_COMMON, raw_lander, universe_symbols
 from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, YahooResource
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.sources.http import RequestStats
+
+
+def quarantine_lander(lake: Lake, day: date) -> Callable[[pd.DataFrame], None]:
+    """Refused bars to ``quarantine/candles/date=<day>/`` as they are refused: the run's file is
+    rewritten with every row so far, so it is whole at any moment and a re-run replaces it."""
+    rows: list[pd.DataFrame] = []
+
+    def land(frame: pd.DataFrame) -> None:
+        rows.append(frame)
+        lake.write_quarantine("candles", day, pd.concat(rows, ignore_index=True))
+
+    return land
 
 
 @dg.asset(
@@ -20,11 +34,12 @@ from variance_pipeline.sources.http import RequestStats
     metadata={"dagster/column_schema": column_schema(CANDLES)},
     group_name="extract",
     kinds={"python", "parquet"},
-    description="Daily OHLCV bars (final bars only) for every universe symbol, cache-first from Yahoo's "
-    "chart endpoint: one request per symbol for any range, none when the cache already has it.",
+    description="Daily OHLCV bars (final bars only) for every universe symbol, store-first from Yahoo's "
+    "chart endpoint: one request per symbol for any range, none when the store already has it. One "
+    "file per symbol (lake/candles/symbol=<s>/), validated bars only.",
     check_specs=[
         schema_check_spec(CANDLES),
-        dg.AssetCheckSpec("candles_fresh", asset="candles", description="No symbol served from a stale cache"),
+        dg.AssetCheckSpec("candles_fresh", asset="candles", description="No symbol served from stale stored bars"),
     ],
     **ASSET_COMMON,
 )
@@ -35,11 +50,11 @@ def candles(
     lake = pipeline.lake
     stats = RequestStats()
     symbols = universe_symbols(lake, sessions)
-    cache = pipeline.candle_cache()
+    store = pipeline.candle_cache()
     with yahoo.client(stats) as client:
         context.log.info(
             f"candles: {len(symbols)} symbols, at most one request each: {client.pace_message(len(symbols))} "
-            "(cached symbols cost nothing)"
+            "(symbols the store already covers cost nothing)"
         )
         refresh = refresh_candles(
             symbols,
@@ -47,46 +62,48 @@ def candles(
             sessions[-1],
             now=pipeline.clock(),
             client=client,
-            cache=cache,
+            store=store,
             log=context.log.info,
             on_raw=raw_lander(lake, "candles", sessions[-1]),
+            on_rejected=quarantine_lander(lake, sessions[-1]),
             not_found_retry=timedelta(days=yahoo.not_found_retry_days),
         )
-    synced = sync_lake(lake, cache, refresh, sessions)
-    rebase, rebased = synced.rebase, refresh.rebased_symbols
-    if not rebase.empty:
+    rescaled = refresh.rescaled_symbols
+    if rescaled:
         context.log.warning(
-            f"candles: {', '.join(rebased)} re-based; rewrote {len(rebase.sessions)} earlier partition(s) "
-            f"({rebase.sessions[0]}..{rebase.sessions[-1]}, {rebase.rows_replaced} rows, "
-            f"{rebase.rows_dropped} without a new bar dropped); the warehouse reloads them"
+            f"candles: {', '.join(rescaled)} re-scaled (split, dividend adjustment or another ticker): each "
+            "symbol's file was replaced with its whole history; the warehouse reloads what it holds of them"
         )
     by_status: dict[str, list[str]] = {}
     for status in refresh.statuses:
         by_status.setdefault(status.status, []).append(status.symbol)
     stale = by_status.get("stale", []) + by_status.get("unavailable", [])
     remembered = [f"{s.symbol} (until {s.not_found_until:%Y-%m-%d})" for s in refresh.statuses if s.not_found_until]
-    valid = synced.outcome.valid
+    valid = refresh.frame(sessions[0], sessions[-1])
+    quarantined = refresh.quarantined
     yield dg.MaterializeResult(
         metadata={
             **landed("candles", len(valid)),
             "rows": len(valid),
-            "sessions_written": len(synced.sessions_written),
+            "sessions_written": int(valid["session_date"].nunique()),
             "symbols": len(symbols),
             "symbols_fetched": len(by_status.get("fetched", [])),
             "cache_hits": len(by_status.get("cached", [])),
             "stale_symbols": dg.MetadataValue.text(", ".join(stale) or "none"),
             "not_found_remembered": dg.MetadataValue.text(", ".join(remembered) or "none"),
-            "cache_files_read": cache.files_read,
+            "cache_files_read": store.files_read,
             "null_bars_dropped": refresh.null_bars_dropped,
             "live_bars_dropped": refresh.live_bars_dropped,
-            "rebased_symbols": dg.MetadataValue.text(", ".join(rebased) or "none"),
-            "sessions_rewritten": dg.MetadataValue.text(", ".join(str(d) for d in rebase.sessions) or "none"),
-            "last_parquet_path": path_value(lake.partition_path("candles", sessions[-1])),
+            "rows_quarantined": len(quarantined),
+            "rescaled_symbols": dg.MetadataValue.text(", ".join(rescaled) or "none"),
+            "store_path": path_value(lake.candles_dir),
+            **({"quarantine_path": path_value(lake.quarantine_path("candles", sessions[-1]))} if len(quarantined) else {}),
             "preview": preview(valid.sort_values(["session_date", "symbol"]).tail(10)),
             **stats.as_metadata(),
         }
     )
-    yield validation_check(synced.outcome)
+    # The declaration's verdict on what was fetched, reported against the run's stored rows.
+    yield validation_check(replace(refresh.validation, valid=valid))
     yield dg.AssetCheckResult(
         check_name="candles_fresh",
         asset_key="candles",

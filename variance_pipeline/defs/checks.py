@@ -16,15 +16,17 @@ from variance_pipeline.defs.resources import PipelineResource, WarehouseResource
 @dg.asset_check(
     asset="candles",
     description="Every symbol of the newest landed universe (held underlyings + watchlist) has a bar in "
-    "the newest candle partition; warns with the missing list (halted, delisted, or served stale).",
+    "the newest session the candle store holds for them; warns with the missing list (halted, delisted, "
+    "or served stale).",
 )
 def candles_cover_universe(pipeline: PipelineResource) -> dg.AssetCheckResult:
     lake = pipeline.lake
-    latest = lake.latest_partition("candles")
     newest_universe = lake.latest_partition("universe")
-    universe = lake.read_partition("universe", newest_universe)["symbol"].tolist() if newest_universe else []
-    present = set(lake.read_partition("candles", latest)["symbol"]) if latest else set()
-    missing = sorted(set(universe) - present)
+    universe = [str(s) for s in lake.read_partition("universe", newest_universe)["symbol"]] if newest_universe else []
+    store = pipeline.candle_cache()  # in a run, the candles step's reads: nothing read again
+    last = {symbol: bars["session_date"].max() for symbol in universe if len(bars := store.read(symbol))}
+    latest = max(last.values(), default=None)
+    missing = sorted(symbol for symbol in universe if last.get(symbol) != latest)
     return dg.AssetCheckResult(
         passed=not missing,
         severity=dg.AssetCheckSeverity.WARN,

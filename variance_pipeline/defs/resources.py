@@ -104,7 +104,7 @@ class PipelineResource(dg.ConfigurableResource):
         volatility steps share it; under a process-per-step executor each process has its own.
         """
         if self._candle_cache is None:
-            self._candle_cache = RunCandleCache(self.lake.candle_cache_dir)
+            self._candle_cache = RunCandleCache(self.lake.candles_dir)
         return self._candle_cache
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from variance_pipeline.calendar import session_close
-from variance_pipeline.defs.common import ASSET_COMMON, land_validated
+from variance_pipeline.candles.store import CandleStore
+from variance_pipeline.defs.common import ASSET_COMMON, land_validated, universe_symbols
 from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, nothing_landed, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource
@@ -55,13 +56,17 @@ def _read(lake: Lake, dataset: str, day: date) -> pd.DataFrame | None:
     return lake.read_partition(dataset, day) if lake.has_partition(dataset, day) else None
 
 
-def _price_session(lake: Lake, day: date) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """(priced, unpriced, notes) for one session with a landed positions snapshot."""
+def _price_session(
+    lake: Lake, store: CandleStore, symbols: list[str], day: date
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(priced, unpriced, notes) for one session with a landed positions snapshot; the
+    underlyings' closes of that session come from the candle store (``symbols``: the universe)."""
     positions = lake.read_partition("positions", day)
     notes: list[str] = []
     term = _read(lake, "iv_term_structure", day)
     metrics = _read(lake, "market_metrics", day)
-    candles = _read(lake, "candles", day)
+    candles = store.session(day, symbols)
+    candles = candles if len(candles) else None
     rate_frame = _read(lake, "risk_free_rate", day)
     if term is None:
         notes.append(f"no iv_term_structure for {day}: options are unpriced")
@@ -117,8 +122,9 @@ def position_greeks(
         yield from nothing_landed(reason, [(check, "position_greeks") for check in checks])
         return
     priced_all, unpriced_all, outcomes, metadata = [], [], [], {}
+    store, symbols = pipeline.candle_cache(), universe_symbols(lake, run_sessions(context))
     for day in days:
-        priced, unpriced, notes = _price_session(lake, day)
+        priced, unpriced, notes = _price_session(lake, store, symbols, day)
         for note in notes:
             context.log.warning(f"position_greeks: {note}")
         outcome = validate_frame(POSITION_GREEKS, priced)

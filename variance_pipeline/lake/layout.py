@@ -1,20 +1,21 @@
 """The data layout under ``VARIANCE_DATA_DIR``: raw JSON (bronze), validated Parquet (silver),
-quarantine, state and the warehouse path, hive-partitioned by date (see the contract).
+quarantine, state and the warehouse path (see the contract).
 
-Every write is atomic (``lake.atomic``). The lake also owns its reload manifests. A stage that
-rewrites partitions of sessions outside its run (the candles sync, when a split re-bases a
-symbol's history) lists them with ``Lake.request_reload`` in
-``lake/<dataset>/_pending_reload.json``; the warehouse load reloads the sessions listed there and
-calls ``Lake.clear_reloads`` once its transaction has committed, so the warehouse never keeps a
-session on the old scale, and a failed load leaves the manifest for the next run.
+Every dataset but one is hive-partitioned by session: ``lake/<dataset>/date=D/part-0.parquet``.
+Candles are partitioned by symbol instead, ``lake/candles/symbol=<percent-encoded>/part-0.parquet``:
+a symbol's whole history is one file, so a split that re-scales it rewrites exactly one file
+(``variance_pipeline.candles.store`` owns those files; what each symbol's fetch remembers lives
+beside the lake, in ``state/candles/<percent-encoded>.json``). Every write is atomic
+(``lake.atomic``).
 """
 
 from __future__ import annotations
 
-import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote, unquote
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -28,8 +29,21 @@ from variance_pipeline.lake.atomic import (
 )
 from variance_pipeline.schemas.registry import BY_NAME
 
-RELOAD_MANIFEST = "_pending_reload.json"
-MAX_RELOAD_REASONS = 20
+PART = "part-0.parquet"
+SYMBOL_PARTITION = "symbol="
+PER_SYMBOL = frozenset({"candles"})
+"""Datasets stored one file per symbol (``lake/<dataset>/symbol=S/``) rather than per session."""
+
+
+def file_stem(symbol: str) -> str:
+    """``symbol`` percent-encoded into one path segment (``/ES`` -> ``%2FES``, ``^SPX`` -> ``%5ESPX``).
+
+    Reversible (``unquote``), so two symbols never share a file, and free of ``/``, so no symbol
+    adds a directory. The one rule for a symbol in a file or folder name.
+    """
+    if not symbol.strip():
+        raise ValueError("an empty symbol has no file")
+    return quote(symbol, safe="")
 
 
 class DataDirConflict(RuntimeError):
@@ -76,8 +90,50 @@ class Lake:
     def warehouse_path(self) -> Path:
         return self.root / "warehouse.duckdb"
 
+    @classmethod
+    def of_candles_dir(cls, candles_dir: Path) -> Lake:
+        """The lake whose ``candles_dir`` is ``candles_dir`` (``<data dir>/lake/candles``)."""
+        path = Path(candles_dir)
+        if path.name != "candles" or path.parent.name != "lake":
+            raise ValueError(f"{path} is not a lake's candle folder: expected <data dir>/lake/candles")
+        return cls(path.parent.parent)
+
     @property
-    def candle_cache_dir(self) -> Path:
+    def candles_dir(self) -> Path:
+        """The one home of candles: ``lake/candles/symbol=<s>/part-0.parquet``, one file per symbol."""
+        return self.root / "lake" / "candles"
+
+    def candle_path(self, symbol: str) -> Path:
+        return self.candles_dir / f"{SYMBOL_PARTITION}{file_stem(symbol)}" / PART
+
+    def candle_folders(self) -> dict[str, Path]:
+        """Every symbol's candle folder (``symbol=<s>``), by symbol: one scan of one folder."""
+        try:
+            entries = list(os.scandir(self.candles_dir))
+        except FileNotFoundError:
+            return {}
+        found = {
+            unquote(entry.name.removeprefix(SYMBOL_PARTITION)): Path(entry.path)
+            for entry in entries
+            if entry.name.startswith(SYMBOL_PARTITION) and entry.is_dir()
+        }
+        return dict(sorted(found.items()))
+
+    def candle_files(self) -> dict[str, Path]:
+        """Every symbol that has a candle file, and the file."""
+        return {symbol: folder / PART for symbol, folder in self.candle_folders().items() if (folder / PART).exists()}
+
+    @property
+    def candle_state_dir(self) -> Path:
+        """What each symbol's chart fetch remembers (``state/candles/<s>.json``): not data, so not lake."""
+        return self.root / "state" / "candles"
+
+    def candle_state_path(self, symbol: str) -> Path:
+        return self.candle_state_dir / f"{file_stem(symbol)}.json"
+
+    @property
+    def legacy_candle_cache_dir(self) -> Path:
+        """Where candles were cached before the lake held them per symbol (``candles.migrate``)."""
         return self.root / "cache" / "candles"
 
     @property
@@ -116,8 +172,14 @@ class Lake:
         """Replace the dataset's partition for ``day`` (idempotent: re-running overwrites).
 
         The file holds exactly the dataset's declared columns and Arrow types: a missing column
-        or a null in a non-nullable one fails here, before anything is replaced.
+        or a null in a non-nullable one fails here, before anything is replaced. A dataset stored
+        per symbol has no session partitions: writing one is refused (it would be a second home).
         """
+        if dataset in PER_SYMBOL:
+            raise ValueError(
+                f"{dataset} is stored one file per symbol under {self.root / 'lake' / dataset}/symbol=<s>/, "
+                f"not per session: write it through variance_pipeline.candles.store.CandleStore"
+            )
         self._stamp()
         return write_parquet_atomic(self.partition_path(dataset, day), BY_NAME[dataset].arrow_table(frame))
 
@@ -151,10 +213,11 @@ class Lake:
 
     def run_folders(self, sessions: Iterable[date]) -> list[Path]:
         """Every folder a run of ``sessions`` writes files into: the sessions' partition folders of
-        every dataset in raw/, lake/ and quarantine/, the datasets' own folders (reload manifests),
-        the candle cache, the reports and the data dir itself. Never the whole history."""
+        every dataset in raw/, lake/ and quarantine/, the datasets' own folders, each symbol's
+        candle folder and the candle state, the reports and the data dir itself. Never a session
+        outside the run."""
         days = [f"date={day.isoformat()}" for day in sessions]
-        folders = [self.root, self.candle_cache_dir, self.reports_dir]
+        folders = [self.root, self.candle_state_dir, self.reports_dir, *self.candle_folders().values()]
         for layer in ("raw", "lake", "quarantine"):
             base = self.root / layer
             try:
@@ -174,57 +237,3 @@ class Lake:
     def free_bytes(self) -> int:
         """Free bytes on the disk that holds the data dir."""
         return free_bytes(self.root)
-
-    # -- reload manifests ---------------------------------------------------------------------
-
-    def reload_manifest_path(self, dataset: str) -> Path:
-        """``lake/<dataset>/_pending_reload.json``; the leading ``_`` keeps it out of partition scans."""
-        return self.root / "lake" / dataset / RELOAD_MANIFEST
-
-    def pending_reloads(self, dataset: str) -> set[date]:
-        """Sessions of ``dataset`` rewritten in the lake that wait for a warehouse load."""
-        return _manifest_sessions(_read_manifest(self.reload_manifest_path(dataset)))
-
-    def request_reload(self, dataset: str, sessions: Iterable[date], *, reason: str = "") -> Path | None:
-        """Ask the next warehouse load to reload ``sessions`` of ``dataset`` (merged with any pending)."""
-        days = set(sessions)
-        if not days:
-            return None
-        path = self.reload_manifest_path(dataset)
-        doc = _read_manifest(path)
-        merged = _manifest_sessions(doc) | days
-        reasons = [str(r) for r in doc.get("reasons", []) if r][-(MAX_RELOAD_REASONS - 1):]
-        if reason:
-            reasons.append(reason)
-        return write_json_atomic(
-            path, {"dataset": dataset, "sessions": sorted(d.isoformat() for d in merged), "reasons": reasons}
-        )
-
-    def clear_reloads(self, dataset: str, loaded: set[date]) -> None:
-        """Drop ``loaded`` from the manifest (re-read, so sessions requested meanwhile stay)."""
-        path = self.reload_manifest_path(dataset)
-        doc = _read_manifest(path)
-        left = _manifest_sessions(doc) - loaded
-        if left:
-            write_json_atomic(path, {**doc, "dataset": dataset, "sessions": sorted(d.isoformat() for d in left)})
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _read_manifest(path: Path) -> dict:
-    """The manifest, or {} when there is none (written atomically, so never half a file)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _manifest_sessions(doc: dict) -> set[date]:
-    days = set()
-    for text in doc.get("sessions", []):
-        try:
-            days.add(date.fromisoformat(str(text)))
-        except ValueError:
-            continue
-    return days

@@ -1,6 +1,6 @@
 """The local working copy of an ``s3://`` data dir: pulled when a run starts, pushed when it ends.
 
-Why a working copy rather than writing the bucket from every stage: the lake, the candle cache,
+Why a working copy rather than writing the bucket from every stage: the lake, the candle store,
 the earnings state and the warehouse are built on local files (atomic renames, DuckDB loading a
 private copy and publishing it by a rename). Teaching each of them to write objects would touch
 every stage and lose DuckDB's local file; instead the run works on a local directory that mirrors
@@ -16,7 +16,7 @@ pulls in its set-up and pushes in the warehouse step and its teardown):
   new pod downloads everything once. (A prefix with no manifest yet removes nothing, so copying
   an existing local data dir into the working copy before the first run uploads it.)
 - **push** uploads every mirrored file that is new or changed since the pull (raw, lake,
-  quarantine, the candle cache and earnings state, reports, the published warehouse and the
+  quarantine, the candle fetch state and earnings state, reports, the published warehouse and the
   source stamp) as immutable objects, then commits the manifest (``lake.object_store``), listing
   the files the run removed as gone. Temporary files and ``.corrupt`` files set aside for a person
   stay local.
@@ -41,10 +41,11 @@ from variance_pipeline.lake.object_store import Entry, ObjectStore, ObjectStoreE
 
 # What a data dir holds that belongs in the bucket; everything else in the working copy (the
 # sync state, lock files, a DAGSTER_HOME or a demo log someone put there) stays on this machine.
-MIRRORED = ("raw", "lake", "quarantine", "cache", "reports", "warehouse.duckdb", ".variance-source")
+MIRRORED = ("raw", "lake", "quarantine", "state", "cache", "reports", "warehouse.duckdb", ".variance-source")
 STATE_FILE = ".variance-sync.json"
 LOCK_SUBJECT = ".variance-sync"  # -> .variance-sync.lock, .variance-sync.lock.owner
-LOCAL_ONLY_SUFFIXES = (".corrupt",)  # a cache file set aside for inspection (candles/store.py)
+# A file set aside for inspection (candles/bars.py, candles/state.py) and a lock of this machine.
+LOCAL_ONLY_SUFFIXES = (".corrupt", ".lock", ".lock.owner")
 
 
 class Synced(NamedTuple):

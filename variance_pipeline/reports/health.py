@@ -67,7 +67,6 @@ class Health:
     missing: list[dict[str, Any]] = field(default_factory=list)  # dataset, label, last_session
     stale_symbols: list[dict[str, Any]] = field(default_factory=list)  # symbol, last_candle, last_metrics
     quarantined: list[dict[str, Any]] = field(default_factory=list)  # dataset, rows, path
-    pending_reloads: list[dict[str, Any]] = field(default_factory=list)  # dataset, sessions
     checks_failed: list[CheckOutcome] = field(default_factory=list)
     checks_warned: list[CheckOutcome] = field(default_factory=list)
     checks_total: int = 0
@@ -76,7 +75,7 @@ class Health:
 
     @property
     def problems(self) -> int:
-        return (len(self.missing) + len(self.stale_symbols) + len(self.quarantined) + len(self.pending_reloads)
+        return (len(self.missing) + len(self.stale_symbols) + len(self.quarantined)
                 + len(self.checks_failed) + len(self.checks_warned))
 
 
@@ -115,10 +114,6 @@ def data_health(con: duckdb.DuckDBPyConnection, lake: Lake, evening: date | None
                 except Exception:  # noqa: BLE001 - an unreadable quarantine file is still worth naming
                     rows = None
                 health.quarantined.append({"dataset": dataset.name, "rows": rows, "path": str(path)})
-    for dataset in DATASETS:
-        sessions = sorted(lake.pending_reloads(dataset.name))
-        if sessions:
-            health.pending_reloads.append({"dataset": dataset.name, "sessions": sessions})
     if facts is None:
         health.notes.append(
             "Check results and run history live in Dagster; this page was built without a run "

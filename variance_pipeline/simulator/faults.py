@@ -1,12 +1,14 @@
 """Fault injection: the failures the pipeline must survive, on demand and countable.
 
-A rule names an endpoint (or ``*``), optionally a symbol, a kind and how many times it fires
-(``count``; null = every time). Error kinds (429/500/503/401/403; a 401 from ``oauth`` is the
+A rule names an endpoint (or ``*``), optionally a symbol, a kind, how many times it fires
+(``count``; null = every time) and how many matching requests it lets through first (``after``;
+0 = from the first). Error kinds (429/500/503/401/403; a 401 from ``oauth`` is the
 ``invalid_grant`` of rejected credentials) replace the answer with the error each API sends, and
 ``reply`` with the rule's own ``status`` and ``body`` (a JSON value, or a string sent as text): a
 reply scripted as a test needs it. At most one of these answers a request: the first installed
 that matches; the others wait for later requests and do not count this one, so
-``[503 count 1, 500 count 1]`` answers 503, then 500, then the real answer. ``echo`` makes the
+``[503 count 1, 500 count 1]`` answers 503, then 500, then the real answer (``after`` scripts the
+same sequence from the other end). ``echo`` makes the
 error answers (status >= 400) to the requests it matches quote what each request sent (its body,
 else its path and query), credentials included, as a careless server's might. ``slow`` delays
 the answer; ``truncated``, ``missing_field``, ``extra_field``, ``number_as_string``, ``string_as_number``
@@ -19,6 +21,7 @@ has split on that date (synthetic market only), so ``count`` does not apply to i
 JSON form (``POST /_sim/faults`` takes one rule, a list, or ``{"rules": [...]}``)::
 
     {"endpoint": "chart", "symbol": "SPY", "kind": "429", "count": 2, "retry_after": 3}
+    {"endpoint": "chart", "symbol": "NVDA", "kind": "429", "after": 1}
     {"endpoint": "chart", "symbol": "NVDA", "kind": "split", "split": {"date": "2025-06-02", "ratio": 4}}
     {"endpoint": "chart", "symbol": "SPY", "kind": "bad_bar", "field": "zero", "date": "2025-11-21"}
     {"endpoint": "oauth", "kind": "reply", "status": 400, "body": {"error": "invalid_grant"}, "count": 1}
@@ -77,6 +80,7 @@ class FaultRule:
     kind: str
     symbol: str | None = None
     count: int | None = None
+    after: int = 0  # matching requests answered normally before the rule fires
     retry_after: float | str | None = None
     delay: float = 0.0
     split: Split | None = None
@@ -92,8 +96,8 @@ class FaultRule:
         if not isinstance(raw, Mapping):
             raise ValueError(f"a fault rule must be an object, got {raw!r}")
         unknown = set(raw) - {
-            "endpoint", "kind", "symbol", "count", "retry_after", "delay", "split", "field", "date", "status", "body",
-            "page",
+            "endpoint", "kind", "symbol", "count", "after", "retry_after", "delay", "split", "field", "date",
+            "status", "body", "page",
         }
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}")
@@ -106,6 +110,9 @@ class FaultRule:
         count = raw.get("count")
         if count is not None and (not isinstance(count, int) or count < 1):
             raise ValueError("count must be a positive integer or null")
+        after = raw.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ValueError("after must be a whole number of requests >= 0")
         retry_after = raw.get("retry_after")
         if retry_after is not None and not isinstance(retry_after, (int, float, str)):
             raise ValueError("retry_after must be seconds or an HTTP-date string")
@@ -138,6 +145,7 @@ class FaultRule:
             kind=kind,
             symbol=str(symbol) if symbol else None,
             count=count,
+            after=after,
             retry_after=retry_after,
             delay=float(raw.get("delay", 0.0) or 0.0),
             split=split,
@@ -157,6 +165,7 @@ class FaultRule:
             "kind": self.kind,
             "symbol": self.symbol,
             "count": self.count,
+            "after": self.after,
             "retry_after": self.retry_after,
             "delay": self.delay,
             "split": split,
@@ -228,7 +237,7 @@ def parse_spec(spec: str) -> list[FaultRule]:
             raw[key] = value
         elif key in ("date", "ratio"):
             split[key] = value
-        elif key in ("count", "status", "page"):
+        elif key in ("count", "status", "after", "page"):
             raw[key] = int(value)
         elif key in ("delay", "retry_after"):
             raw[key] = float(value) if key == "delay" or value.replace(".", "", 1).isdigit() else value
@@ -240,14 +249,16 @@ def parse_spec(spec: str) -> list[FaultRule]:
 
 
 class FaultStore:
-    """The installed rules and how often each fired; thread-safe because handlers run on many threads."""
+    """The installed rules, how many matching requests each has seen and how many it answered:
+    it fires on those past its ``after``, ``count`` times; thread-safe because handlers run on many
+    threads."""
 
     def __init__(self, rules: Iterable[FaultRule] = ()) -> None:
-        self._rules: list[tuple[FaultRule, int]] = [(rule, 0) for rule in rules]
+        self._rules: list[tuple[FaultRule, int, int]] = [(rule, 0, 0) for rule in rules]
         self._lock = threading.Lock()
 
     def replace(self, rules: Iterable[FaultRule]) -> None:
-        installed = [(rule, 0) for rule in rules]
+        installed = [(rule, 0, 0) for rule in rules]
         with self._lock:
             self._rules = installed
 
@@ -256,25 +267,28 @@ class FaultStore:
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [rule.to_json(fired) for rule, fired in self._rules]
+            return [rule.to_json(fired) for rule, _, fired in self._rules]
 
     def fire(self, endpoint: str, symbols: Collection[str], page: int = 0) -> list[FaultRule]:
         """The per-request rules that apply now, counted; exhausted rules are dropped.
 
-        At most one ``ANSWER_KINDS`` rule fires: the first that matches, in the order installed.
+        At most one ``ANSWER_KINDS`` rule fires: the first that matches, in the order installed;
+        a rule still letting requests through (``after``) counts every matching request.
         """
         fired: list[FaultRule] = []
         answered = False
         with self._lock:
-            kept: list[tuple[FaultRule, int]] = []
-            for rule, count in self._rules:
-                answers = rule.kind in ANSWER_KINDS
-                if rule.kind != "split" and not (answers and answered) and rule.matches(endpoint, symbols, page):
-                    count += 1
-                    fired.append(rule)
-                    answered = answered or answers
+            kept: list[tuple[FaultRule, int, int]] = []
+            for rule, seen, count in self._rules:
+                if rule.kind != "split" and rule.matches(endpoint, symbols, page):
+                    answers = rule.kind in ANSWER_KINDS
+                    seen += 1
+                    if seen > rule.after and not (answers and answered):
+                        fired.append(rule)
+                        count += 1
+                        answered = answered or answers
                 if rule.count is None or count < rule.count:
-                    kept.append((rule, count))
+                    kept.append((rule, seen, count))
             self._rules = kept
         return fired
 
@@ -283,7 +297,7 @@ class FaultStore:
         with self._lock:
             return tuple(
                 rule.split
-                for rule, _ in self._rules
+                for rule, _, _ in self._rules
                 if rule.kind == "split"
                 and rule.split is not None
                 and rule.symbol

@@ -124,15 +124,21 @@ def _adjclose_on_bases(results: list[dict[str, Any]]) -> dict[int, tuple[int, fl
 
 
 def merge_charts(paths: list[Path]) -> chart.ChartData:
-    """One ChartData from several recorded chart bodies of the same symbol (adjclose: see above)."""
+    """One ChartData from several recorded chart files of the same symbol, in file-name order."""
+    return merge_bodies([_load(path) for path in sorted(paths, key=lambda p: p.name)])
+
+
+def merge_bodies(bodies: list[dict[str, Any]]) -> chart.ChartData:
+    """One ChartData from chart bodies of the same symbol; an earlier body's bar wins a timestamp
+    both hold (adjclose: see the module docstring)."""
     rows: dict[int, dict[str, Any]] = {}
     columns: list[str] = []
     events: dict[str, dict[str, dict[str, Any]]] = {}
     meta: dict[str, Any] = {}
     has_adjclose = False
     results: list[dict[str, Any]] = []
-    for path in sorted(paths, key=lambda p: p.name):
-        result = _load(path)["chart"]["result"][0]
+    for body in bodies:
+        result = body["chart"]["result"][0]
         results.append(result)
         quote = result["indicators"]["quote"][0]
         adjclose_blocks = result["indicators"].get("adjclose") or [{}]
@@ -204,6 +210,19 @@ class ReplayBackend:
         data = self._metrics.get("data", {})
         items = [item for item in data.get("items", []) if str(item.get("symbol", "")).upper() in wanted]
         return Reply(200, {**self._metrics, "data": {**data, "items": items}})
+
+    def set_chart(self, ticker: str, body: dict[str, Any] | None) -> None:
+        """Answer ``ticker`` from ``body`` (a chart response as Yahoo sends it) instead of the
+        folder, from the next request on; None forgets it (then the ticker is unknown: 404).
+
+        For tests that need what no recording shows (a split the recording already adjusted, a
+        halted session, a revised close): they alter a copy of a recorded body and serve it.
+        """
+        key = ticker.strip().upper()
+        if body is None:
+            self._charts.pop(key, None)
+        else:
+            self._charts[key] = merge_bodies([body])
 
     def chart(self, ticker: str, query: Mapping[str, str], clock: datetime) -> Reply:
         data = self._charts.get(ticker.strip().upper())

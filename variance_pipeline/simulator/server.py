@@ -148,6 +148,7 @@ class SimulatorApp:
                 "endpoint": route[0] if route else None,  # oauth, accounts, positions, chart, ...
                 "path": unquote(parts.path),
                 "target": target,
+                "raw_path": parts.path,  # as sent, still percent-encoded (``/v8/finance/chart/%5ESPX``)
                 "query": query,
                 "headers": {name.lower(): value for name, value in headers.items()},
                 "body": sent,
@@ -474,6 +475,13 @@ class SimulatorServer:
     @property
     def requests(self) -> RequestLog:
         return self.app.requests
+
+    def replay_chart(self, ticker: str, body: dict[str, Any] | None) -> None:
+        """Replay mode: serve ``ticker``'s chart from ``body`` from now on (None: forget it, 404)."""
+        backend = self.app.backend
+        if not isinstance(backend, ReplayBackend):
+            raise TypeError("replay_chart needs a simulator started with replay_dir")
+        backend.set_chart(ticker, body)
 
     @property
     def oauth(self) -> OAuth:

@@ -383,10 +383,20 @@ def pace_message(n_requests: int, rate_per_second: float, jitter: float = 0.0) -
     return f"{n_requests} {noun} at {rate}: {about}"
 
 
-def raw_name(ticker: str, start: date, end: date) -> str:
-    """The bronze file name of one chart response: the ticker percent-encoded (``^SPX`` ->
-    ``%5ESPX``, ``ES=F`` -> ``ES%3DF``) so that no ticker can make an unsafe or nested path."""
-    return f"chart_{quote(ticker, safe='')}_{start.isoformat()}_{end.isoformat()}.json"
+ANSWER_STATUSES = frozenset({200, 400, 404})
+"""What Yahoo answers about a ticker and window (bars, none yet, unknown ticker); any other status
+the request ended on (a 429 or 5xx the retries gave up on) is Yahoo failing, not an answer."""
+
+
+def raw_name(ticker: str, start: date, end: date, status: int = 200) -> str:
+    """The bronze file name of one chart response, the only place it is spelled.
+
+    The ticker is percent-encoded (``^SPX`` -> ``%5ESPX``, ``ES=F`` -> ``ES%3DF``) so that no
+    ticker can make an unsafe or nested path. A body that is no answer carries its status
+    (``chart_SPY_..._http503.json``), so it never replaces an answer landed for the same window.
+    """
+    suffix = "" if status in ANSWER_STATUSES else f"_http{status}"
+    return f"chart_{quote(ticker, safe='')}_{start.isoformat()}_{end.isoformat()}{suffix}.json"
 
 
 class YahooChartClient:
@@ -443,8 +453,11 @@ class YahooChartClient:
 
         Raises ``SymbolUnavailable`` on 404 and ``ChartError`` when retries run out, the request
         times out, or the body cannot be parsed. HTTP 400 (window before the first bar) is an
-        empty chart, not an error. ``on_raw`` receives every body answered with 200, 400 or 404
-        (``RawResponse`` named by ``raw_name``) as soon as it arrived, before it is parsed.
+        empty chart, not an error. ``on_raw`` receives the body of the answer that ends the
+        request, whatever its status (200 whether it parses or not, 400, 404, the 429 or 5xx the
+        retries gave up on), as a ``RawResponse`` named by ``raw_name``, before anything reads
+        it: what Yahoo said is kept even when it cannot be used. Only a request that never got
+        an answer (timeouts, refused connections) lands nothing.
         """
         path = CHART_PATH + quote(ticker, safe="")
         params = {
@@ -461,8 +474,8 @@ class YahooChartClient:
         except SourceError as exc:
             raise ChartError(str(exc), symbol=ticker, status=exc.status, path=path) from exc
         body = response.content
-        if on_raw is not None and response.status_code in (200, 400, 404):
-            on_raw(RawResponse(raw_name(ticker, start, end), body))
+        if on_raw is not None:
+            on_raw(RawResponse(raw_name(ticker, start, end, response.status_code), body))
         if response.status_code == 404:
             raise SymbolUnavailable(_provider_description(body), symbol=ticker, path=path)
         if response.status_code == 400:

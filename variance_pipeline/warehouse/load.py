@@ -1,17 +1,20 @@
-"""Loading lake partitions into DuckDB: versioned DDL, one transaction per run, idempotent.
+"""Loading the lake into DuckDB: versioned DDL, one transaction per run, idempotent.
 
-A session's load deletes that session's rows and inserts them again from that session's Parquet,
-so re-running a day replaces it (never duplicates), and loading day k touches only day k's rows:
-the cost is O(day), not O(history).
+A session's load deletes that session's rows and inserts them again from the lake, so re-running a
+day replaces it (never duplicates), and loading day k touches only day k's rows: the cost is
+O(day), not O(history). Session-partitioned datasets are read from that session's Parquet;
+candles from the candle store (one file per symbol, ``candles.bars``), filtered to the sessions.
 
-Every ``load_sessions`` also reloads the sessions the lake lists in its reload manifests
-(``Lake.request_reload``, e.g. after a split re-based a symbol) and clears them once its
-transaction has committed, so the warehouse never keeps a session on the old scale.
+A split re-scales a symbol's whole history, and the store replaces its file with a new scale id.
+``candle_scales`` records the scale id each symbol was loaded on; a symbol whose file shows
+another one has every session the warehouse holds of it reloaded from the file, in the same
+transaction as the run's sessions, so the warehouse never keeps a session on the old scale and
+a crash leaves it as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -19,6 +22,9 @@ from typing import Iterable, Sequence
 
 import duckdb
 
+from variance_pipeline.candles.bars import SCALE_KEY
+from variance_pipeline.candles.migrate import migrate_legacy_candles
+from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.dataset import Dataset, SchemaDriftError
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, STANDARD_CHAIN
 from variance_pipeline.schemas.journal import JOURNAL
@@ -78,6 +84,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
         current = version
     for dataset in DATASETS:  # a dataset declared after the last migration gets its table here
         con.execute(dataset.ddl())
+    # Bookkeeping of the load itself, like schema_version: which scale each symbol's candles are on.
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS candle_scales ("
+        " symbol VARCHAR PRIMARY KEY, scale VARCHAR NOT NULL, loaded_at TIMESTAMPTZ NOT NULL)"
+    )
     create_vol_history_views(con)  # views.sql's vol_dashboard reads iv_rank_own
     for views in ("views.sql", "account_views.sql", "journal_views.sql"):
         con.execute(resources.files(PACKAGE).joinpath(views).read_text())
@@ -100,17 +111,14 @@ def _loaded(dataset: str, column: str) -> str:
     return f'coalesce("{column}", \'{literal}\') AS "{column}"'
 
 
-def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
-    rows = con.execute("SELECT name FROM parquet_schema(?)", [str(path)]).fetchall()
-    return {r[0] for r in rows}
-
-
 @dataclass(frozen=True)
 class LoadReport:
     rows_by_table: dict[str, int]
     sessions_by_table: dict[str, int]
-    # Sessions loaded beyond the requested ones because the lake asked for them (Lake.request_reload).
-    reloaded_by_table: dict[str, int] = field(default_factory=dict)
+    # Symbols whose candle history was re-scaled since the last load, and the rows of theirs
+    # reloaded beyond the run's sessions (every session the warehouse held of them).
+    rescaled_symbols: tuple[str, ...] = ()
+    rows_reloaded: int = 0
 
     @property
     def total_rows(self) -> int:
@@ -127,38 +135,34 @@ def load_sessions(
     min_rank_sessions: int = DEFAULT_MIN_RANK_SESSIONS,
     refresh_history: bool = True,
 ) -> LoadReport:
-    """Replace ``sessions`` of every dataset that has a lake partition for them, atomically.
+    """Replace ``sessions`` of every dataset the lake has them for, atomically.
 
     A session whose partition file is absent is left alone: a snapshot that could not be taken
-    for an old session must not erase what an earlier run recorded for it. Sessions the lake
-    listed with ``Lake.request_reload`` are reloaded in the same transaction and then unlisted.
+    for an old session must not erase what an earlier run recorded for it. Candles come from the
+    store, and a re-scaled symbol's other sessions are reloaded in the same transaction.
     """
     migrate(con)
+    migrate_legacy_candles(lake)  # an old data dir's candles, before anything reads the store
     tables = tuple(tables)
-    requested = set(sessions)
-    pending = {spec.name: lake.pending_reloads(spec.name) for spec in tables}
+    requested = sorted(set(sessions))
     rows: dict[str, int] = {}
     counts: dict[str, int] = {}
-    reloaded: dict[str, int] = {}
     now = datetime.now(timezone.utc)
+    candles = _CandleLoad((), 0, set())
     con.execute("BEGIN TRANSACTION")
     try:
         for spec in tables:
+            if spec == CANDLES:
+                candles = _load_candles(con, lake, requested, run_id, now)
+                rows[spec.table], counts[spec.table] = candles.rows, len(candles.sessions)
+                continue
             rows[spec.table] = 0
             counts[spec.table] = 0
-            extra = pending[spec.name] - requested
-            if extra:
-                reloaded[spec.table] = len(extra)
-            for day in sorted(requested | extra):
+            for day in requested:
                 path = lake.partition_path(spec.name, day)
                 if not path.exists():
                     continue
-                missing = spec.missing_columns(_parquet_columns(con, path))
-                if missing:
-                    raise SchemaDriftError(
-                        f"{spec.name}: column(s) {', '.join(missing)} missing from {path}; nothing was loaded "
-                        f"(re-materialise session {day} to rewrite the file with every declared column)"
-                    )
+                _require_columns(con, spec, [path])
                 names = ", ".join(f'"{c}"' for c in spec.names)
                 select = ", ".join(_loaded(spec.name, c) for c in spec.names)
                 if spec.load == "replace_all":
@@ -179,32 +183,114 @@ def load_sessions(
                     loaded = con.execute(
                         f'SELECT count(*) FROM "{spec.table}" WHERE "{spec.date_column}" = ?', [day]
                     ).fetchone()[0]
-                con.execute(
-                    "INSERT OR REPLACE INTO load_log VALUES (?, ?, ?, ?, ?)",
-                    [spec.name, day, loaded, run_id, now],
-                )
+                _log_load(con, spec, day, loaded, run_id, now)
                 rows[spec.table] += loaded
                 counts[spec.table] += 1
         # The history marts (constant-maturity IV, VRP filling in, earnings moves) follow the
         # sessions just loaded, in the same transaction: O(day), and never half-updated.
-        loaded_days = requested | {d for days in pending.values() for d in days}
         if refresh_history:
-            refresh_vol_history(con, sorted(loaded_days), min_rank_sessions=min_rank_sessions)
+            refresh_vol_history(con, sorted(set(requested) | candles.reloaded), min_rank_sessions=min_rank_sessions)
         if any(spec in JOURNAL for spec in tables):
             refresh_journal(con)  # trade ids and entry context, from every table loaded before
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    for dataset, days in pending.items():
-        if days:
-            lake.clear_reloads(dataset, days)
-    return LoadReport(rows, counts, reloaded)
+    return LoadReport(rows, counts, candles.rescaled, candles.rows_reloaded)
+
+
+def _require_columns(con: duckdb.DuckDBPyConnection, spec: Dataset, paths: Sequence[Path]) -> None:
+    """Every declared column is in every file (one footer read for all): never a silent NULL."""
+    found: dict[str, set[str]] = {str(p): set() for p in paths}
+    for file_name, column in con.execute(
+        "SELECT file_name, name FROM parquet_schema(?)", [[str(p) for p in paths]]
+    ).fetchall():
+        found.setdefault(file_name, set()).add(column)
+    for path, present in found.items():
+        missing = spec.missing_columns(present)
+        if missing:
+            raise SchemaDriftError(
+                f"{spec.name}: column(s) {', '.join(missing)} missing from {path}; nothing was loaded "
+                f"(re-materialise the data to rewrite the file with every declared column)"
+            )
+
+
+def _log_load(
+    con: duckdb.DuckDBPyConnection, spec: Dataset, day: date, rows: int, run_id: str | None, now: datetime
+) -> None:
+    con.execute("INSERT OR REPLACE INTO load_log VALUES (?, ?, ?, ?, ?)", [spec.name, day, rows, run_id, now])
+
+
+@dataclass(frozen=True)
+class _CandleLoad:
+    rescaled: tuple[str, ...]
+    rows_reloaded: int
+    reloaded: set[date]  # sessions beyond the run's whose candles changed (re-scaled symbols)
+    rows: int = 0
+    sessions: tuple[date, ...] = ()
+
+
+def _load_candles(
+    con: duckdb.DuckDBPyConnection, lake: Lake, requested: list[date], run_id: str | None, now: datetime
+) -> _CandleLoad:
+    """The run's sessions of every symbol from the store; first, each re-scaled symbol's other
+    sessions the warehouse holds (the footers say which scale each file is on: O(symbols), never
+    O(history) unless a history was re-scaled)."""
+    files = lake.candle_files()
+    if not files:
+        return _CandleLoad((), 0, set())
+    paths = {symbol: str(path) for symbol, path in files.items()}
+    _require_columns(con, CANDLES, list(files.values()))
+    on_disk = dict(con.execute(
+        "SELECT file_name, decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = ?",
+        [list(paths.values()), SCALE_KEY],
+    ).fetchall())
+    loaded_on = dict(con.execute("SELECT symbol, scale FROM candle_scales").fetchall())
+    scales = {symbol: on_disk.get(path, "") for symbol, path in paths.items()}
+    rescaled = sorted(symbol for symbol, scale in scales.items() if loaded_on.get(symbol) != scale)
+    names = ", ".join(f'"{c}"' for c in CANDLES.names)
+    reloaded_rows, reloaded = 0, set()
+    if rescaled:
+        # What the warehouse holds of them outside the run is replaced from the new history; a
+        # session it no longer has is dropped rather than left on the old scale.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE candle_reload AS SELECT symbol, session_date FROM candles "
+            "WHERE list_contains(?, symbol) AND NOT list_contains(?, session_date)",
+            [rescaled, requested],
+        )
+        held = con.execute("SELECT DISTINCT symbol, session_date FROM candle_reload").fetchall()
+        reloaded = {day for _, day in held}
+        if held:  # a symbol seen for the first time holds nothing yet: no file to read again
+            con.execute(
+                "DELETE FROM candles WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload)"
+            )
+            reloaded_rows = len(con.execute(
+                f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) "
+                "WHERE (symbol, session_date) IN (SELECT symbol, session_date FROM candle_reload) RETURNING 1",
+                [sorted({paths[symbol] for symbol, _ in held})],
+            ).fetchall())
+        con.execute("DROP TABLE candle_reload")
+        con.execute(
+            "INSERT OR REPLACE INTO candle_scales SELECT unnest(?), unnest(?), ?",
+            [rescaled, [scales[symbol] for symbol in rescaled], now],
+        )
+    con.execute("DELETE FROM candles WHERE list_contains(?, session_date)", [requested])
+    con.execute(
+        f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) WHERE list_contains(?, session_date)",
+        [list(paths.values()), requested],
+    )
+    per_day = dict(con.execute(
+        "SELECT session_date, count(*) FROM candles WHERE list_contains(?, session_date) GROUP BY 1", [requested]
+    ).fetchall())
+    for day, count in per_day.items():
+        _log_load(con, CANDLES, day, count, run_id, now)
+    return _CandleLoad(tuple(rescaled), reloaded_rows, reloaded, sum(per_day.values()), tuple(sorted(per_day)))
 
 
 def rebuild(lake: Lake, path: Path | None = None) -> LoadReport:
-    """Recreate the warehouse from the lake: a new file, every partition, then published (readers
-    of the old file keep it until they close it)."""
+    """Recreate the warehouse from the lake: a new file, every session a dataset landed a partition
+    for (and those sessions' candles from the store, as the runs loaded them), then published
+    (readers of the old file keep it until they close it)."""
     from variance_pipeline.warehouse.publish import publishing
 
     days = sorted({d for spec in TABLES for d in lake.partition_days(spec.name)})
