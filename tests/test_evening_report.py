@@ -35,6 +35,7 @@ from variance_pipeline.reports.mail import MailError, report_subject, send
 from variance_pipeline.reports.screen import Screen
 from variance_pipeline.reports.sections import week_end
 from variance_pipeline.schemas.candles import CANDLES
+from variance_pipeline.schemas.journal import TRADES
 from variance_pipeline.schemas.market_metrics import MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.realized_volatility import REALIZED_VOLATILITY
@@ -205,8 +206,20 @@ def test_the_week_ends_on_this_friday_or_on_the_next_one_on_a_friday() -> None:
 # -- the journal --------------------------------------------------------------------------------
 
 
-def test_the_journal_picks_up_a_trades_table_and_escapes_what_it_shows(market: Lake) -> None:
-    assert "no trades table" in context_of(market).journal.notes[0]
+def _closed_trades(con, trades: list[tuple[date, str, str, float]]) -> None:
+    """Closed trades into the warehouse's own ``trades`` table: the given columns, the outcome by
+    the sign of the P&L, and plain values for the other NOT NULL columns of its declaration."""
+    plain = {"VARCHAR": "x", "DATE": EVENING, "TIMESTAMP WITH TIME ZONE": FETCHED, "BIGINT": 1, "DOUBLE": 0.0, "BOOLEAN": False}
+    for i, (closed, underlying, strategy, pnl) in enumerate(trades):
+        row = {c.name: plain[c.sql_type] for c in TRADES.columns if not c.nullable}
+        row.update(trade_id=f"T{i}", underlying_symbol=underlying, strategy=strategy, status="closed",
+                   closed_date=closed, realized_pnl=pnl, outcome="win" if pnl > 0 else "loss")
+        names = ", ".join(f'"{name}"' for name in row)
+        con.execute(f"INSERT INTO trades ({names}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+
+def test_the_journal_reads_the_closed_trades_and_escapes_what_it_shows(market: Lake) -> None:
+    assert context_of(market).journal.notes == ["No trade was closed in the 30 days up to 2025-11-25."]
     trades = [  # (closed, underlying, strategy, P&L)
         (EVENING - timedelta(days=1), "SPY", "strangle", 250.0),
         (EVENING - timedelta(days=5), "SPY", "strangle", -400.0),
@@ -215,8 +228,7 @@ def test_the_journal_picks_up_a_trades_table_and_escapes_what_it_shows(market: L
         (EVENING - timedelta(days=31), "IWM", "short put", 999.0),  # outside the 30 days
     ]
     with warehouse_connection(market.warehouse_path) as con:
-        con.execute("CREATE TABLE trades (closed_date DATE, underlying_symbol VARCHAR, strategy VARCHAR, realized_pnl DOUBLE)")
-        con.executemany("INSERT INTO trades VALUES (?, ?, ?, ?)", trades)
+        _closed_trades(con, trades)
     journal = context_of(market).journal
     recent = [t for t in trades if (EVENING - t[0]).days < 30]
     assert len(journal.trades) == len(recent) == 4
@@ -228,12 +240,12 @@ def test_the_journal_picks_up_a_trades_table_and_escapes_what_it_shows(market: L
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-def test_a_trades_table_without_the_needed_columns_is_named_not_fatal(market: Lake) -> None:
+def test_a_warehouse_from_before_the_journal_is_named_not_fatal(market: Lake) -> None:
     with warehouse_connection(market.warehouse_path) as con:
-        con.execute("CREATE TABLE trades (closed_date DATE, underlying_symbol VARCHAR)")
+        con.execute("DROP TABLE trades CASCADE")
     notes = context_of(market).journal.notes
-    assert notes == ["The trades table lacks the column(s) strategy, realized_pnl, so the journal cannot be drawn "
-                     "(it needs closed_date, underlying_symbol, strategy, realized_pnl)."]
+    assert notes == ["The journal is not in this warehouse yet: its trades table is created by the next load "
+                     "(the pipeline builds it from the broker's transactions)."]
 
 
 # -- data health from the lake ------------------------------------------------------------------

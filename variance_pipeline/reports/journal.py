@@ -1,9 +1,10 @@
-"""The journal: the last 30 days of closed trades, the win rate and P&L by strategy.
+"""The journal section: the last 30 days of closed trades, the win rate and P&L by strategy.
 
-Closed trades come from the broker's transaction history, which the pipeline does not land yet
-(a separate issue will add a ``trades`` table). Until then the section says so in a sentence; it
-looks the table up on every build, so it fills in by itself the evening a ``trades`` table with
-the columns below appears, and names any column that table lacks instead of failing.
+It reads the warehouse's ``trades``, the journal the pipeline builds from the broker's
+transactions (``warehouse/journal.sql``): a trade counts on the New York date its last leg left
+(``closed_date``), and a win is the journal's own ``outcome`` (a scratch is neither a win nor a
+loss), so the page and ``strategy_outcomes`` agree. A warehouse built before the journal existed
+has no such table until its next load: the section says so instead of failing.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ from typing import Any
 import duckdb
 
 from variance_pipeline.reports.formatting import number
-
-TRADES_TABLE = "trades"
-TRADES_COLUMNS: dict[str, str] = {
-    "closed_date": "the date the trade was closed (DATE or TIMESTAMP)",
-    "underlying_symbol": "its underlying",
-    "strategy": "its strategy (short put, strangle, iron condor, ...)",
-    "realized_pnl": "the realised P&L in USD, fees included",
-}
-
+from variance_pipeline.schemas.journal import TRADES
 
 @dataclass
 class Journal:
@@ -40,40 +33,26 @@ class Journal:
         return self.wins / len(self.trades) if self.trades else None
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str] | None:
-    rows = con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [table]
-    ).fetchall()
-    return {r[0] for r in rows} if rows else None
-
-
 def closed_trades(con: duckdb.DuckDBPyConnection, evening: date, days: int = 30) -> Journal:
     """Closed trades of the ``days`` up to ``evening``, with the win rate and P&L by strategy."""
     journal = Journal(days=days)
-    columns = _columns(con, TRADES_TABLE)
-    if columns is None:
+    present = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [TRADES.table]
+    ).fetchone()[0]
+    if not present:
         journal.notes.append(
-            "The journal is not available yet: the warehouse has no trades table. Closed trades come from the "
-            "broker's transaction history, which the pipeline does not land yet (a separate issue). This section "
-            "fills in by itself once a trades table exists."
-        )
-        return journal
-    missing = [name for name in TRADES_COLUMNS if name not in columns]
-    if missing:
-        journal.notes.append(
-            f"The trades table lacks the column(s) {', '.join(missing)}, so the journal cannot be drawn "
-            f"(it needs {', '.join(TRADES_COLUMNS)})."
+            "The journal is not in this warehouse yet: its trades table is created by the next load "
+            "(the pipeline builds it from the broker's transactions)."
         )
         return journal
     journal.available = True
     start = evening - timedelta(days=days)
     cursor = con.execute(
         f"""
-        SELECT CAST(closed_date AS DATE) AS closed_date, underlying_symbol, coalesce(strategy, 'unknown') AS strategy,
-               realized_pnl
-        FROM "{TRADES_TABLE}"
-        WHERE CAST(closed_date AS DATE) > ? AND CAST(closed_date AS DATE) <= ?
-        ORDER BY closed_date DESC, underlying_symbol
+        SELECT closed_date, underlying_symbol, strategy, realized_pnl, outcome
+        FROM "{TRADES.table}"
+        WHERE status = 'closed' AND closed_date > ? AND closed_date <= ?
+        ORDER BY closed_date DESC, underlying_symbol, trade_id
         """,
         [start, evening],
     )
@@ -82,12 +61,13 @@ def closed_trades(con: duckdb.DuckDBPyConnection, evening: date, days: int = 30)
     groups: dict[str, dict[str, Any]] = {}
     for trade in journal.trades:
         pnl = number(trade["realized_pnl"]) or 0.0
+        win = trade["outcome"] == "win"
         group = groups.setdefault(trade["strategy"], {"strategy": trade["strategy"], "trades": 0, "wins": 0, "pnl": 0.0})
         group["trades"] += 1
-        group["wins"] += pnl > 0
+        group["wins"] += win
         group["pnl"] += pnl
         journal.total_pnl += pnl
-        journal.wins += pnl > 0
+        journal.wins += win
     for group in groups.values():
         group["win_rate"] = group["wins"] / group["trades"]
     journal.by_strategy = sorted(groups.values(), key=lambda g: (-g["trades"], g["strategy"]))
