@@ -2,7 +2,7 @@
 simulator, the data dir in a real S3 server on loopback (moto, ``tests/servers.py``).
 
 What a user relies on: an evening lands raw, lake, state, reports and the warehouse as objects the
-manifest lists; a re-run of the evening changes nothing but the warehouse's load log (no row twice);
+manifest lists; a re-run of the evening changes nothing but the warehouse's load log and the evening report (no row twice);
 a run killed (``kill -9``) mid-run or between its uploads and its commit leaves the bucket as it
 was, and a re-run (on the same machine or a new one) gives what a clean run gives; a reader opens
 the published warehouse from the bucket as the README shows; no AWS credential appears in a log
@@ -192,9 +192,9 @@ def test_an_evening_lands_raw_lake_state_and_the_warehouse_as_objects_the_manife
     assert committed.source == "simulator"
     files = committed.files
     for expected in (
-        "raw/positions/date=2025-11-25/", "lake/candles/date=2025-11-21/part-0.parquet",
+        "raw/positions/date=2025-11-25/", "lake/candles/symbol=SPY/part-0.parquet",
         "lake/realized_volatility/date=2025-11-25/part-0.parquet", "lake/market_metrics/date=2025-11-25/part-0.parquet",
-        "cache/candles/SPY.parquet", "cache/candles/%2FES.json", "cache/earnings/", "reports/vol_chart_2025-11-25.png",
+        "lake/realized_volatility/date=2025-11-21/part-0.parquet", "state/candles/%2FES.json", "cache/earnings/", "reports/vol_chart_2025-11-25.png",
         "warehouse.duckdb", ".variance-source",
     ):
         assert any(path.startswith(expected) for path in files), (expected, sorted(files))
@@ -253,7 +253,7 @@ def test_a_rerun_of_the_evening_is_idempotent(aws: S3Server, sim: SimulatorServe
 # Where a run is killed: mid-run (a lake partition written, nothing uploaded yet), the re-run on
 # the same machine; or between its uploads and its commit, the re-run on a new machine.
 KILL_CASES = {
-    "kill-9-mid-run": ("lake/candles/date=2025-11-21/", "same machine"),
+    "kill-9-mid-run": ("lake/realized_volatility/date=2025-11-21/", "same machine"),
     "kill-9-before-commit": ("manifest-write", "new machine"),
 }
 
@@ -332,8 +332,8 @@ def test_a_failed_run_commits_its_whole_files_in_the_teardown(
     assert "market_metrics" in failed_steps and "warehouse" not in failed_steps
     after = manifest(aws, "failed-run")
     assert after.commit != before.commit and after.run_id == result.run_id
-    landed = "lake/candles/date=2025-11-25/part-0.parquet"
-    assert landed not in before.files and landed in after.files
+    landed = "lake/candles/symbol=SPY/part-0.parquet"  # the seed's bars and the run's new sessions
+    assert landed in before.files and after.files[landed] != before.files[landed]
     assert after.files["warehouse.duckdb"] == before.files["warehouse.duckdb"]
     assert not any(path.startswith("lake/market_metrics/date=2025-11-25") for path in after.files)
 

