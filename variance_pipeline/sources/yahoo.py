@@ -283,9 +283,16 @@ from then (the settlement is done), although Yahoo's calendar-day bar grows agai
 
 
 def _futures_halt_epochs(days: list[date]) -> np.ndarray:
-    """Each futures bar's day at the Globex halt (17:00 New York), as epoch seconds."""
+    """When each futures bar is final, as epoch seconds: its day's Globex halt (17:00 New York) on
+    an XNYS session; a day off the calendar (Sunday, a holiday) has only its evening, 18:00-24:00,
+    so its bar is final at midnight."""
     new_york = ZoneInfo(EXCHANGE_TZ)
-    known = {day: int(datetime.combine(day, FUTURES_DAILY_HALT, tzinfo=new_york).timestamp()) for day in set(days)}
+    sessions = _xnys_close_epochs()
+    known = {
+        day: int(datetime.combine(day, FUTURES_DAILY_HALT, tzinfo=new_york).timestamp()) if day in sessions
+        else int(datetime.combine(day + timedelta(days=1), time(), tzinfo=new_york).timestamp())
+        for day in set(days)
+    }
     return np.fromiter((known[day] for day in days), dtype="int64", count=len(days))
 
 
