@@ -84,29 +84,36 @@ def raw_chart(url: str, ticker: str, start: date, end: date) -> dict[str, Any]:
 # --- 1. futures evening session ------------------------------------------------------------
 
 
-def test_futures_evening_bar_does_not_replace_the_sessions_final_bar() -> None:
-    """ES=F fetched 19:48 New York: the day's final bar, not the 958-contract evening stub."""
+def test_futures_are_calendar_day_bars_final_after_the_globex_halt() -> None:
+    """ES=F as Yahoo serves a future: bars stamped 00:00 New York, the period the whole day.
+
+    At 17:30 (after the 17:00 halt) Monday's bar is final and provisional; from the 18:00 reopen
+    the same bar grows (the evening's trades are filed under the same calendar day), so the
+    parser keeps the same dates and the candle store fetches the bar again the next day.
+    """
     start, end = date(2025, 11, 17), date(2025, 11, 24)
     with SimulatorServer(port=0, now=BEFORE_REOPEN) as sim, chart_client(sim.url) as client:
+        at_halt = raw_chart(sim.url, "ES=F", start, end)
         before = client.fetch("ES=F", start, end, now=BEFORE_REOPEN).chart
         sim.now = EVENING
         body = raw_chart(sim.url, "ES=F", start, end)
         evening = client.fetch("ES=F", start, end, now=EVENING).chart
-    # The simulator serves Globex hours: a second, small bar on the same New York date.
-    stamps = body["timestamp"]
-    volumes = body["indicators"]["quote"][0]["volume"]
-    assert stamps[-1] == int(EVENING.timestamp())
-    assert ny_date(stamps[-1]) == ny_date(stamps[-2]) == end
-    assert volumes[-1] < volumes[-2] / 50
-    closes = body["indicators"]["quote"][0]["close"]
-    assert abs(closes[-1] / closes[-2] - 1) < 0.01
-    # The parser keeps the session's bar and counts the stub as live.
-    assert evening.bars["session_date"].iloc[-1] == end
-    pd.testing.assert_frame_equal(evening.bars, before.bars)
-    assert evening.live_bars_dropped == 1
+    midnight = int(datetime.combine(end, datetime.min.time(), NY).timestamp())
+    assert at_halt["timestamp"][-1] == body["timestamp"][-1] == midnight
+    assert all(datetime.fromtimestamp(ts, NY).time() == datetime.min.time() for ts in body["timestamp"])
+    assert date(2025, 11, 23) in {ny_date(ts) for ts in body["timestamp"]}  # the Sunday evening's bar
+    period = body["meta"]["currentTradingPeriod"]["regular"]
+    assert (period["start"], period["end"]) == (midnight, midnight + 86340)  # 00:00-23:59
+    halted, grown = at_halt["indicators"]["quote"][0], body["indicators"]["quote"][0]
+    assert grown["volume"][-1] > halted["volume"][-1]
+    assert abs(grown["close"][-1] / halted["close"][-1] - 1) < 0.01
+    assert before.bars["session_date"].iloc[-1] == evening.bars["session_date"].iloc[-1] == end
+    assert before.provisional == evening.provisional == (end,)
+    assert before.live_bars_dropped == evening.live_bars_dropped == 0
 
 
-def test_sunday_evening_bar_is_live_for_mondays_session() -> None:
+def test_sunday_bar_is_live_until_its_day_ends() -> None:
+    """Globex reopens Sunday 18:00: a Sunday bar (off the XNYS calendar) is live until midnight."""
     with SimulatorServer(port=0, now=SUNDAY_EVENING) as sim, chart_client(sim.url) as client:
         body = raw_chart(sim.url, "ES=F", date(2025, 11, 17), date(2025, 11, 24))
         chart = client.fetch("ES=F", date(2025, 11, 17), date(2025, 11, 24), now=SUNDAY_EVENING).chart
@@ -114,11 +121,30 @@ def test_sunday_evening_bar_is_live_for_mondays_session() -> None:
         sim.now = friday_evening  # Globex is closed Friday evening to Sunday 18:00
         friday = raw_chart(sim.url, "ES=F", date(2025, 11, 17), date(2025, 11, 21))
         equity = raw_chart(sim.url, "SPY", date(2025, 11, 17), date(2025, 11, 21))
-    assert body["timestamp"][-1] == int(SUNDAY_EVENING.timestamp())
+    assert ny_date(body["timestamp"][-1]) == date(2025, 11, 23)
     assert chart.bars["session_date"].iloc[-1] == date(2025, 11, 21)
     assert chart.live_bars_dropped == 1
     assert ny_date(friday["timestamp"][-1]) == date(2025, 11, 21) and len(friday["timestamp"]) == 5
     assert len(equity["timestamp"]) == 5
+
+
+def test_dated_contracts_trade_on_a_contango_curve_over_the_continuous() -> None:
+    """``ESZ25.CME`` (the front) is ``ES=F``; ``ESH26.CME`` is dearer; ``ESM6=F`` is no ticker."""
+    with SimulatorServer(port=0, now=BEFORE_REOPEN) as sim:
+        front = raw_chart(sim.url, "ESZ25.CME", date(2025, 11, 17), date(2025, 11, 24))
+        continuous = raw_chart(sim.url, "ES=F", date(2025, 11, 17), date(2025, 11, 24))
+        march = raw_chart(sim.url, "ESH26.CME", date(2025, 11, 17), date(2025, 11, 24))
+        micro = raw_chart(sim.url, "MESH26.CME", date(2025, 11, 17), date(2025, 11, 24))
+        notes = raw_chart(sim.url, "ZNH26.CBT", date(2025, 11, 17), date(2025, 11, 24))
+        bonds = raw_chart(sim.url, "ZN=F", date(2025, 11, 17), date(2025, 11, 24))
+        assert httpx.get(f"{sim.url}/v8/finance/chart/ESM6=F").status_code == 404
+        assert httpx.get(f"{sim.url}/v8/finance/chart/ZNH26.CME").status_code == 404  # wrong exchange
+    close = lambda body: body["indicators"]["quote"][0]["close"]  # noqa: E731
+    assert close(front) == close(continuous) and front["timestamp"] == continuous["timestamp"]
+    assert all(1.003 < m / c < 1.02 for m, c in zip(close(march), close(continuous)))
+    assert march["meta"]["symbol"] == "ESH26.CME" and micro["meta"]["symbol"] == "MESH26.CME"
+    assert all(abs(m / e - 1) < 0.01 for m, e in zip(close(micro), close(march)))  # the micro tracks /ES
+    assert all(n < b for n, b in zip(close(notes), close(bonds)))  # /ZN's carry is negative
 
 
 def test_recorded_shape_evening_stub_is_dropped() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from support import CLOCK, materialize, pipeline_settings
 from variance_pipeline.candles.store import CandleStore
+from variance_pipeline.defs.common import held_contracts
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.simulator import SimulatorServer
 
@@ -46,15 +47,17 @@ def test_daily_run_and_rerun_cost_exactly_the_floor(tmp_path: Path) -> None:
 
     universe = Lake(settings.data_dir).read_partition("universe", SESSION_DATE)
     n = len(universe)
+    contracts = held_contracts(Lake(settings.data_dir), [SESSION_DATE])  # their options are priced on them
+    assert contracts
     # The floor: one login for the whole run (every step shares the session), the accounts list,
     # one positions page per account, ceil(N/100) metrics batches, one public rate, one chart per
-    # universe symbol (the unknown one included, once).
+    # universe symbol (the unknown one included, once) and per held dated futures contract.
     assert cold["oauth"] == 1, cold
     assert cold["accounts"] == 1
     assert cold["positions"] == len(accounts) >= 1
     assert cold["market-metrics"] == math.ceil(n / 100)
     assert cold["risk-free-rate"] == 1
-    assert cold["chart"] == n, cold
+    assert cold["chart"] == n + len(contracts), cold
     # The earnings history: once per symbol on the first run, then only when a report is due.
     assert 0 < cold.get("earnings", 0) <= n
 
@@ -107,7 +110,8 @@ def test_each_cache_file_is_read_once_per_run(tmp_path: Path) -> None:
         alone = materialize(settings, partition_key=SESSION, select=["realized_volatility"])
         assert alone.success
     n = len(Lake(settings.data_dir).read_partition("universe", SESSION_DATE))
+    contracts = len(held_contracts(Lake(settings.data_dir), [SESSION_DATE]))  # candles, not volatility
     candles_reads = _materialization(warm, "candles")["cache_files_read"].value
-    assert candles_reads == 2 * n, "each symbol's candle file and fetch state once"
+    assert candles_reads == 2 * (n + contracts), "each symbol's candle file and fetch state once"
     assert _materialization(warm, "realized_volatility")["cache_files_read"].value == 0
     assert _materialization(alone, "realized_volatility")["cache_files_read"].value == n

@@ -274,7 +274,10 @@ def test_rate_and_underlying_price_are_the_sessions(clean: Run) -> None:
             assert row.underlying_price == closes[row.root_symbol], row.symbol
     future_options = greeks[greeks["instrument_type"] == "Future Option"]
     assert {"/ZN", "/MES"} <= set(future_options["root_symbol"])  # the book's /ZN put and /MES strangle
-    assert (future_options["underlying_price_source"] == "root_continuous").all()
+    # Each priced on its own dated contract (issue 19, defect 2), which trades off the continuous.
+    assert (future_options["underlying_price_source"] == "close").all()
+    for row in future_options.itertuples():
+        assert row.underlying_price == closes[row.underlying_symbol] != closes[row.root_symbol], row.symbol
 
 
 # 4. Every option accounted for; the checks ran and passed ---------------------------------------

@@ -13,10 +13,11 @@ import re
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Iterator
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -175,7 +176,7 @@ def test_chart_has_recorded_shape(api: httpx.Client) -> None:
 
 
 def test_chart_bars_are_nyse_sessions_with_sane_ohlc(api: httpx.Client) -> None:
-    result = _chart(api, "ES=F", **_window(date(2025, 1, 1), date(2026, 1, 1)))
+    result = _chart(api, "SPY", **_window(date(2025, 1, 1), date(2026, 1, 1)))
     days = sessions_in_range(date(2025, 1, 1), date(2025, 12, 31))
     assert result["timestamp"] == [_epoch(d) for d in days]
     as_dates = {datetime.fromtimestamp(t, timezone.utc).date() for t in result["timestamp"]}
@@ -184,7 +185,24 @@ def test_chart_bars_are_nyse_sessions_with_sane_ohlc(api: httpx.Client) -> None:
     for o, h, low, c, v in zip(quote["open"], quote["high"], quote["low"], quote["close"], quote["volume"], strict=True):
         assert 0 < low <= min(o, c) <= max(o, c) <= h
         assert isinstance(v, int) and v >= 0
-    assert result["meta"]["symbol"] == "ES=F"
+    assert result["meta"]["symbol"] == "SPY"
+
+
+def test_futures_bars_are_calendar_days_in_globex_hours(api: httpx.Client) -> None:
+    """ES=F: one bar per New York calendar day stamped 00:00: every session, the Sunday (and
+    holiday) evenings before one, never a Saturday."""
+    result = _chart(api, "ES=F", **_window(date(2025, 1, 1), date(2026, 1, 1)))
+    ny = ZoneInfo("America/New_York")
+    stamps = [datetime.fromtimestamp(t, ny) for t in result["timestamp"]]
+    assert all(s.time() == datetime.min.time() for s in stamps)
+    days = {s.date() for s in stamps}
+    sessions = set(sessions_in_range(date(2025, 1, 1), date(2025, 12, 31)))
+    assert sessions <= days
+    assert all(d.weekday() != 5 for d in days) and date(2025, 11, 23) in days  # a Sunday
+    assert all(d + timedelta(days=1) in sessions for d in days - sessions)  # evenings before a session
+    quote = result["indicators"]["quote"][0]
+    for o, h, low, c in zip(quote["open"], quote["high"], quote["low"], quote["close"], strict=True):
+        assert 0 < low <= min(o, c) <= max(o, c) <= h
 
 
 def test_chart_errors_and_empty_window(api: httpx.Client) -> None:

@@ -141,8 +141,14 @@ class Book:
             found[(leg.root, leg.expiration)].append(leg)
         return found
 
+    def spot(self, leg: Leg) -> float:
+        """A future option's own dated future (its ``underlying-symbol``), else the root's price."""
+        if leg.kind == "Future Option":
+            return self.prices[leg.item["underlying-symbol"]]
+        return self.prices[leg.root]
+
     def intrinsic(self, leg: Leg) -> float:
-        spot = self.prices[leg.root]
+        spot = self.spot(leg)
         return max(0.0, spot - leg.strike) if leg.call else max(0.0, leg.strike - spot)
 
 
@@ -168,7 +174,7 @@ def load_book(client: httpx.Client, account: str, clock: datetime) -> Book:
     params = {"equity": ",".join(stock_roots), "future": ",".join(futures)}
     for quote in _json(client.get("/market-data/by-type", params={k: v for k, v in params.items() if v}))["data"]["items"]:
         symbol = quote["symbol"]
-        prices[symbol[:-2] if quote["instrument-type"] == "Future" else symbol] = float(quote["mark"])
+        prices[symbol] = float(quote["mark"])  # a future's own contract (/ZNH6): the curve prices each
     metrics = {m["symbol"]: m for m in _json(client.get("/market-metrics", params={"symbols": ",".join(roots)}))["data"]["items"]}
     rate = float(_json(client.get("/margin-requirements-public-configuration"))["data"]["risk-free-rate"])
     balances = _json(client.get(f"/accounts/{account}/balances"))["data"]
@@ -294,7 +300,7 @@ def test_book_theta_is_positive_and_vega_negative_by_vollib(books: dict, account
             years = (datetime.fromisoformat(leg.item["expires-at"]) - clock).total_seconds() / YEAR
             sigma = float(quote["volatility"])
             flag = "c" if leg.call else "p"
-            spot = book.prices[leg.root]
+            spot = book.spot(leg)
             if leg.kind == "Future Option":
                 price = v_black.black(flag, spot, leg.strike, years, book.rate, sigma)
                 assert price == pytest.approx(float(quote["theo-price"]), rel=1e-6, abs=1e-6), leg.symbol

@@ -10,6 +10,7 @@ import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -68,6 +69,24 @@ def _recorded_bytes(name: str) -> bytes:
 )
 def test_yahoo_ticker(symbol: str, expected: str) -> None:
     assert yahoo_ticker(symbol) == expected
+
+
+@pytest.mark.parametrize(
+    ("symbol", "today", "expected"),
+    [
+        ("/MESM6", date(2025, 11, 25), "MESM26.CME"),
+        ("/ESZ5", date(2025, 11, 25), "ESZ25.CME"),
+        ("/ZNH6", date(2025, 11, 25), "ZNH26.CBT"),
+        ("/CLJ6", date(2026, 1, 5), "CLJ26.NYM"),
+        ("/GCJ6", date(2026, 1, 5), "GCJ26.CMX"),
+        ("/M2KZ5", date(2025, 11, 25), "M2KZ25.CME"),
+        ("/ESH0", date(2029, 6, 1), "ESH30.CME"),  # the year after the decade turns
+        ("/ESZ25", date(2025, 11, 25), "ESZ25.CME"),
+    ],
+)
+def test_dated_futures_contracts_map_to_their_own_ticker(symbol: str, today: date, expected: str) -> None:
+    """Yahoo lists a dated contract under the exchange's suffix; ``ESM6=F`` is not a ticker."""
+    assert yahoo_ticker(symbol, today=today) == expected
 
 
 def test_yahoo_ticker_overrides_win() -> None:
@@ -168,6 +187,67 @@ def test_provider_trading_period_keeps_a_futures_bar_live_after_the_nyse_close()
     final = parse_chart(payload, symbol="ES=F", now=datetime(2025, 10, 29, 21, 5, tzinfo=timezone.utc))
     assert final.live_bars_dropped == 0
     assert final.bars["session_date"].iloc[-1] == date(2025, 10, 29)
+
+
+def _calendar_day_chart(symbol: str, kind: str, zone: str, days: list[date], today: date) -> dict:
+    """A chart as Yahoo serves a future (a recorded GC=F: ``currentTradingPeriod.regular``
+    00:00-23:59 of the New York day, one bar per calendar day stamped 00:00, a Sunday bar among
+    them) or a crypto pair (the same in UTC), built on the recorded AAPL body's layout."""
+    payload = recorded("chart_AAPL.json")
+    result = result_of(payload)
+    tz = ZoneInfo(zone)
+    midnight = [int(datetime.combine(day, datetime.min.time(), tz).timestamp()) for day in days]
+    closes = [2650.0 + i for i in range(len(days))]
+    result["timestamp"] = midnight
+    result["indicators"] = {
+        "quote": [{"open": closes, "high": [c + 5 for c in closes], "low": [c - 5 for c in closes],
+                   "close": closes, "volume": [150_000] * len(days)}],
+        "adjclose": [{"adjclose": closes}],
+    }
+    result.pop("events", None)
+    start = int(datetime.combine(today, datetime.min.time(), tz).timestamp())
+    period = {"timezone": "EST" if zone != "UTC" else "UTC", "start": start, "end": start + 86340,
+              "gmtoffset": int(tz.utcoffset(datetime.combine(today, datetime.min.time())).total_seconds())}
+    result["meta"].update(symbol=symbol, instrumentType=kind, exchangeTimezoneName=zone,
+                          currentTradingPeriod={"pre": period, "regular": period, "post": period},
+                          regularMarketTime=start + 17 * 3600)
+    return payload
+
+
+# Sunday 2025-11-23 to Tuesday 2025-11-25: Globex trades Sunday from 18:00, so there is a Sunday bar.
+FUTURE_DAYS = [date(2025, 11, 20), date(2025, 11, 21), date(2025, 11, 23), date(2025, 11, 24), date(2025, 11, 25)]
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def test_futures_day_bar_is_final_after_the_globex_halt_not_the_calendar_day() -> None:
+    """Issue 19, defect 1: the evening run (17:30 New York) must keep the day's futures bar.
+
+    Yahoo's period for a future is the whole New York day (00:00-23:59), so the old rule held the
+    bar live until midnight and the 17:30 run dropped it. The bar is final after the 17:00 halt;
+    until its calendar day ends it is listed as provisional, for the next run to fetch again.
+    """
+    payload = _calendar_day_chart("GC=F", "FUTURE", "America/New_York", FUTURE_DAYS, date(2025, 11, 25))
+    evening = parse_chart(payload, symbol="GC=F", now=datetime(2025, 11, 25, 17, 30, tzinfo=NEW_YORK))
+    assert evening.bars["session_date"].tolist() == FUTURE_DAYS  # the Sunday bar too (the store drops it)
+    assert evening.live_bars_dropped == 0
+    assert evening.bars["close"].iloc[-1] == 2654.0
+    assert evening.provisional == (date(2025, 11, 25),)
+    before_halt = parse_chart(payload, symbol="GC=F", now=datetime(2025, 11, 25, 16, 55, tzinfo=NEW_YORK))
+    assert before_halt.bars["session_date"].iloc[-1] == date(2025, 11, 24)
+    assert before_halt.live_bars_dropped == 1
+    assert before_halt.provisional == ()  # Monday's calendar day ended at midnight
+    next_day = parse_chart(payload, symbol="GC=F", now=datetime(2025, 11, 26, 0, 5, tzinfo=NEW_YORK))
+    assert next_day.bars["session_date"].iloc[-1] == date(2025, 11, 25) and next_day.provisional == ()
+
+
+def test_crypto_day_bar_is_final_when_its_utc_day_ends() -> None:
+    """A crypto pair's period is the UTC day: its bar is final at 00:00 UTC, not at the NYSE close."""
+    days = [date(2025, 11, 23), date(2025, 11, 24), date(2025, 11, 25)]
+    payload = _calendar_day_chart("BTC-USD", "CRYPTOCURRENCY", "UTC", days, date(2025, 11, 25))
+    evening = parse_chart(payload, symbol="BTC-USD", now=datetime(2025, 11, 25, 17, 30, tzinfo=NEW_YORK))
+    assert evening.bars["session_date"].iloc[-1] == date(2025, 11, 24) and evening.live_bars_dropped == 1
+    after = parse_chart(payload, symbol="BTC-USD", now=datetime(2025, 11, 26, 0, 1, tzinfo=timezone.utc))
+    assert after.bars["session_date"].iloc[-1] == date(2025, 11, 25) and after.provisional == ()
 
 
 def test_null_bars_are_dropped_and_counted_never_filled() -> None:

@@ -65,7 +65,9 @@ def prepare(
     then keeps its stored bars on the old scale rather than mixing scales.
     """
     stored, state = plan.stored, plan.state
-    reason = rescale_reason(stored, first.bars, first.splits)
+    # A re-checked futures bar may have moved (the evening's trades): no evidence of a new scale.
+    compared = stored.loc[~stored["session_date"].isin(plan.recheck)] if plan.recheck else stored
+    reason = rescale_reason(compared, first.bars, first.splits)
     if reason is None:
         return Pending(
             plan, (first,), Landing(plan.symbol, first.bars, replace=plan.replace), (plan.request_start, end),
@@ -140,7 +142,9 @@ class Merger:
         gaps = no_bar_sessions(bars, *pending.gap_window, self._now)
         if not replace and plan.state is not None:
             gaps |= plan.state.no_bar_sessions
-        state = FetchState(plan.ticker, self._now, pending.splits, pending.dividends, frozenset(gaps - present))
+        provisional = frozenset(pending.fetches[-1].provisional) & present
+        state = FetchState(plan.ticker, self._now, pending.splits, pending.dividends, frozenset(gaps - present),
+                           recheck_sessions=provisional)
         self._store.write_state(plan.symbol, state)
         added = len(present - set(plan.stored["session_date"]))
         parts = [f"+{added} bars, {len(bars)} stored"]

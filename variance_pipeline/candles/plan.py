@@ -4,7 +4,10 @@ A run expects every XNYS session from its lookback start to its last session clo
 A symbol costs no request when the store holds all of them but its known gaps (sessions Yahoo had
 no usable bar for), or when Yahoo answered 404 for its ticker less than ``not_found_retry`` ago.
 Otherwise one request asks from a few stored bars before the first missing session (the overlap
-that rescale detection compares, ``candles.rescale``) to the last expected one. A symbol whose
+that rescale detection compares, ``candles.rescale``) to the last expected one. A futures bar
+stored before its calendar day ended (final after the Globex halt, but Yahoo's calendar-day bar
+grows again from the 18:00 reopen) counts as missing once that day is over, so it is fetched again;
+on an ordinary evening that costs nothing, the next session's request covers it. A symbol whose
 Yahoo ticker changed holds another instrument's history: its request covers the whole window and
 replaces the file.
 """
@@ -12,11 +15,13 @@ replaces the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from variance_pipeline.calendar import EXCHANGE_TZ
 from variance_pipeline.candles.bars import empty_candles
 from variance_pipeline.candles.requests import Fetch
 from variance_pipeline.candles.rescale import OVERLAP_BARS
@@ -61,6 +66,9 @@ class Plan:
     state: FetchState | None
     replace: bool  # another ticker's history is stored: the response replaces it
     request_start: date
+    # Stored futures sessions fetched again now that their calendar day is over (their bar may have
+    # changed since: not a sign of a new price scale).
+    recheck: frozenset[date] = frozenset()
 
 
 def plan_symbol(
@@ -74,7 +82,8 @@ def plan_symbol(
     if replace:  # the mapping changed: another instrument's history, which nothing may extend
         known, state = empty_candles(), None
     known_gaps = state.no_bar_sessions if state else frozenset()
-    missing = sorted(set(expected) - set(known["session_date"]) - known_gaps)
+    recheck = frozenset(day for day in (state.recheck_sessions if state else ()) if day in set(expected) and now >= day_over(day))
+    missing = sorted((set(expected) - set(known["session_date"]) - known_gaps) | recheck)
     if not missing:
         return Outcome(SymbolStatus(symbol, ticker, "cached", 0, 0, f"{len(stored)} stored bars"), stored)
     if state is not None and state.not_found_at is not None and now < state.not_found_at + not_found_retry:
@@ -86,4 +95,9 @@ def plan_symbol(
         return Outcome(SymbolStatus(symbol, ticker, "unavailable", 0, 0, message, not_found_until=until), stored)
     before_missing = known.loc[known["session_date"] < missing[0], "session_date"]
     overlap = sorted(before_missing)[-OVERLAP_BARS:]
-    return Plan(symbol, ticker, known, state, replace, overlap[0] if overlap else missing[0])
+    return Plan(symbol, ticker, known, state, replace, overlap[0] if overlap else missing[0], recheck)
+
+
+def day_over(day: date) -> datetime:
+    """When a futures bar's calendar day is over: midnight New York after it (Yahoo's period end)."""
+    return datetime.combine(day + timedelta(days=1), time(), tzinfo=ZoneInfo(EXCHANGE_TZ))

@@ -144,7 +144,7 @@ def refresh_candles(
             symbol = next(upcoming, None)
             if symbol is None:
                 return
-            ticker = yahoo_ticker(symbol, overrides)
+            ticker = yahoo_ticker(symbol, overrides, today=end)
             plan = plan_symbol(symbol, ticker, expected, now, store, not_found_retry)
             future = requests.submit(symbol, ticker, plan.request_start, request_end) if isinstance(plan, Plan) else None
             queue.append((symbol, ticker, plan, future))

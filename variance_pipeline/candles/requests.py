@@ -39,6 +39,9 @@ class Fetch:
     off_calendar: int
     note: str
     rejected: pd.DataFrame
+    # Futures sessions whose bar was final (after the Globex halt) but whose calendar day had not
+    # ended: Yahoo's bar may still change, so the store fetches them again (``candles.plan``).
+    provisional: tuple[date, ...] = ()
 
 
 def fetch_chart(
@@ -64,6 +67,7 @@ def fetch_chart(
         off_calendar=int((~on_calendar).sum()),
         note=fetched.note,
         rejected=rejected,
+        provisional=tuple(day for day, on in zip(chart.provisional, xnys_session_mask(pd.Series(chart.provisional, dtype="object"))) if on),
     )
 
 

@@ -3,7 +3,8 @@
 Not data but memory, so a run does not ask Yahoo again for what it already knows: the Yahoo
 ticker the bars were fetched as, when, the splits and dividends seen, the sessions Yahoo was asked
 for and had no usable bar for (halts, futures holidays, before the listing, and bars the candle
-declaration refused: a known gap costs no request on every run), and when Yahoo last answered 404.
+declaration refused: a known gap costs no request on every run), when Yahoo last answered 404, and
+the futures sessions whose stored bar was taken before its calendar day ended (to fetch again).
 The bars themselves live only in the lake (``candles.store``). The file is written after the bars,
 atomically; losing it costs at most one request (the gaps are checked again).
 """
@@ -34,6 +35,9 @@ class FetchState:
     # When Yahoo last answered 404 for the ticker: it is asked again only after an interval
     # (``refresh_candles``' ``not_found_retry``), so an unknown symbol costs no request a day.
     not_found_at: datetime | None = None
+    # Futures sessions stored from a bar taken before their calendar day ended (after the Globex
+    # halt, before Yahoo's day bar stopped growing): fetched again once that day is over.
+    recheck_sessions: frozenset[date] = frozenset()
 
     def to_json(self, symbol: str) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class FetchState:
             "dividends": [{"date": d.date.isoformat(), "amount": d.amount} for d in self.dividends],
             "no_bar_sessions": sorted(d.isoformat() for d in self.no_bar_sessions),
             "not_found_at": self.not_found_at.isoformat() if self.not_found_at else None,
+            "recheck_sessions": sorted(d.isoformat() for d in self.recheck_sessions),
         }
 
     @classmethod
@@ -64,6 +69,7 @@ class FetchState:
             ),
             no_bar_sessions=frozenset(date.fromisoformat(d) for d in doc.get("no_bar_sessions", [])),
             not_found_at=datetime.fromisoformat(doc["not_found_at"]) if doc.get("not_found_at") else None,
+            recheck_sessions=frozenset(date.fromisoformat(d) for d in doc.get("recheck_sessions", [])),
         )
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from variance_pipeline.candles.refresh import refresh_candles
 from variance_pipeline.schemas.candles import CANDLES
-from variance_pipeline.defs.common import ASSET_COMMON, raw_lander, universe_symbols
+from variance_pipeline.defs.common import ASSET_COMMON, candle_symbols, raw_lander
 from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, path_value, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, YahooResource
@@ -34,7 +34,8 @@ def quarantine_lander(lake: Lake, day: date) -> Callable[[pd.DataFrame], None]:
     metadata={"dagster/column_schema": column_schema(CANDLES)},
     group_name="extract",
     kinds={"python", "parquet"},
-    description="Daily OHLCV bars (final bars only) for every universe symbol, store-first from Yahoo's "
+    description="Daily OHLCV bars (final bars only) for every universe symbol and every held dated futures "
+    "contract (/MESM6 as MESM26.CME: future options are priced on it), store-first from Yahoo's "
     "chart endpoint: one request per symbol for any range, none when the store already has it. One "
     "file per symbol (lake/candles/symbol=<s>/), validated bars only.",
     check_specs=[
@@ -49,7 +50,7 @@ def candles(
     sessions = run_sessions(context)
     lake = pipeline.lake
     stats = RequestStats()
-    symbols = universe_symbols(lake, sessions)
+    symbols = candle_symbols(lake, sessions)
     store = pipeline.candle_cache()
     with yahoo.client(stats) as client:
         context.log.info(

@@ -14,6 +14,7 @@ from variance_pipeline.defs.metadata import landed, path_value, preview
 from variance_pipeline.defs.partitions import sessions_partitions, single_run_backfill
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.validate import ValidationOutcome
+from variance_pipeline.sources.yahoo import dated_contract_ticker
 
 OWNERS = ["team:variance"]
 ASSET_COMMON: dict[str, Any] = dict(
@@ -74,3 +75,27 @@ def run_universe(lake: Lake, sessions: Sequence[date]) -> pd.DataFrame:
 
 def universe_symbols(lake: Lake, sessions: Sequence[date]) -> list[str]:
     return [str(symbol) for symbol in run_universe(lake, sessions)["symbol"]]
+
+
+def held_contracts(lake: Lake, sessions: Sequence[date]) -> list[str]:
+    """The dated futures contracts the run's positions snapshots hold: a future's own symbol and a
+    future option's ``underlying-symbol`` (``/MESM6``), where Yahoo lists the contract under its
+    own ticker (``sources.yahoo.dated_contract_ticker``). Their options are priced on them, not on
+    the front-month continuous the universe tracks (``/ES``)."""
+    found: list[str] = []
+    for day in sessions:
+        if not lake.has_partition("positions", day):
+            continue
+        positions = lake.read_partition("positions", day)
+        kind = positions["instrument_type"].astype(str)
+        own = positions.loc[kind == "Future", "symbol"]
+        underlying = positions.loc[kind == "Future Option", "underlying_symbol"]
+        for symbol in pd.concat([own, underlying]).dropna().astype(str).str.strip():
+            if dated_contract_ticker(symbol, day) is not None:
+                found.append(symbol)
+    return sorted(set(found))
+
+
+def candle_symbols(lake: Lake, sessions: Sequence[date]) -> list[str]:
+    """What the candles asset keeps current: the universe, then the held dated contracts."""
+    return list(dict.fromkeys([*universe_symbols(lake, sessions), *held_contracts(lake, sessions)]))

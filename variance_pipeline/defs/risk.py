@@ -17,7 +17,7 @@ import pandas as pd
 
 from variance_pipeline.calendar import session_close
 from variance_pipeline.candles.store import CandleStore
-from variance_pipeline.defs.common import ASSET_COMMON, land_validated, universe_symbols
+from variance_pipeline.defs.common import ASSET_COMMON, candle_symbols, land_validated
 from variance_pipeline.defs.metadata import column_schema, schema_check_spec, landed, nothing_landed, preview, validation_check
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource
@@ -84,6 +84,13 @@ def _price_session(
     if spy is None:
         notes.append("SPY has no close this session: beta_weighted_delta is NULL (add SPY to the watchlist)")
     priced, unpriced = price_positions(positions, closes, term, metrics, rate, spy, day, session_close(day))
+    fallback = priced.loc[priced["underlying_price_source"] == "root_continuous"]
+    if len(fallback):
+        notes.append(
+            f"{len(fallback)} future/future-option position(s) priced on the front-month continuous, not their own "
+            f"contract (no close for it on {day}; the calendar basis is ignored): "
+            + ", ".join(f"{s} ({u})" for s, u in zip(fallback["symbol"], fallback["underlying_symbol"]))
+        )
     return priced, unpriced, notes
 
 
@@ -122,7 +129,7 @@ def position_greeks(
         yield from nothing_landed(reason, [(check, "position_greeks") for check in checks])
         return
     priced_all, unpriced_all, outcomes, metadata = [], [], [], {}
-    store, symbols = pipeline.candle_cache(), universe_symbols(lake, run_sessions(context))
+    store, symbols = pipeline.candle_cache(), candle_symbols(lake, run_sessions(context))
     for day in days:
         priced, unpriced, notes = _price_session(lake, store, symbols, day)
         for note in notes:
@@ -148,6 +155,10 @@ def position_greeks(
             "net_theta_per_day_usd": round(float(priced["position_theta"].sum()), 2),
             "net_vega_per_vol_point_usd": round(float(priced["position_vega"].sum()), 2),
             "options_iv_from_mark": int((priced["iv_source"] == "mark").sum()),
+            # The fallback, loudly: priced on the continuous (/ES) because the own contract had no close.
+            "priced_on_root_continuous": dg.MetadataValue.text(
+                ", ".join(priced.loc[priced["underlying_price_source"] == "root_continuous", "symbol"]) or "none"
+            ),
             "unpriced": preview(unpriced[["account_number", "symbol", "reason"]], rows=50),
         }
     )

@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from typing import Callable, Iterable, Mapping, Protocol
 from urllib.parse import quote
 
-from variance_pipeline.simulator import balances, chart, dates, engine, journal, marketdata, metrics, portfolio
+from variance_pipeline.simulator import balances, chart, curve, dates, engine, journal, marketdata, metrics, portfolio
 from variance_pipeline.simulator.formats import Reply, iso_z, tt_error, tt_items
 from variance_pipeline.simulator.market import Bars, Split, bars_as_of, lookup, spellings
 from variance_pipeline.simulator.rates import risk_free_rate
@@ -164,6 +164,13 @@ class SyntheticBackend:
         return Reply(200, tt_items(items, "/market-metrics"))
 
     def chart(self, ticker: str, query: Mapping[str, str], clock: datetime) -> Reply:
+        dated = curve.parse_ticker(ticker, self.seed)
+        if dated is not None:  # a dated futures contract (ESM26.CME): its own prices on the curve
+            root, year, month = dated
+            bars = None if root in self._delisted else curve.contract_bars(self.bars(root, clock), root, year, month, self.seed)
+            if bars is None:
+                return chart.not_found()
+            return chart.answer(chart.synthetic_chart(bars, clock), query, int(clock.timestamp()))
         inst = lookup(ticker, self.seed)
         if inst is None or inst.yahoo != ticker.strip().upper() or inst.symbol in self._delisted:
             return chart.not_found()

@@ -10,24 +10,26 @@ key and empty indicator objects, as Yahoo does, rather than an error.
 
 Stamps follow the recorded responses (``chart_AAPL.json``): bars are stamped at their session's
 open, except that between a session's close and the next open the last bar is stamped
-``regularMarketTime`` = the close + 1 s. Futures trade CME Globex hours: from 18:00 New York on
-the evening before a session (Sunday to Thursday evenings, holidays aside) a request also gets
-the next session's partial bar, stamped with the request clock and so filed under the same New
-York date as the day's final bar, with a small volume and prices near the last close, as Yahoo
-serves it for BZ=F or ES=F.
+``regularMarketTime`` = the close + 1 s. Futures (the continuous ``ES=F`` and dated contracts
+``ESM26.CME``, ``curve``) are served as Yahoo serves them: one bar per New York calendar day
+stamped 00:00, ``currentTradingPeriod.regular`` the whole day (00:00-23:59), Globex hours (the
+day's bar grows again from the 18:00 reopen until midnight; a Sunday or holiday evening before
+a session has its own bar; no bar for Saturday or a Friday evening): ``futures_calendar_days``.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 
 from variance_pipeline.calendar import EXCHANGE_TZ
+from variance_pipeline.simulator import curve
 from variance_pipeline.simulator.dates import NEW_YORK
 from variance_pipeline.simulator.formats import Reply
 from variance_pipeline.simulator.market import Bars, keyed_rng, sessions
@@ -202,37 +204,97 @@ def _trading_period(clock: datetime) -> dict[str, Any]:
     return {"pre": part(at(4), opens), "regular": part(opens, closes), "post": part(closes, at(20))}
 
 
-def globex_evening(clock: datetime) -> bool:
-    """Whether ``clock`` is in a Globex evening: 18:00-24:00 New York before an XNYS session."""
-    local = clock.astimezone(NEW_YORK)
-    if local.time() < GLOBEX_REOPEN:
-        return False
-    cal = sessions()
-    tomorrow = np.datetime64(local.date() + timedelta(days=1), "D")
-    idx = int(np.searchsorted(cal.days, tomorrow))
-    return idx < len(cal.days) and cal.days[idx] == tomorrow
+FUTURES_HALT = time(17)
+"""CME Globex's daily halt (17:00-18:00 New York): the session's close; trading resumes at 18:00."""
+EVENING_HOURS = 6.0
+"""18:00-24:00 New York: the evening that Yahoo files under the same calendar day."""
 
 
-def _evening_bar(bars: Bars, clock: datetime) -> dict[str, Any]:
-    """The next session's partial bar at ``clock`` in a Globex evening: near the last close."""
+@lru_cache(maxsize=256)
+def _evening_shocks(symbol: str) -> np.ndarray:
+    """One standard normal per session for the evening after it (and one for the evening before)."""
+    rng = keyed_rng(0, symbol, "globex-evening")
+    return rng.standard_normal((2, len(sessions().days)))
+
+
+def _ny_epochs(days: np.ndarray, hours: float = 0.0) -> np.ndarray:
+    """Epoch seconds of ``days`` (datetime64[D]) at ``hours`` New York wall time (DST handled)."""
+    wall = pd.DatetimeIndex(days.astype("datetime64[ns]")) + pd.Timedelta(hours=hours)
+    return (wall.tz_localize(NEW_YORK).asi8 // 10**9).astype(np.int64)
+
+
+def futures_calendar_days(bars: Bars, clock: datetime) -> tuple[list[int], dict[str, list[Any]], int | None]:
+    """A future's bars as Yahoo serves them: one bar per New York calendar day, stamped 00:00.
+
+    A session's bar holds its day session (the walk's bar, live until the close) and, once Globex
+    reopens at 18:00 before another session, that evening's trading too: its close moves, its
+    range and volume grow until midnight. A day off the XNYS calendar before a session (Sunday, a
+    holiday) has a bar of its evening only (18:00-24:00), near the last close. Friday and the eve of
+    a closed day have no evening. Returns (timestamps, quote columns, regularMarketTime).
+    """
     inst = bars.instrument
-    last = float(bars.close[-1])
-    local = clock.astimezone(NEW_YORK)
-    rng = keyed_rng(0, inst.symbol, "globex-evening", local.date().isoformat())
-    elapsed = (local.hour * 60 + local.minute - GLOBEX_REOPEN.hour * 60) / (6 * 60)  # 0 at 18:00, 1 at 24:00
-    move = 0.002 * float(rng.standard_normal()) * math.sqrt(max(elapsed, 0.01))
+    cal = sessions()
+    count = len(bars.close)
+    now = int(clock.timestamp())
+    one_day = np.timedelta64(1, "D")
+    known = len(cal.days)
+    following = cal.days[1 : count + 1] if count + 1 <= known else np.r_[cal.days[1:], cal.days[-1:] + 365]
+    days = cal.days[:count]
+    has_evening = following == days + one_day
+    evening_start = _ny_epochs(days, 18)
+    parsed = curve.contract_of(inst.symbol)  # a dated contract moves with its root in the evening
+    shocks = _evening_shocks(parsed[0] if parsed else inst.symbol)
 
-    def tick(value: float) -> float:
-        return round(max(inst.tick, round(value / inst.tick) * inst.tick), 6)
+    def tick(values: np.ndarray) -> np.ndarray:
+        return np.round(np.maximum(inst.tick, np.round(values / inst.tick) * inst.tick), 6)
 
-    close = tick(last * (1 + move))
-    return {
-        "open": tick(last),
-        "high": max(tick(last), close) + (inst.tick if rng.uniform() < 0.5 else 0.0),
-        "low": max(inst.tick, min(tick(last), close) - (inst.tick if rng.uniform() < 0.5 else 0.0)),
-        "close": close,
-        "volume": int(max(1, round(float(bars.volume[-1]) * 0.002 * max(elapsed, 0.05)))),
+    elapsed = np.clip((now - evening_start) / (EVENING_HOURS * 3600), 0.0, 1.0) * has_evening
+    if bars.live and count:
+        elapsed[-1] = 0.0
+    close = bars.close.astype(float)
+    moved = tick(close * (1 + 0.002 * shocks[0, :count] * np.sqrt(elapsed)))
+    evening = elapsed > 0
+    columns = {
+        "open": bars.open.astype(float),
+        "high": np.where(evening, np.maximum(bars.high, moved), bars.high),
+        "low": np.where(evening, np.minimum(bars.low, moved), bars.low),
+        "close": np.where(evening, moved, close),
+        "volume": (bars.volume * (1 + 0.15 * elapsed)).astype(np.int64),
     }
+    stamps = _ny_epochs(days)
+    # The last trade in each bar: the clock while live, the evening's last minute, else the halt.
+    traded = np.where(evening, evening_start + elapsed * EVENING_HOURS * 3600, _ny_epochs(days, FUTURES_HALT.hour))
+    if bars.live and count:
+        traded[-1] = now
+    rows = [(int(s), {k: v[i] for k, v in columns.items()}, int(min(now, traded[i]))) for i, s in enumerate(stamps)]
+    # Evenings on days off the XNYS calendar, before session i (including the next one to open).
+    after = np.arange(1, min(count + 1, known))
+    eves = cal.days[after] - one_day
+    off = eves != cal.days[after - 1]
+    after, eves = after[off], eves[off]
+    opened_at = _ny_epochs(eves, 18)
+    begun = now >= opened_at
+    for i, eve, opened in zip(after[begun].tolist(), _ny_epochs(eves[begun]).tolist(), opened_at[begun].tolist()):
+        part = min(1.0, (now - opened) / (EVENING_HOURS * 3600))
+        last = float(columns["close"][i - 1])
+        price = float(tick(np.array([last * (1 + 0.002 * shocks[1, i] * np.sqrt(part))]))[0])
+        rows.append((int(eve), {
+            "open": last, "high": max(last, price), "low": min(last, price), "close": price,
+            "volume": int(max(1, round(float(bars.volume[i - 1]) * 0.1 * part))),
+        }, int(opened + part * EVENING_HOURS * 3600)))
+    rows.sort(key=lambda row: row[0])
+    timestamp = [stamp for stamp, _, _ in rows]
+    quote = {key: [float(v[key]) if key != "volume" else int(v[key]) for _, v, _ in rows] for key in columns}
+    return timestamp, quote, (rows[-1][2] if rows else None)
+
+
+def _futures_period(clock: datetime) -> dict[str, Any]:
+    """What Yahoo reports for a future: the whole New York calendar day, 00:00-23:59."""
+    day = clock.astimezone(NEW_YORK).date()
+    start = int(datetime.combine(day, time(), NEW_YORK).timestamp())
+    zone, offset = _zone_fields(datetime.combine(day, time(12), NEW_YORK))
+    part = {"timezone": zone, "start": start, "end": start + 86340, "gmtoffset": offset}
+    return {"pre": dict(part, end=start), "regular": part, "post": dict(part, start=start + 86340)}
 
 
 def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
@@ -250,20 +312,17 @@ def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
     }
     adjclose = bars.adjclose.tolist()
     market_time: int | None = None
-    if count:
+    future = inst.kind == "future"
+    if future:
+        timestamp, quote, market_time = futures_calendar_days(bars, clock)
+        adjclose = list(quote["close"])
+        count = len(timestamp)
+    elif count:
         if bars.live:
             market_time = int(bars.timestamp[-1])
         else:  # closed: the last bar moves to the close + 1 s, as recorded
             market_time = int(cal.close_ts[count - 1]) + FINAL_STAMP_DELAY
             timestamp[-1] = market_time
-    evening = inst.kind == "future" and count > 0 and not bars.live and globex_evening(clock)
-    if evening:
-        partial = _evening_bar(bars, clock)
-        timestamp.append(int(clock.timestamp()))
-        for key, value in partial.items():
-            quote[key].append(value)
-        adjclose.append(partial["close"])
-        market_time = int(clock.timestamp())
     zone, offset = _zone_fields(clock)
     meta: dict[str, Any] = {
         "currency": "USD",
@@ -287,7 +346,7 @@ def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
         "shortName": inst.name,
         "chartPreviousClose": None,
         "priceHint": 4 if inst.tick < 0.001 else 2,
-        "currentTradingPeriod": _trading_period(clock),
+        "currentTradingPeriod": _futures_period(clock) if future else _trading_period(clock),
         "dataGranularity": "1d",
         "range": "",
         "validRanges": VALID_RANGES,
@@ -296,8 +355,8 @@ def synthetic_chart(bars: Bars, clock: datetime) -> ChartData:
         meta.update(
             regularMarketTime=market_time,
             regularMarketPrice=float(quote["close"][-1]),
-            fiftyTwoWeekHigh=float(bars.high[-252:].max()),
-            fiftyTwoWeekLow=float(bars.low[-252:].min()),
+            fiftyTwoWeekHigh=float(max(quote["high"][-252:])),
+            fiftyTwoWeekLow=float(min(quote["low"][-252:])),
             regularMarketDayHigh=float(quote["high"][-1]),
             regularMarketDayLow=float(quote["low"][-1]),
             regularMarketVolume=int(quote["volume"][-1]),

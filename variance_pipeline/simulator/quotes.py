@@ -6,7 +6,8 @@ bars the chart endpoint serves (positions, balances, the margin report and ``/ma
 all call it), so a mark is the same number everywhere it appears.
 
 Options: BSM with the instrument's dividend yield on equity options, Black-76 on future options
-(the future's price is its root's continuous price, no calendar basis), at the rate of the clock's
+(on their own dated future's price: ``curve``, the continuous times its contango factor; a future
+position is valued at its contract's price too), at the rate of the clock's
 New York date, at the volatility of ``volsurface``. The mark is the model value floored at the
 intrinsic value (listed options are American), rounded to the tick; bid and ask straddle it by a
 whole number of ticks, so the mid is the mark.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from variance_pipeline.simulator import dates, options, volsurface
+from variance_pipeline.simulator import curve, dates, options, volsurface
 from variance_pipeline.simulator.contracts import FUTURE_OPTION_TICKS, Contract
 from variance_pipeline.simulator.market import Bars, lookup
 from variance_pipeline.simulator.rates import risk_free_rate
@@ -79,6 +80,9 @@ def value(seed: int, contract: Contract, spot: float, index: int, at: datetime) 
     """``contract`` at instant ``at`` with its underlying at ``spot``, in the state of session ``index``."""
     tick = tick_of(contract, seed)
     rate = risk_free_rate(dates.new_york_date(at))
+    if contract.instrument_type in ("Future", "Future Option"):  # on its own dated contract's price
+        own = contract.symbol if contract.instrument_type == "Future" else contract.underlying_symbol
+        spot = curve.dated_price(own, spot, index, seed)
     inst = lookup(contract.root, seed)
     if not contract.is_option:
         one = options.Greeks(spot, 1.0, 0.0, 0.0, 0.0, 0.0)

@@ -18,6 +18,7 @@ of the pipeline counts XNYS sessions.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -77,6 +78,41 @@ INDEX_TICKERS: Mapping[str, str] = {
 }
 
 
+# Yahoo's dated futures contracts carry the exchange's suffix, not ``=F``: ``/MESM6`` ->
+# ``MESM26.CME``, ``/ZNH6`` -> ``ZNH26.CBT``, ``/CLJ6`` -> ``CLJ26.NYM``, ``/GCJ6`` -> ``GCJ26.CMX``
+# (``ESM6=F`` is not a ticker). The suffix is the product's exchange; a product missing here has no
+# dated ticker, so its positions fall back to the continuous, flagged (``position_greeks``).
+FUTURE_EXCHANGES: Mapping[str, str] = {
+    **{root: "CME" for root in ("ES", "MES", "NQ", "MNQ", "RTY", "M2K", "EMD", "6E", "6J", "6B", "6A", "6C",
+                                "6S", "6N", "6M", "M6E", "M6A", "M6B", "BTC", "MBT", "ETH", "MET", "LE", "HE", "GF")},
+    **{root: "CBT" for root in ("ZN", "ZB", "ZF", "ZT", "UB", "TN", "ZC", "ZS", "ZW", "ZM", "ZL", "ZO", "KE",
+                                "YM", "MYM", "10Y", "2YY", "5YY", "30Y")},
+    **{root: "NYM" for root in ("CL", "MCL", "QM", "NG", "QG", "RB", "HO", "PL", "PA")},
+    **{root: "CMX" for root in ("GC", "MGC", "SI", "SIL", "HG", "MHG")},
+}
+_DATED_CONTRACT = re.compile(r"^/([A-Z0-9]+?)([FGHJKMNQUVXZ])(\d{1,2})$")
+
+
+def contract_year(digits: str, today: date) -> int:
+    """A contract's year from Tastytrade's one (or two) digits: the first such year from last year
+    on (``6`` in 2025 -> 2026, ``5`` in 2025 -> 2025, ``4`` in 2025 -> 2034)."""
+    if len(digits) == 2:
+        return 2000 + int(digits)
+    year = today.year - today.year % 10 + int(digits)
+    return year + 10 if year < today.year - 1 else year
+
+
+def dated_contract_ticker(symbol: str, today: date) -> str | None:
+    """Yahoo's ticker of a dated futures contract (``/MESM6`` -> ``MESM26.CME``), the year read
+    from ``today`` (``contract_year``); None for a root, a non-future or a product whose exchange
+    suffix is not known (``FUTURE_EXCHANGES``)."""
+    match = _DATED_CONTRACT.match(symbol.strip())
+    if match is None or match.group(1) not in FUTURE_EXCHANGES:
+        return None
+    root, month, digits = match.groups()
+    return f"{root}{month}{contract_year(digits, today) % 100:02d}.{FUTURE_EXCHANGES[root]}"
+
+
 class ChartError(SourceError):
     """A chart request or payload was unusable; the message names the ticker and the reason."""
 
@@ -117,6 +153,11 @@ class ParsedChart:
     meta: dict[str, Any] = field(default_factory=dict)
     null_bars_dropped: int = 0
     live_bars_dropped: int = 0
+    # Futures bars kept as final after the product's daily halt while their calendar day (Yahoo's
+    # trading period, 00:00-23:59 New York) was still open: Globex trades again from 18:00 and
+    # Yahoo files those trades under the same date, so the candles store re-fetches these dates on
+    # the next run (``candles.plan``).
+    provisional: tuple[date, ...] = ()
     # Final bars left out, with ``quarantine_reason`` (null prices, a repeated timestamp): the
     # candles sync quarantines them, so what Yahoo served and we refused stays inspectable.
     rejected: pd.DataFrame = field(default_factory=lambda: _empty_rejected())
@@ -138,16 +179,21 @@ class FetchedChart:
     note: str = ""
 
 
-def yahoo_ticker(symbol: str, overrides: Mapping[str, str] | None = None) -> str:
+def yahoo_ticker(symbol: str, overrides: Mapping[str, str] | None = None, today: date | None = None) -> str:
     """Map a Tastytrade underlying to the Yahoo ticker; the one place this mapping lives.
 
-    ``/ES`` -> ``ES=F`` (futures roots of any length; pass roots, not contracts such as ``/ESZ5``),
-    ``SPX`` -> ``^SPX`` (see ``INDEX_TICKERS``), ``BRK/B`` -> ``BRK-B``; anything else is unchanged.
-    ``overrides`` (Tastytrade symbol -> Yahoo ticker) win over every rule.
+    ``/ES`` -> ``ES=F`` (futures roots of any length: the front-month continuous), a dated
+    contract -> its own ticker (``/MESM6`` -> ``MESM26.CME``, see ``dated_contract_ticker``; its
+    one-digit year is read from ``today``, the run's session), ``SPX`` -> ``^SPX`` (see
+    ``INDEX_TICKERS``), ``BRK/B`` -> ``BRK-B``; anything else is unchanged. ``overrides``
+    (Tastytrade symbol -> Yahoo ticker) win over every rule.
     """
     symbol = symbol.strip()
     if overrides and symbol in overrides:
         return overrides[symbol]
+    dated = dated_contract_ticker(symbol, today or date.today()) if _DATED_CONTRACT.match(symbol) else None
+    if dated is not None:
+        return dated
     if symbol.startswith("/"):
         return f"{symbol[1:]}=F"
     if symbol in INDEX_TICKERS:
@@ -231,6 +277,31 @@ def _close_epochs(days: list[date], tz: ZoneInfo) -> np.ndarray:
     return np.fromiter((known[day] for day in days), dtype="int64", count=len(days))
 
 
+FUTURES_DAILY_HALT = time(17)
+"""CME Globex's daily halt, 17:00-18:00 New York (16:00-17:00 Chicago): a futures day bar is final
+from then (the settlement is done), although Yahoo's calendar-day bar grows again after 18:00."""
+
+
+def _futures_halt_epochs(days: list[date]) -> np.ndarray:
+    """When each futures bar is final, as epoch seconds: its day's Globex halt (17:00 New York) on
+    an XNYS session; a day off the calendar (Sunday, a holiday) has only its evening, 18:00-24:00,
+    so its bar is final at midnight."""
+    new_york = ZoneInfo(EXCHANGE_TZ)
+    sessions = _xnys_close_epochs()
+    known = {
+        day: int(datetime.combine(day, FUTURES_DAILY_HALT, tzinfo=new_york).timestamp()) if day in sessions
+        else int(datetime.combine(day + timedelta(days=1), time(), tzinfo=new_york).timestamp())
+        for day in set(days)
+    }
+    return np.fromiter((known[day] for day in days), dtype="int64", count=len(days))
+
+
+def _day_end_epochs(days: list[date], tz: ZoneInfo) -> np.ndarray:
+    """When each bar's calendar day ends: local midnight after it, in ``tz``."""
+    known = {day: int(datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).timestamp()) for day in set(days)}
+    return np.fromiter((known[day] for day in days), dtype="int64", count=len(days))
+
+
 def _prices(values: list, name: str, symbol: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype="float64")  # JSON null -> NaN
@@ -238,7 +309,9 @@ def _prices(values: list, name: str, symbol: str) -> np.ndarray:
         raise ChartError(f"'{name}' holds a value that is not a number ({exc})", symbol=symbol) from exc
 
 
-def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.DataFrame, int, int, pd.DataFrame]:
+def _bars(
+    result: dict, symbol: str, tz: ZoneInfo, now: datetime
+) -> tuple[pd.DataFrame, int, int, pd.DataFrame, tuple[date, ...]]:
     """The final bars of one chart result, in numpy: a request costs Yahoo's pacing gap, and the
     parse must stay far below it (a pandas pass per step cost ~15 ms a chart, for five bars)."""
     timestamps = result.get("timestamp")
@@ -249,7 +322,7 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
         # record every requested session as a permanent gap.
         if any(block for block in indicators.get("quote") or [] if isinstance(block, dict)):
             raise ChartError("response has price arrays but no 'timestamp' (schema drift)", symbol=symbol)
-        return _empty_bars(), 0, 0, _empty_rejected()
+        return _empty_bars(), 0, 0, _empty_rejected(), ()
     quote_block = indicators["quote"][0]
     adjclose = indicators["adjclose"][0]["adjclose"]
     columns = ("open", "high", "low", "close", "volume")
@@ -267,7 +340,13 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
     for name in PRICE_COLUMNS:
         null |= np.isnan(values[name])
     days: list[date] = pd.to_datetime(ts, unit="s", utc=True).tz_convert(tz).date.tolist()
-    close_at = _close_epochs(days, tz)
+    # When a day's bar is over. Yahoo reports a futures or crypto trading period as the whole
+    # calendar day (``currentTradingPeriod.regular`` 00:00-23:59, bars stamped 00:00), which is not
+    # when the bar is final: a future's is after its Globex halt (17:00 New York), a crypto pair's
+    # when its (UTC) day ends; anything else's at the XNYS close (local midnight off the calendar).
+    kind = str(result["meta"].get("instrumentType") or "").upper()
+    future, crypto = kind == "FUTURE", kind == "CRYPTOCURRENCY"
+    close_at = _futures_halt_epochs(days) if future else _day_end_epochs(days, tz) if crypto else _close_epochs(days, tz)
     now_epoch = now.timestamp()
 
     # One bar per date: the session's own bar is the first one stamped before its close (or, when
@@ -291,7 +370,7 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
     # came before the NYSE close still has its final bar for the day.
     live = close_at > now_epoch
     period = (result["meta"].get("currentTradingPeriod") or {}).get("regular") or {}
-    if "end" in period:
+    if "end" in period and not (future or crypto):  # their period is the calendar day, see above
         period_end = int(period["end"])
         if period_end > now_epoch:
             period_day = datetime.fromtimestamp(period_end, tz).date()
@@ -307,12 +386,17 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
             }
         )
 
-    bars = frame(chosen & ~null & ~live)
+    kept = chosen & ~null & ~live
+    bars = frame(kept)
+    provisional: tuple[date, ...] = ()
+    if future:
+        still_open = kept & (_day_end_epochs(days, ZoneInfo(EXCHANGE_TZ)) > now_epoch)
+        provisional = tuple(sorted({day for day, open_ in zip(days, still_open) if open_}))
     null_dropped = int((null & chosen).sum())
     live_dropped = int((((live & chosen) | next_session) & ~null).sum())
     refused_null, refused_duplicate = chosen & null & ~live, duplicate & ~live
     if not (refused_null.any() or refused_duplicate.any()):
-        return bars, null_dropped, live_dropped, _empty_rejected()
+        return bars, null_dropped, live_dropped, _empty_rejected(), provisional
     reasons = [
         f"null {', '.join(c for c in PRICE_COLUMNS if np.isnan(values[c][i]))} from the provider (dropped, never filled)"
         if refused_null[i]
@@ -320,7 +404,7 @@ def _bars(result: dict, symbol: str, tz: ZoneInfo, now: datetime) -> tuple[pd.Da
         for i in np.flatnonzero(refused_null | refused_duplicate)
     ]
     rejected = frame(refused_null | refused_duplicate).assign(quarantine_reason=pd.Series(reasons, dtype="object"))
-    return bars, null_dropped, live_dropped, rejected
+    return bars, null_dropped, live_dropped, rejected, provisional
 
 
 def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedChart:
@@ -328,7 +412,11 @@ def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedC
 
     ``now`` is when the response was fetched. A bar is dropped as not final while its session is
     open: its day's XNYS close (local midnight for a date off the XNYS calendar) is after ``now``,
-    or its day is the provider's current trading period and that has not ended by ``now``. Once
+    or its day is the provider's current trading period and that has not ended by ``now``. A
+    future's (``meta.instrumentType`` FUTURE) is final from its day's Globex halt (17:00 New York)
+    and listed in ``provisional`` until its calendar day ends; a crypto pair's
+    (CRYPTOCURRENCY) when its day ends in the exchange time zone (UTC). Yahoo reports both
+    periods as the whole calendar day, so for them the period is not the session. Once
     the session is over, a bar stamped ``regularMarketTime`` before the close (a halt, a foreign
     listing such as GS2C.DE) is that day's final bar. Of several bars on one date the first one
     stamped before the close is the session's bar; one stamped after the close next to it is the
@@ -341,12 +429,12 @@ def parse_chart(payload: bytes | dict, *, symbol: str, now: datetime) -> ParsedC
         meta = result["meta"]
         tz = ZoneInfo(meta["exchangeTimezoneName"])
         splits, dividends = _events(result, tz)
-        bars, null_dropped, live_dropped, rejected = _bars(result, symbol, tz, now)
+        bars, null_dropped, live_dropped, rejected, provisional = _bars(result, symbol, tz, now)
     except ChartError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise ChartError(f"unexpected chart layout ({type(exc).__name__}: {exc})", symbol=symbol) from exc
-    return ParsedChart(symbol, bars, splits, dividends, dict(meta), null_dropped, live_dropped, rejected)
+    return ParsedChart(symbol, bars, splits, dividends, dict(meta), null_dropped, live_dropped, provisional, rejected)
 
 
 def _provider_description(body: bytes) -> str:

@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 import duckdb
 
+from variance_pipeline.calendar import previous_session
 from variance_pipeline.candles.bars import SCALE_KEY
 from variance_pipeline.candles.migrate import migrate_legacy_candles
 from variance_pipeline.schemas.candles import CANDLES
@@ -279,6 +280,18 @@ def _load_candles(
         f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) WHERE list_contains(?, session_date)",
         [list(paths.values()), requested],
     )
+    # The session before the run: a futures bar stored at the evening run (after the Globex halt)
+    # is fetched again once its calendar day is over (``candles.plan``), so the rows the warehouse
+    # holds of it are brought in line with the store (nothing is added, nothing else read).
+    before = previous_session(requested[0]) if requested else None
+    if before is not None and before not in requested:
+        values = [c for c in CANDLES.names if c not in ("symbol", "session_date")]
+        con.execute(
+            f"UPDATE candles SET {', '.join(f'{c} = f.{c}' for c in values)} FROM read_parquet(?) AS f "
+            "WHERE candles.symbol = f.symbol AND candles.session_date = f.session_date AND f.session_date = ? "
+            f"AND ({' OR '.join(f'candles.{c} IS DISTINCT FROM f.{c}' for c in values)})",
+            [list(paths.values()), before],
+        )
     per_day = dict(con.execute(
         "SELECT session_date, count(*) FROM candles WHERE list_contains(?, session_date) GROUP BY 1", [requested]
     ).fetchall())
