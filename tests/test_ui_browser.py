@@ -27,7 +27,7 @@ from variance_pipeline.simulator import SimulatorServer
 
 PROJECT = Path(__file__).resolve().parents[1]
 ASSETS = [
-    "positions", "universe", "market_metrics", "iv_term_structure", "candles", "risk_free_rate",
+    "positions", "universe", "market_metrics", "iv_term_structure", "earnings_calendar", "candles", "risk_free_rate",
     "earnings_reports", "realized_volatility", "position_greeks", "warehouse",
 ]
 PARTITION = "2025-11-25"  # the current session at CLOCK, so the snapshots land too
