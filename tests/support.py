@@ -64,7 +64,7 @@ FAST_RETRY = RetryConfig(base_delay=0.01, max_delay=0.05, max_total_wait=1.0, ti
 # selection names its upstream assets too (unless an earlier run landed them).
 # market_metrics and iv_term_structure are one multi-asset, and so are positions and accounts: Dagster
 # only runs them together.
-EXTRACT = ("positions", "accounts", "universe", "market_metrics", "iv_term_structure")
+EXTRACT = ("positions", "accounts", "universe", "market_metrics", "iv_term_structure", "earnings_calendar")
 CANDLES = ("positions", "accounts", "universe", "candles")
 # Run config for a warehouse load without its pictures (many runs in a row: only the last draws).
 NO_CHARTS = {"ops": {"warehouse": {"config": {"charts": False}}}}

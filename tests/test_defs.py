@@ -33,7 +33,8 @@ def test_every_stage_is_collected_without_a_hand_kept_list(tmp_path: Path) -> No
     keys = {key.to_user_string() for assets in defs.assets for key in assets.keys}
     assert keys == {
         "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
-        "risk_free_rate", "earnings_reports", "position_greeks", "warehouse", "balances", "margin_requirements",
+        "risk_free_rate", "earnings_reports", "earnings_calendar", "position_greeks", "warehouse", "balances",
+        "margin_requirements",
         "trading_status", "option_quotes", "position_pnl", "account_book", "evening_report",
         "transactions", "net_liq_history", "trades", "trade_transactions", "journal_book",
     }

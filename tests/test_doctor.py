@@ -83,6 +83,10 @@ def test_simulator_mode_all_ok_with_one_request_per_step(sandbox: Path) -> None:
     assert "the token is not shown" in step(text, "quote token")
     assert step(text, "market data").startswith("OK") and step(text, "futures bars").startswith("OK")
     assert "dividend_yield_source proxy:SPY" in step(text, "index dividend")
+    # The simulator's history labels reports by quarter end; the day and BMO/AMC are the metrics'.
+    earnings = step(text, "earnings history")
+    assert "2025-06-30 (eps" in earnings and "2025-09-30 (eps" in earnings, earnings
+    assert "expected-report-date 2026-01-28, time-of-day AMC" in earnings, earnings
     assert "all 14 checks OK (14 requests" in text
     # The fewest calls: one token, then one request per step (earnings history also reads the metrics).
     assert [method for method, _ in calls].count("POST") == 1

@@ -63,7 +63,7 @@ def with_tastytrade(settings: Settings, **update: Any) -> dict[str, dg.Configura
 
 def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
     """The materialization metadata of asset ``key`` (plain values)."""
-    events = result.asset_materializations_for_node("market_metrics" if key == "iv_term_structure" else key)
+    events = result.asset_materializations_for_node("market_metrics" if key in ("iv_term_structure", "earnings_calendar") else key)
     (event,) = [e for e in events if e.asset_key == dg.AssetKey(key)]
     return {name: getattr(value, "value", value) for name, value in event.metadata.items()}
 

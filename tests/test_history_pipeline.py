@@ -5,13 +5,12 @@ UTC of each of the 30 XNYS sessions ending 2025-11-25. The first evening is a ra
 (candles and realised volatility from 2025-06-30, the snapshots of that evening), every later one a
 single-partition run, as the schedule runs them. Nothing is written to the lake by hand. The tests
 then recompute iv_constant_maturity, iv_rank_own, vrp and earnings_moves with numpy from the landed
-tables (iv_term_structure, market_metrics, candles, earnings_reports) and compare.
+tables (iv_term_structure, market_metrics, candles, earnings_calendar, earnings_reports) and compare.
 
-The watchlist adds three synthetic equities whose simulator report dates exercise the awkward
-calendar cases: ADR reports 2025-07-03 (the Thursday before Independence Day: the move runs to
-Monday 07-07) and Friday 2025-10-03; ABD reports on Labor Day 2025-09-01, i.e. on 09-02 (its
-session before is Friday 08-29); ABT reports Friday 2025-11-14, inside the evenings, so the implied
-move comes from a real snapshot.
+The watchlist adds three synthetic equities: ADR (reports 2025-07-03 and 10-03) and ABD (09-02)
+report before the first evening, so the pipeline never saw their days (no move, and why); ABT
+reports Friday 2025-11-14 before the open, inside the evenings, so its day comes from the
+snapshots and its implied move from a real one.
 """
 
 from __future__ import annotations
@@ -294,39 +293,46 @@ def test_vrp_summary_counts_only_complete_windows(con) -> None:
 # --- earnings ---------------------------------------------------------------------------------
 
 
-def test_earnings_moves_span_the_sessions_around_real_report_dates(con) -> None:
+def test_earnings_moves_span_the_session_of_each_announced_report(con) -> None:
+    """Each report is dated by the last announcement of its quarter in the snapshots (the history
+    lists it under the quarter's end) and measured over its one session: BMO, the session before
+    to the day; AMC, the day to the session after. Reports announced before the first evening
+    have no day: NULL, with the reason, never a quarter-end move."""
     candles = _frame(con, "SELECT symbol, session_date, close FROM candles")
     closes = {(s, pd.Timestamp(d).date()): c for s, d, c in candles.itertuples(index=False)}
     reports = _frame(con, "SELECT symbol, occurred_date FROM earnings_reports")
-    moves = _frame(con, "SELECT * FROM earnings_moves").set_index(["symbol", "occurred_date"])
+    moves = _frame(con, "SELECT * FROM earnings_moves")
     assert len(moves) == len(reports)
+    calendar = _frame(con, "SELECT * FROM earnings_calendar")
     measured = {}
-    for symbol, occurred in reports.itertuples(index=False):
-        occurred = pd.Timestamp(occurred).date()
-        row = moves.loc[(symbol, pd.Timestamp(occurred))] if (symbol, pd.Timestamp(occurred)) in moves.index else moves.loc[(symbol, occurred)]
-        before = max(d for d in ALL_SESSIONS if d < occurred) if occurred > ALL_SESSIONS[0] else None
-        after = min(d for d in ALL_SESSIONS if d > occurred)
-        if before is None:
+    for row in moves.itertuples(index=False):
+        occurred = pd.Timestamp(row.occurred_date).date()
+        assert (occurred + timedelta(days=1)).day == 1, (row.symbol, occurred)  # a quarter's end
+        if pd.isna(row.report_date):
+            assert occurred < EVENING_DAYS[0] and pd.isna(row.move) and pd.isna(row.session_before)
+            assert "before this project's history" in row.move_note
             continue
-        assert pd.Timestamp(row["session_before"]).date() == before
-        assert pd.Timestamp(row["session_after"]).date() == after
-        if (symbol, before) in closes and (symbol, after) in closes:
-            want = math.log(closes[(symbol, after)] / closes[(symbol, before)])
-            assert row["move"] == pytest.approx(want, rel=1e-12), (symbol, occurred)
-            assert row["abs_move"] == pytest.approx(abs(want), rel=1e-12)
-            measured[(symbol, occurred)] = (before, after)
+        day = pd.Timestamp(row.report_date).date()
+        # The announcement by hand: that quarter's, the last one on or before the day it names.
+        own = calendar[(calendar["symbol"] == row.symbol)
+                       & (pd.to_datetime(calendar["quarter_end_date"]).dt.to_period("M") == pd.Period(occurred, "M"))
+                       & (pd.to_datetime(calendar["as_of_date"]) <= pd.to_datetime(calendar["expected_report_date"]))]
+        last = own.sort_values("as_of_date").iloc[-1]
+        assert pd.Timestamp(last["expected_report_date"]).date() == day and row.report_time_of_day == last["time_of_day"]
+        if row.report_time_of_day == "BMO":
+            before, after = max(d for d in ALL_SESSIONS if d < day), day
         else:
-            assert np.isnan(row["move"]), (symbol, occurred)
-    # The awkward calendar cases of the simulator's report dates, all measured.
-    assert measured[("ADR", date(2025, 7, 3))] == (date(2025, 7, 2), date(2025, 7, 7))      # before July 4th
-    assert measured[("ADR", date(2025, 10, 3))] == (date(2025, 10, 2), date(2025, 10, 6))   # a Friday
-    assert measured[("ABD", date(2025, 9, 2))] == (date(2025, 8, 29), date(2025, 9, 3))     # after Labor Day
-    assert measured[("ABT", date(2025, 11, 14))] == (date(2025, 11, 13), date(2025, 11, 17))  # a Friday
-    for key in (("TSLA", date(2025, 10, 22)), ("MSFT", date(2025, 10, 28)), ("AAPL", date(2025, 10, 28))):
-        assert key in measured
-    # A report inside the evenings has its implied move from the last snapshot before it.
-    abt = moves.loc[("ABT", pd.Timestamp(date(2025, 11, 14)))] if ("ABT", pd.Timestamp(date(2025, 11, 14))) in moves.index \
-        else moves.loc[("ABT", date(2025, 11, 14))]
+            before, after = day, min(d for d in ALL_SESSIONS if d > day)
+        assert (pd.Timestamp(row.session_before).date(), pd.Timestamp(row.session_after).date()) == (before, after)
+        want = math.log(closes[(row.symbol, after)] / closes[(row.symbol, before)])
+        assert row.move == pytest.approx(want, rel=1e-12), (row.symbol, day)
+        assert row.abs_move == pytest.approx(abs(want), rel=1e-12)
+        measured[(row.symbol, day)] = (row.report_time_of_day, before, after)
+    assert measured[("TSLA", date(2025, 10, 22))] == ("AMC", date(2025, 10, 22), date(2025, 10, 23))
+    assert measured[("AAPL", date(2025, 10, 28))] == ("AMC", date(2025, 10, 28), date(2025, 10, 29))
+    assert measured[("ABT", date(2025, 11, 14))] == ("BMO", date(2025, 11, 13), date(2025, 11, 14))  # a Friday
+    # A report inside the evenings has its implied move from the last snapshot before its session.
+    abt = moves[(moves["symbol"] == "ABT") & (pd.to_datetime(moves["report_date"]).dt.date == date(2025, 11, 14))].iloc[0]
     assert pd.Timestamp(abt["snapshot_date"]).date() == date(2025, 11, 13)
     assert abt["implied_move"] > 0 and abt["implied_source"] == "term_structure"
 
@@ -338,8 +344,8 @@ def test_earnings_reports_are_fetched_incrementally(history: dict, con) -> None:
     assert set(per_symbol) == symbols == {"AAPL", "AMZN", "MSFT", "NVDA", "TSLA", "ABT", "ABD", "ADR"}
     # Everyone once on the first evening (three years back), then only after an expected report passed.
     assert sorted(s for s, _ in asked[EVENING_DAYS[0]]) == sorted(symbols)
-    reports_in_window = Counter(
-        s for s, d in con.execute("SELECT symbol, occurred_date FROM earnings_reports").fetchall()
+    reports_in_window = Counter(  # by the report's own day (occurred_date is its quarter's end)
+        s for s, d in con.execute("SELECT symbol, report_date FROM earnings_moves WHERE report_date IS NOT NULL").fetchall()
         if EVENING_DAYS[0] < d < LAST
     )
     for symbol in symbols:

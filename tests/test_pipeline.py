@@ -107,7 +107,7 @@ def test_rerunning_a_session_changes_nothing(tmp_path: Path, simulator) -> None:
         with duckdb.connect(str(path), read_only=True) as con:
             return {
                 t: con.execute(f"SELECT * EXCLUDE (fetched_at) FROM {t} ORDER BY ALL").fetchall()
-                if t in ("positions", "market_metrics", "iv_term_structure")
+                if t in ("positions", "market_metrics", "iv_term_structure", "earnings_calendar")
                 else con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
                 for t in TABLE_NAMES
             }

@@ -330,6 +330,8 @@ def test_expected_move_equals_numpy(clean: Run) -> None:
     )
     closes = clean.sql("SELECT symbol, close FROM candles WHERE session_date = DATE '2025-11-25'").set_index("symbol")["close"]
     metrics = clean.sql("SELECT symbol, earnings_date FROM market_metrics WHERE as_of_date = DATE '2025-11-25'").set_index("symbol")
+    times = clean.sql("SELECT symbol, time_of_day FROM earnings_calendar WHERE as_of_date = DATE '2025-11-25'")
+    times = times.set_index("symbol")["time_of_day"]
     standard = _standard(term)
     assert len(moves) == standard.groupby(["symbol", "expiration_date"]).ngroups > 0
     assert not moves.duplicated(["symbol", "expiration_date"]).any()
@@ -349,8 +351,12 @@ def test_expected_move_equals_numpy(clean: Run) -> None:
         _close(row.lower, price - move, f"{row.symbol} lower")
         _close(row.upper, price + move, f"{row.symbol} upper")
         earnings = metrics["earnings_date"].get(row.symbol)
-        # The straddle rule: the report on or after the snapshot's date and on or before the expiration.
-        before = earnings is not None and not pd.isna(earnings) and SESSION <= pd.Timestamp(earnings).date() <= expiration
+        # The straddle rule: the report after the snapshot (on its day unless before the open) and
+        # before the expiration settles (on its day unless after the close).
+        when = times.get(row.symbol)
+        day = None if earnings is None or pd.isna(earnings) else pd.Timestamp(earnings).date()
+        before = day is not None and (SESSION < day if when == "BMO" else SESSION <= day) and (
+            day < expiration if when == "AMC" else day <= expiration)
         assert bool(row.earnings_before_expiration) == before, (row.symbol, row.expiration_date)
     assert moves["earnings_before_expiration"].any() and not moves["earnings_before_expiration"].all()
 

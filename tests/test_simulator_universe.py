@@ -306,13 +306,16 @@ def test_earnings_history_shape_auth_and_symbols_without_earnings(api: httpx.Cli
     body = response.json()
     assert body["context"] == EARNINGS + "AAPL"
     items = body["data"]["items"]
-    assert 8 <= len(items) <= 9
+    # Labelled by quarter end, as the real endpoint does (2024-03-31 .. 2025-09-30 by the clock).
+    assert 7 <= len(items) <= 8
     for item in items:
         assert set(item) == {"occurred-date", "eps"}
         assert date(2024, 1, 1) <= date.fromisoformat(item["occurred-date"]) <= CLOCK.date()
         assert re.fullmatch(r"\d+\.\d{1,2}", item["eps"])
     assert [i["occurred-date"] for i in items] == sorted(i["occurred-date"] for i in items)
-    assert {date.fromisoformat(i["occurred-date"]).month for i in items} == {1, 4, 7, 10}  # AAPL's months
+    # AAPL reports in months 1, 4, 7, 10; each is listed under the calendar quarter's end before it.
+    assert {date.fromisoformat(i["occurred-date"]).month for i in items} == {3, 6, 9, 12}
+    assert all((date.fromisoformat(i["occurred-date"]) + timedelta(days=1)).day == 1 for i in items)
     for symbol in ("SPY", "/ES", "SPX", "NDX", "/XX", "NOPE"):
         assert _earnings(api, symbol, "2020-01-01") == [], symbol
     brk = api.get(EARNINGS + "BRK%2FB", params={"start-date": "2025-01-01"})
@@ -328,14 +331,19 @@ def test_a_report_joins_the_history_once_its_date_has_passed() -> None:
         report = date.fromisoformat(before["expected-report-date"])
         start = (report - timedelta(days=200)).isoformat()
         history_before = _earnings(client, symbol, start)
-        assert report.isoformat() not in {i["occurred-date"] for i in history_before}
+        # The history lists the report under its quarter's end (the metrics' quarter-end-date is the
+        # first day of that quarter's last month); its day and time are only in the metrics.
+        first = date.fromisoformat(before["quarter-end-date"])
+        quarter = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        assert first.day == 1 and quarter < report and before["time-of-day"] in ("BMO", "AMC")
+        assert quarter.isoformat() not in {i["occurred-date"] for i in history_before}
         assert all(date.fromisoformat(i["occurred-date"]) <= PAST.date() for i in history_before)
         sim.now = datetime.combine(report - timedelta(days=1), datetime.min.time(), timezone.utc) + timedelta(hours=22)
-        assert report.isoformat() not in {i["occurred-date"] for i in _earnings(client, symbol, start)}
+        assert quarter.isoformat() not in {i["occurred-date"] for i in _earnings(client, symbol, start)}
         sim.now = datetime.combine(report, datetime.min.time(), timezone.utc) + timedelta(hours=22)
         history_after = _earnings(client, symbol, start)
         assert history_after[: len(history_before)] == history_before
-        assert history_after[-1] == {"occurred-date": report.isoformat(), "eps": before["actual-eps"]}
+        assert history_after[-1] == {"occurred-date": quarter.isoformat(), "eps": before["actual-eps"]}
         after = _metrics(client, [symbol])[symbol]["earnings"]
         assert date.fromisoformat(after["expected-report-date"]) > report
 

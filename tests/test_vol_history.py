@@ -12,7 +12,11 @@ The IV rule the references apply (README, transforms/term_structure.py): an expi
 PM row, else its AM row (else the first other settlement by name); T is in years of 365 days from
 the session's XNYS close (exchange_calendars, read here directly) to 16:00 New York (09:30 for AM)
 on the expiration date; constant maturity d is T = d / 365, NULL unless bracketed. An expiration
-straddles a report dated d, seen from the snapshot of s, when s <= d <= expiration.
+straddles a report dated d, seen from the snapshot of s, when s < d (BMO) or s <= d (AMC, unknown)
+and d < expiration (AMC) or d <= expiration (BMO, unknown).
+
+Reports are listed as the real historic endpoint lists them, by a quarter's end (``QUARTER``); their
+day and BMO/AMC are only in the snapshots' announcements (earnings_calendar), as in production.
 """
 
 from __future__ import annotations
@@ -44,16 +48,25 @@ TOL = 1e-9
 SESSIONS = sessions_in_range(date(2025, 6, 2), date(2025, 12, 19))
 START_PRICE = {"AAA": 100.0, "BBB": 50.0, "SPX": 6000.0, "CCC": 20.0}
 
-# Earnings reports: (symbol, date) -> (session_before, session_after), by hand from the NYSE calendar.
+# Earnings reports: (symbol, report day) -> (session_before, session_after) of the one session the
+# move is, by hand from the NYSE calendar and the time of day (TIME_OF_DAY); None: no known day.
 REPORTS = {
-    ("AAA", date(2024, 10, 30)): None,  # before our candles: a row with NULL move
-    ("AAA", date(2025, 7, 25)): (date(2025, 7, 24), date(2025, 7, 28)),    # a Friday
-    ("AAA", date(2025, 10, 31)): (date(2025, 10, 30), date(2025, 11, 3)),  # a Friday; snapshot lacks a term structure
-    ("AAA", date(2025, 11, 26)): (date(2025, 11, 25), date(2025, 11, 28)),  # the day before Thanksgiving
-    ("BBB", date(2025, 8, 2)): (date(2025, 8, 1), date(2025, 8, 4)),       # a Saturday; no snapshot before it
-    ("BBB", date(2025, 11, 27)): (date(2025, 11, 26), date(2025, 11, 28)),  # Thanksgiving itself
+    ("AAA", date(2024, 10, 30)): None,  # before our snapshots: no announcement, a row with NULL move
+    ("AAA", date(2025, 7, 25)): (date(2025, 7, 25), date(2025, 7, 28)),    # a Friday, after the close
+    ("AAA", date(2025, 10, 31)): (date(2025, 10, 30), date(2025, 10, 31)),  # a Friday, before the open; no term structure
+    ("AAA", date(2025, 11, 26)): (date(2025, 11, 26), date(2025, 11, 28)),  # the day before Thanksgiving, after the close
+    ("BBB", date(2025, 8, 2)): None,    # a Saturday, before BBB's snapshots began: no known day
+    ("BBB", date(2025, 11, 27)): (date(2025, 11, 26), date(2025, 11, 28)),  # Thanksgiving itself, time not sent
 }
-JUMPS = {("AAA", date(2025, 7, 28)): 0.09, ("AAA", date(2025, 11, 3)): -0.015,
+TIME_OF_DAY = {("AAA", date(2025, 7, 25)): "AMC", ("AAA", date(2025, 10, 31)): "BMO",
+               ("AAA", date(2025, 11, 26)): "AMC", ("AAA", date(2026, 1, 29)): "AMC"}
+# The label the historic endpoint lists each report under (a quarter's end); AAA's November report
+# closes a quarter ending in October (a fiscal year of its own), as the metrics' quarter-end-date says.
+QUARTER = {("AAA", date(2024, 10, 30)): date(2024, 9, 30), ("AAA", date(2025, 7, 25)): date(2025, 6, 30),
+           ("AAA", date(2025, 10, 31)): date(2025, 9, 30), ("AAA", date(2025, 11, 26)): date(2025, 10, 31),
+           ("AAA", date(2026, 1, 29)): date(2025, 12, 31),
+           ("BBB", date(2025, 8, 2)): date(2025, 6, 30), ("BBB", date(2025, 11, 27)): date(2025, 9, 30)}
+JUMPS = {("AAA", date(2025, 7, 28)): 0.09, ("AAA", date(2025, 10, 31)): -0.015,
          ("AAA", date(2025, 11, 28)): -0.07, ("BBB", date(2025, 8, 4)): 0.06, ("BBB", date(2025, 11, 28)): 0.011}
 NEXT_EARNINGS = {"AAA": [date(2025, 7, 25), date(2025, 10, 31), date(2025, 11, 26), date(2026, 1, 29)],
                  "BBB": [date(2025, 11, 27)]}
@@ -101,7 +114,7 @@ def _snapshot_days(symbol: str) -> list[date]:
 
 def build_inputs(seed: int = 7) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
-    candles, metrics, terms = [], [], []
+    candles, metrics, terms, calendar = [], [], [], []
     for symbol, price in START_PRICE.items():
         close = price
         for day in SESSIONS:
@@ -124,6 +137,10 @@ def build_inputs(seed: int = 7) -> dict[str, pd.DataFrame]:
             metrics.append({"as_of_date": day, "symbol": symbol, "implied_volatility": level,
                             "iv_30_day": level + 0.01, "iv_rank": 0.5, "iv_percentile": 0.5,
                             "earnings_date": upcoming[0] if upcoming else None, "fetched_at": fetched})
+            if upcoming:
+                calendar.append({"as_of_date": day, "symbol": symbol, "expected_report_date": upcoming[0],
+                                 "estimated": False, "time_of_day": TIME_OF_DAY.get((symbol, upcoming[0])),
+                                 "quarter_end_date": QUARTER[(symbol, upcoming[0])].replace(day=1), "fetched_at": fetched})
             if symbol == "AAA" and day == AAA_NO_TERM_STRUCTURE:
                 continue
             horizon = 75 if symbol == "CCC" else 200
@@ -145,13 +162,14 @@ def build_inputs(seed: int = 7) -> dict[str, pd.DataFrame]:
                     terms.append({**base, "settlement_type": "Other", "implied_volatility": iv + 0.02})
                 else:
                     terms.append({**base, "settlement_type": "PM", "implied_volatility": iv})
-    reports = [{"symbol": s, "occurred_date": d, "eps": 1.23,
+    reports = [{"symbol": s, "occurred_date": QUARTER[(s, d)], "eps": 1.23, "report_date": d,
                 "fetched_at": datetime(2025, 12, 19, 22, tzinfo=timezone.utc)} for (s, d) in REPORTS]
     return {
         "candles": pd.DataFrame(candles),
         "market_metrics": pd.DataFrame(metrics),
         "iv_term_structure": pd.DataFrame(terms),
         "earnings_reports": pd.DataFrame(reports),
+        "earnings_calendar": pd.DataFrame(calendar),
     }
 
 
@@ -208,11 +226,12 @@ def daily(inputs, tmp_path_factory) -> dict:
         _insert(con, "candles", _on(inputs["candles"], "session_date", day))
         _insert(con, "market_metrics", _on(inputs["market_metrics"], "as_of_date", day))
         _insert(con, "iv_term_structure", _on(inputs["iv_term_structure"], "as_of_date", day))
-        # The historic-earnings endpoint lists a report from its date on.
+        _insert(con, "earnings_calendar", _on(inputs["earnings_calendar"], "as_of_date", day))
+        # The historic-earnings endpoint lists a report (by its quarter's end) from its day on.
         reports = inputs["earnings_reports"]
-        new = reports[[(s, d) not in seen_reports and d <= day for s, d in zip(reports.symbol, reports.occurred_date)]]
-        seen_reports |= set(zip(new.symbol, new.occurred_date))
-        _insert(con, "earnings_reports", new)
+        new = reports[[(s, d) not in seen_reports and d <= day for s, d in zip(reports.symbol, reports.report_date)]]
+        seen_reports |= set(zip(new.symbol, new.report_date))
+        _insert(con, "earnings_reports", new.drop(columns="report_date"))
         result = refresh_vol_history(con, [day])
         assert result["iv_constant_maturity"] == int((inputs["market_metrics"].as_of_date == day).sum())
         # O(day): a daily refresh rewrites at most 22 sessions of vrp and the reports near the day.
@@ -224,7 +243,8 @@ def daily(inputs, tmp_path_factory) -> dict:
                     con, "SELECT * FROM vrp WHERE symbol = 'SPX' AND as_of_date IN (?, ?)",
                     [SESSIONS[i - 21], SESSIONS[i - 20]])
             }
-        along["moves"][day] = {(r["symbol"], r["occurred_date"]): r for r in rows(con, "SELECT * FROM earnings_moves")}
+        along["moves"][day] = {(r["symbol"], r["report_date"] or r["occurred_date"]): r
+                               for r in rows(con, "SELECT * FROM earnings_moves")}
     yield {"con": con, "path": path, "along": along}
     con.close()
 
@@ -423,12 +443,15 @@ def ref_moves(inputs) -> dict:
             continue
         before, after = around
         move = math.log(candles[(symbol, after)] / candles[(symbol, before)])
-        snaps = sorted(metrics[(metrics.symbol == symbol) & (metrics.as_of_date < d)
+        # The last snapshot at or before the close the move starts from.
+        snaps = sorted(metrics[(metrics.symbol == symbol) & (metrics.as_of_date <= before)
                                & (metrics.as_of_date >= d - timedelta(days=10))].as_of_date)
         implied = source = None
+        when = TIME_OF_DAY.get((symbol, d))
         if snaps:
             snap = snaps[-1]
-            curve = [c for c in curves.get((symbol, snap), []) if snap <= d <= c[2]]  # straddles d
+            curve = [c for c in curves.get((symbol, snap), [])  # straddles d, by its time of day
+                     if (snap < d if when == "BMO" else snap <= d) and (d < c[2] if when == "AMC" else d <= c[2])]
             if curve:
                 implied, source = curve[0][1] * math.sqrt(curve[0][3]), "term_structure"
             else:
@@ -443,22 +466,29 @@ def test_earnings_moves_around_known_dates(daily, inputs) -> None:
     con = daily["con"]
     expected = ref_moves(inputs)
     got = {(r["symbol"], r["occurred_date"]): r for r in rows(con, "SELECT * FROM earnings_moves")}
-    assert set(got) == set(REPORTS)
+    assert set(got) == {(s, QUARTER[(s, d)]) for s, d in REPORTS}
     for key, ref in expected.items():
-        row = got[key]
+        row = got[(key[0], QUARTER[key])]
         assert close(row["move"], ref["move"]), key
         assert close(row["implied_move"], ref["implied_move"]), key
-        if ref["move"] is None:
+        if REPORTS[key] is None:  # never announced: no day, no sessions, no move, and why
+            assert row["report_date"] is None and row["session_before"] is None and row["session_after"] is None
             assert row["abs_move"] is None and row["exceeded_implied"] is None
+            assert "report date unknown" in row["move_note"] and "before this project's history" in row["move_note"]
             continue
+        assert row["report_date"] == key[1] and row["report_time_of_day"] == TIME_OF_DAY.get(key), key
         assert (row["session_before"], row["session_after"]) == (ref["before"], ref["after"]), key
         assert close(row["abs_move"], abs(ref["move"]))
         assert row["snapshot_date"] == ref["snapshot"] and row["implied_source"] == ref["source"]
         want = None if ref["implied_move"] is None else abs(ref["move"]) > ref["implied_move"]
         assert row["exceeded_implied"] == want, key
-    assert got[("BBB", date(2025, 8, 2))]["implied_move"] is None  # no snapshot before it
-    assert got[("AAA", date(2025, 10, 31))]["implied_source"] == "iv30"
-    assert got[("AAA", date(2025, 7, 25))]["exceeded_implied"] is True  # the 9 % jump
+    assert got[("BBB", date(2025, 6, 30))]["move"] is None  # reported before BBB's first snapshot
+    assert got[("AAA", date(2025, 9, 30))]["implied_source"] == "iv30"
+    assert got[("AAA", date(2025, 6, 30))]["exceeded_implied"] is True  # the 9 % jump
+    # After the close on a Friday: the week's Friday expiration settled before it, so the straddle
+    # is the next one (the one rule with the time of day).
+    assert got[("AAA", date(2025, 6, 30))]["implied_expiration"] == date(2025, 8, 1)
+    assert got[("BBB", date(2025, 9, 30))]["move_note"].startswith("time of day unknown")
     # The report dated the day before Thanksgiving landed before its session after: NULL, then filled in.
     along = daily["along"]["moves"]
     key = ("AAA", date(2025, 11, 26))
@@ -490,7 +520,9 @@ def test_next_earnings(daily, inputs) -> None:
     assert close(aaa["expected_move"], price * fraction, 1e-7)
     # BBB's last report is past and the metrics know no next one.
     bbb = got["BBB"]
-    assert bbb["earnings_date"] is None and bbb["expected_move"] is None and bbb["moves_counted"] == 2
+    assert bbb["earnings_date"] is None and bbb["expected_move"] is None and bbb["moves_counted"] == 1
+    assert bbb["reports_undated"] == 1 and aaa["reports_undated"] == 1
+    assert aaa["last_report_date"] == date(2025, 11, 26) and aaa["earnings_time_of_day"] == "AMC"
     assert got["SPX"]["moves_counted"] == 0 and got["SPX"]["exceeded_last_8"] == 0
 
 
@@ -554,8 +586,8 @@ def test_idempotent_and_equal_to_one_shot_refresh(daily, inputs, tmp_path) -> No
     assert_same(after, before, VIEW_NAMES)
     # Everything loaded first, then a single refresh over all sessions: the same tables.
     full = open_db(tmp_path / "full.duckdb")
-    for table in ("candles", "market_metrics", "iv_term_structure", "earnings_reports"):
-        _insert(full, table, inputs[table])
+    for table in ("candles", "market_metrics", "iv_term_structure", "earnings_calendar", "earnings_reports"):
+        _insert(full, table, inputs[table].drop(columns="report_date", errors="ignore"))
     refresh_vol_history(full, SESSIONS)
     once = state(full)
     full.close()
@@ -590,8 +622,9 @@ def test_the_pip_duckdb_cli_reads_the_vol_history_views(inputs, tmp_path) -> Non
     con = open_db(path)
     days = SESSIONS[-30:]
     for table, column in (("market_metrics", "as_of_date"), ("iv_term_structure", "as_of_date"),
-                          ("candles", "session_date"), ("earnings_reports", "occurred_date")):
-        frame = inputs[table]
+                          ("candles", "session_date"), ("earnings_calendar", "as_of_date"),
+                          ("earnings_reports", "occurred_date")):
+        frame = inputs[table].drop(columns="report_date", errors="ignore")
         _insert(con, table, frame[frame[column].isin(days)] if table != "earnings_reports" else frame)
     refresh_vol_history(con, days)
     expected = con.execute("SELECT count(*) FROM next_earnings WHERE expected_move IS NOT NULL").fetchone()[0]

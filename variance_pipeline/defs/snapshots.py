@@ -13,6 +13,7 @@ from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import PipelineResource, TastytradeResource
 from variance_pipeline.defs.snapshot_assets import SnapshotCall, SnapshotRows, snapshot_asset
 from variance_pipeline.schemas.account import ACCOUNTS
+from variance_pipeline.schemas.earnings import EARNINGS_CALENDAR
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
 from variance_pipeline.schemas.universe import UNIVERSE, universe_frame
@@ -20,7 +21,9 @@ from variance_pipeline.schemas.validate import validate_frame
 from variance_pipeline.sources.http import RequestStats, SourceError
 from variance_pipeline.sources.tastytrade import fetch_positions
 from variance_pipeline.sources.tastytrade_account import account_rows
-from variance_pipeline.sources.tastytrade_frames import TastytradeDataError, market_metrics_rows, positions_rows
+from variance_pipeline.sources.tastytrade_frames import (
+    TastytradeDataError, earnings_calendar_rows, market_metrics_rows, positions_rows,
+)
 
 
 def _positions(call: SnapshotCall) -> SnapshotRows:
@@ -112,6 +115,7 @@ def _market_metrics(call: SnapshotCall) -> SnapshotRows:
     symbols = universe_symbols(call.lake, call.sessions)
     fetched = call.client.market_metrics(symbols, batch_size=call.tastytrade.batch_size, on_raw=call.on_raw)
     metric_rows, term_rows = market_metrics_rows(fetched.items, as_of_date=call.session, fetched_at=call.fetched_at)
+    calendar_rows = earnings_calendar_rows(fetched.items, as_of_date=call.session, fetched_at=call.fetched_at)
     missing = list(fetched.missing)
     if missing:
         call.log.warning(f"market_metrics: the API returned nothing for {', '.join(missing)}")
@@ -127,12 +131,13 @@ def _market_metrics(call: SnapshotCall) -> SnapshotRows:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"missing": dg.MetadataValue.text(", ".join(missing) or "none"), "missing_count": len(missing)},
     )
-    return SnapshotRows({"market_metrics": metric_rows, "iv_term_structure": term_rows}, {"market_metrics": metadata}, [present])
+    rows = {"market_metrics": metric_rows, "iv_term_structure": term_rows, "earnings_calendar": calendar_rows}
+    return SnapshotRows(rows, {"market_metrics": metadata}, [present])
 
 
 market_metrics = snapshot_asset(
     name="market_metrics",
-    datasets=[MARKET_METRICS, IV_TERM_STRUCTURE],
+    datasets=[MARKET_METRICS, IV_TERM_STRUCTURE, EARNINGS_CALENDAR],
     fetch=_market_metrics,
     deps=["universe"],
     descriptions={
@@ -146,6 +151,10 @@ market_metrics = snapshot_asset(
         "cannot be backfilled, and a red run is what gets it re-run in time, where a quietly "
         "empty day would leave the dashboard on stale IV.",
         "iv_term_structure": "Implied volatility per option expiration of each underlying (snapshot).",
+        "earnings_calendar": "The next earnings report each metrics item announces (snapshot): its date, "
+        "estimated or not, BMO/AMC and its quarter. Kept evening after evening, it is what dates a "
+        "report once it has passed: the historic earnings endpoint labels a report by its quarter's end "
+        "and gives no time of day (warehouse earnings_moves).",
     },
     extra_checks=[
         dg.AssetCheckSpec(

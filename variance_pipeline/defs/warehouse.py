@@ -41,8 +41,8 @@ def _draw_charts(con: duckdb.DuckDBPyConnection, lake: Lake, sessions: list[date
 
 @dg.asset(
     deps=[
-        "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "candles", "realized_volatility",
-        "risk_free_rate", "position_greeks", "earnings_reports", "option_quotes", "position_pnl",
+        "positions", "accounts", "universe", "market_metrics", "iv_term_structure", "earnings_calendar", "candles",
+        "realized_volatility", "risk_free_rate", "position_greeks", "earnings_reports", "option_quotes", "position_pnl",
     ],
     group_name="warehouse",
     kinds={"duckdb"},

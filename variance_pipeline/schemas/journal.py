@@ -157,8 +157,9 @@ TRADES = Dataset(
              f"account's trades opened on it that evening ({_WAREHOUSE})"),
         Column("bp_used_pct_at_entry", FLOAT, f"the account's BP used % on the opening evening ({_WAREHOUSE})", True,
                "fraction"),
-        Column("earnings_inside", BOOLEAN, f"an earnings report fell between opening and closing (or expiration) "
-               f"({_WAREHOUSE})", nullable=True),
+        Column("earnings_inside", BOOLEAN, f"an earnings report fell between opening and closing (or expiration), "
+               f"by its own day and BMO/AMC; NULL when a report near the trade has no known day ({_WAREHOUSE})",
+               nullable=True),
         Column("entry_context_note", STRING, f"why entry context is missing, NULL when complete ({_WAREHOUSE})",
                nullable=True),
     ),

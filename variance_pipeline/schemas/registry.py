@@ -6,7 +6,7 @@ from variance_pipeline.schemas.account import ACCOUNTS, BALANCES, MARGIN_REQUIRE
 from variance_pipeline.schemas.book import OPTION_QUOTES, POSITION_PNL
 from variance_pipeline.schemas.candles import CANDLES
 from variance_pipeline.schemas.dataset import Dataset
-from variance_pipeline.schemas.earnings import EARNINGS_REPORTS
+from variance_pipeline.schemas.earnings import EARNINGS_CALENDAR, EARNINGS_REPORTS
 from variance_pipeline.schemas.journal import JOURNAL
 from variance_pipeline.schemas.market_metrics import IV_TERM_STRUCTURE, MARKET_METRICS
 from variance_pipeline.schemas.positions import POSITIONS
@@ -15,7 +15,7 @@ from variance_pipeline.schemas.risk import POSITION_GREEKS, RISK_FREE_RATE
 from variance_pipeline.schemas.universe import UNIVERSE
 
 DATASETS: tuple[Dataset, ...] = (
-    POSITIONS, UNIVERSE, MARKET_METRICS, IV_TERM_STRUCTURE, CANDLES, REALIZED_VOLATILITY, RISK_FREE_RATE,
+    POSITIONS, UNIVERSE, MARKET_METRICS, IV_TERM_STRUCTURE, EARNINGS_CALENDAR, CANDLES, REALIZED_VOLATILITY, RISK_FREE_RATE,
     POSITION_GREEKS, EARNINGS_REPORTS, ACCOUNTS, BALANCES, MARGIN_REQUIREMENTS, TRADING_STATUS, OPTION_QUOTES,
     POSITION_PNL, *JOURNAL,
 )

@@ -203,7 +203,39 @@ def _dividend_fields(seed: int, bars: Bars, today: date, price: float) -> dict[s
 
 def report_dates(months: tuple[int, ...], day: int, years: range) -> list[date]:
     """Every report date of ``years``: the session on or after ``day`` (at most 28) of each month."""
-    return sorted(dates.session_on_or_after(date(year, month, min(day, 28))) for year in years for month in months)
+    return [report for _, report in quarter_reports(months, day, years)]
+
+
+def quarter_reports(months: tuple[int, ...], day: int, years: range) -> list[tuple[date, date]]:
+    """(quarter end, report date) of every report of ``years``, by report date. The quarter is the
+    calendar quarter that ended before the report's month (a July report is June's quarter, a
+    February one December's), taken from the month the report was planned for, so a report moved
+    into the next month by a weekend keeps its quarter."""
+    found = []
+    for year in years:
+        for month in months:
+            report = dates.session_on_or_after(date(year, month, min(day, 28)))
+            found.append((_quarter_end(year, month), report))
+    return sorted(found, key=lambda pair: pair[1])
+
+
+def _quarter_end(year: int, month: int) -> date:
+    """The last day of the calendar quarter that ended before ``month`` of ``year``."""
+    end_year, end_month = dates.add_months(year, month, -((month - 1) % 3 + 1))
+    following_year, following_month = dates.add_months(end_year, end_month, 1)
+    return date(following_year, following_month, 1) - timedelta(days=1)
+
+
+TIMES_OF_DAY = ("BMO", "AMC")
+AFTER_CLOSE_SHARE = 0.6
+"""Share of equities that report after the close (the rest before the open), fixed per symbol."""
+
+
+def report_time_of_day(seed: int, symbol: str) -> str:
+    """``BMO`` or ``AMC``: when the symbol reports, the same every quarter (the named five: AMC)."""
+    if symbol in ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA"):
+        return "AMC"
+    return "AMC" if keyed_rng(seed, symbol, "time-of-day").uniform() < AFTER_CLOSE_SHARE else "BMO"
 
 
 def report_eps(seed: int, symbol: str, report: date) -> tuple[float, float]:
@@ -217,17 +249,18 @@ def report_eps(seed: int, symbol: str, report: date) -> tuple[float, float]:
 def _earnings(
     seed: int, symbol: str, months: tuple[int, ...], day: int, today: date, updated: datetime
 ) -> dict[str, Any]:
-    """The next report (within ~3 months) and the consensus/actual EPS of the last one."""
-    candidates = report_dates(months, day, range(today.year - 1, today.year + 2))
-    report = next(d for d in candidates if d > today)
-    quarter_year, quarter_month = dates.add_months(report.year, report.month, -((report.month - 1) % 3 + 1))
+    """The next report (within ~3 months), its time of day, the quarter it reports (the first day
+    of the quarter's last month, as the real API sends it) and the consensus/actual EPS."""
+    candidates = quarter_reports(months, day, range(today.year - 1, today.year + 2))
+    quarter, report = next((q, d) for q, d in candidates if d > today)
     consensus, actual = report_eps(seed, symbol, report)
     return {
         "visible": True,
         "expected-report-date": report.isoformat(),
         "estimated": (report - today).days > 30,
         "late-flag": 0,
-        "quarter-end-date": date(quarter_year, quarter_month, 1).isoformat(),
+        "quarter-end-date": quarter.replace(day=1).isoformat(),
+        "time-of-day": report_time_of_day(seed, symbol),
         "actual-eps": num(actual, 2),
         "consensus-estimate": num(consensus, 2),
         "updated-at": iso_z(updated - timedelta(hours=9)),
@@ -239,17 +272,20 @@ EARNINGS_HISTORY_START = date(2009, 1, 2)
 
 
 def earnings_reports(seed: int, inst: Instrument, start: date | None, clock: datetime) -> list[dict[str, Any]]:
-    """``historic-corporate-events/earnings-reports`` items: every report on or before the clock's
-    New York date and on or after ``start``, oldest first; none for ETFs, futures and indices."""
+    """``historic-corporate-events/earnings-reports`` items as the real endpoint labels them: each
+    report whose date is on or before the clock's New York date, as ``occurred-date`` = its fiscal
+    quarter's calendar end (AAPL's report of 2022-07-28 is ``2022-06-30``), on or after ``start``,
+    oldest first; none for ETFs, futures and indices. The report's own date and time of day are
+    only in the metrics snapshots taken before it."""
     if not inst.has_earnings:
         return []
     today = dates.new_york_date(clock)
     first = max(start or EARNINGS_HISTORY_START, EARNINGS_HISTORY_START)
     if first > today:
         return []
-    reports = [d for d in report_dates(inst.earnings_months, inst.earnings_day, range(first.year - 1, today.year + 1))
-               if first <= d <= today and d >= EARNINGS_HISTORY_START]
-    return [{"occurred-date": d.isoformat(), "eps": num(report_eps(seed, inst.symbol, d)[1], 2)} for d in reports]
+    reports = [(q, d) for q, d in quarter_reports(inst.earnings_months, inst.earnings_day, range(first.year - 1, today.year + 1))
+               if first <= q and d <= today and d >= EARNINGS_HISTORY_START]
+    return [{"occurred-date": q.isoformat(), "eps": num(report_eps(seed, inst.symbol, d)[1], 2)} for q, d in reports]
 
 
 def tasty_instrument(seed: int, name: str, delisted: Collection[str] = ()) -> Instrument | None:

@@ -264,3 +264,40 @@ def market_metrics_rows(
             {"as_of_date": as_of_date, **row, "fetched_at": stamp} for row in _term_rows(item, symbol, where)
         )
     return metrics, terms
+
+
+_TIMES_OF_DAY = ("BMO", "AMC")
+
+
+def earnings_calendar_rows(
+    items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime
+) -> list[dict[str, Any]]:
+    """Metric items -> one ``earnings_calendar`` row per item that announces a report date.
+
+    The evening's announcement is all the pipeline will ever know of the report's day and time:
+    the historic endpoint later lists it under its quarter's end, without either. ``time-of-day``
+    is kept when it is ``BMO`` or ``AMC`` (any case); anything else is unknown (NULL), never a
+    reason to lose the date, and the metrics row itself does not depend on it.
+    """
+    stamp = _fetched_utc(as_of_date, fetched_at)
+    rows: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where = _where("market-metrics", index, item)
+        symbol = str(_required(item, "symbol", where))
+        earnings = item.get("earnings")
+        if not isinstance(earnings, dict):
+            continue  # no earnings (ETFs, indices, futures); a malformed one fails market_metrics_rows
+        report = _date(earnings.get("expected-report-date"), "earnings.expected-report-date", where)
+        if report is None:
+            continue
+        time_of_day = (_text(earnings.get("time-of-day")) or "").strip().upper()
+        rows.append({
+            "as_of_date": as_of_date,
+            "symbol": symbol,
+            "expected_report_date": report,
+            "estimated": _boolean(earnings.get("estimated"), "earnings.estimated", where),
+            "time_of_day": time_of_day if time_of_day in _TIMES_OF_DAY else None,
+            "quarter_end_date": _date(earnings.get("quarter-end-date"), "earnings.quarter-end-date", where),
+            "fetched_at": stamp,
+        })
+    return rows

@@ -6,8 +6,13 @@
 CREATE OR REPLACE VIEW book_groups AS
 WITH settings AS (SELECT * FROM book_settings WHERE id = 1),
 legs AS (
-    SELECT * FROM position_pnl
-    QUALIFY as_of_date = max(as_of_date) OVER (PARTITION BY account_number)
+    -- With the report's BMO / AMC from the same evening's announcement (earnings_calendar).
+    SELECT l.*, ec.time_of_day AS earnings_time_of_day
+    FROM position_pnl AS l
+    LEFT JOIN earnings_calendar AS ec
+           ON ec.symbol = l.underlying_symbol AND ec.as_of_date = l.as_of_date
+          AND ec.expected_report_date = l.earnings_date
+    QUALIFY l.as_of_date = max(l.as_of_date) OVER (PARTITION BY l.account_number)
 ),
 groups AS (
     SELECT
@@ -24,9 +29,11 @@ groups AS (
         bool_or(tested)                                                 AS tested,
         max(CASE WHEN quantity < 0 THEN abs(delta) END)                 AS short_delta,
         bool_or(quantity < 0 AND option_type IS NOT NULL
-                AND coalesce(straddles_earnings(as_of_date, earnings_date, expiration_date), false)) AS earnings,
+                AND coalesce(straddles_earnings(as_of_date, earnings_date, earnings_time_of_day, expiration_date),
+                             false)) AS earnings,
         min(CASE WHEN quantity < 0 AND option_type IS NOT NULL
-                  AND straddles_earnings(as_of_date, earnings_date, expiration_date) THEN earnings_date END) AS earnings_date,
+                  AND straddles_earnings(as_of_date, earnings_date, earnings_time_of_day, expiration_date)
+                 THEN earnings_date END) AS earnings_date,
         bool_or(early_assignment_risk)                                  AS early_assignment,
         min(CASE WHEN early_assignment_risk THEN ex_dividend_date END)  AS ex_dividend_date
     FROM legs

@@ -25,10 +25,13 @@ FROM (
         SELECT t.trade_id, t.account_number, t.underlying_symbol, t.opened_on,
                coalesce(t.closed_date, t.expiration_date, t.as_of_date) AS ends_on,
                mm.implied_volatility AS iv, mm.iv_rank, mm.earnings_date AS next_earnings,
+               ec.time_of_day AS next_earnings_time,
                mm.as_of_date IS NOT NULL AS has_metrics,
                coalesce(first_s.session_date, CAST(t.opened_on - INTERVAL 364 DAY AS DATE)) AS window_start
         FROM trades AS t
         LEFT JOIN market_metrics AS mm ON mm.symbol = t.underlying_symbol AND mm.as_of_date = t.opened_on
+        LEFT JOIN earnings_calendar AS ec
+               ON ec.symbol = mm.symbol AND ec.as_of_date = mm.as_of_date AND ec.expected_report_date = mm.earnings_date
         LEFT JOIN xnys_sessions AS cur ON cur.session_date = t.opened_on
         LEFT JOIN xnys_sessions AS first_s ON first_s.session_ordinal = cur.session_ordinal - 251
     ),
@@ -63,8 +66,16 @@ FROM (
         FROM trades GROUP BY ALL
     ),
     reported AS (
-        SELECT e.trade_id, bool_or(r.occurred_date BETWEEN e.opened_on AND e.ends_on) AS inside, count(r.symbol) AS known
-        FROM entry AS e LEFT JOIN earnings_reports AS r ON r.symbol = e.underlying_symbol
+        -- Past reports by their own day and time (earnings_moves.report_date: occurred_date is the
+        -- quarter's end), inside by the one rule (migration 011). A report with no known day whose
+        -- quarter ended in the trade's window or up to QUARTER_REPORT_DAYS before it may have
+        -- fallen inside: unknown, not false.
+        SELECT e.trade_id,
+               bool_or(straddles_earnings(e.opened_on, r.report_date, r.report_time_of_day, e.ends_on)) AS inside,
+               count(r.report_date) AS known,
+               bool_or(r.report_date IS NULL AND r.occurred_date < e.ends_on
+                       AND r.occurred_date + 92 >= e.opened_on) AS undated_maybe_inside
+        FROM entry AS e LEFT JOIN earnings_moves AS r ON r.symbol = e.underlying_symbol
         GROUP BY e.trade_id
     )
     SELECT
@@ -80,7 +91,8 @@ FROM (
         b.used_derivative_buying_power / nullif(b.net_liquidating_value, 0) AS bp_used_pct,
         CASE
             WHEN coalesce(rep.inside, false) THEN true
-            WHEN e.next_earnings BETWEEN e.opened_on AND e.ends_on THEN true
+            WHEN coalesce(straddles_earnings(e.opened_on, e.next_earnings, e.next_earnings_time, e.ends_on), false) THEN true
+            WHEN rep.undated_maybe_inside THEN NULL
             WHEN rep.known > 0 OR e.has_metrics THEN false
         END AS earnings_inside,
         nullif(concat_ws('; ',
@@ -88,6 +100,10 @@ FROM (
                  || strftime(e.opened_on, '%Y-%m-%d') || ' (before this project''s history, or not in the universe then)' END,
             CASE WHEN e.has_metrics AND NOT coalesce(o.sessions >= s.min_rank_sessions, false)
                  THEN 'own IV rank needs ' || s.min_rank_sessions || ' sessions of IV history' END,
+            CASE WHEN rep.undated_maybe_inside AND NOT coalesce(rep.inside, false)
+                  AND NOT coalesce(straddles_earnings(e.opened_on, e.next_earnings, e.next_earnings_time, e.ends_on), false)
+                 THEN 'earnings_inside unknown: a report of ' || e.underlying_symbol || ' near the trade has no known '
+                      || 'date (announced before this project''s history)' END,
             CASE WHEN b.as_of_date IS NULL THEN 'no balances snapshot on ' || strftime(e.opened_on, '%Y-%m-%d') END,
             CASE WHEN d.short_delta IS NULL AND EXISTS (SELECT 1 FROM opening_legs AS l WHERE l.trade_id = e.trade_id)
                  THEN 'no position_greeks of its short legs on ' || strftime(e.opened_on, '%Y-%m-%d') END

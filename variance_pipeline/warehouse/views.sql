@@ -52,6 +52,7 @@ SELECT
     m.liquidity_rating,
     m.beta,
     m.earnings_date,
+    ec.time_of_day                                          AS earnings_time_of_day,
     m.earnings_date - coalesce(m.as_of_date, r.session_date) AS days_to_earnings,
     ro.iv_rank_own,
     ro.iv_percentile_own,
@@ -61,7 +62,10 @@ FROM latest_rv AS r
 FULL OUTER JOIN latest_metrics AS m ON m.symbol = r.symbol
 LEFT JOIN hv20_rank AS hr ON hr.symbol = coalesce(r.symbol, m.symbol)
 LEFT JOIN iv_rank_own AS ro ON ro.symbol = coalesce(r.symbol, m.symbol)
-LEFT JOIN tickers AS t ON t.symbol = coalesce(r.symbol, m.symbol);
+LEFT JOIN tickers AS t ON t.symbol = coalesce(r.symbol, m.symbol)
+-- BMO / AMC of the report the snapshot announced (earnings_calendar, from the same snapshot).
+LEFT JOIN earnings_calendar AS ec
+       ON ec.symbol = m.symbol AND ec.as_of_date = m.as_of_date AND ec.expected_report_date = m.earnings_date;
 
 -- The latest positions snapshot joined with the underlying's volatility picture.
 CREATE OR REPLACE VIEW portfolio AS
@@ -95,9 +99,11 @@ SELECT
     v.hv252,
     v.iv_hv20_spread,
     v.earnings_date,
+    v.earnings_time_of_day,
     v.days_to_earnings,
-    -- The one rule (migration 007): as_of_date <= earnings_date <= the expiration date.
-    coalesce(straddles_earnings(p.as_of_date, v.earnings_date,
+    -- The one rule (migration 011): the report is after the snapshot and before the expiration's
+    -- settlement, by its time of day (an after-close report on the expiration day is not inside).
+    coalesce(straddles_earnings(p.as_of_date, v.earnings_date, v.earnings_time_of_day,
                                 CAST(timezone('America/New_York', p.expires_at) AS DATE)), false)
                                                             AS earnings_before_expiration
 FROM latest AS p
@@ -136,7 +142,7 @@ FROM summed;
 -- iv_term_structure_by_expiration (the one IV rule, transforms/term_structure.py: Standard chain,
 -- the PM row, else the AM row; T in years from the session close to the settlement);
 -- days_to_expiration are calendar days, for reading. earnings_before_expiration: the snapshot's
--- next report straddles the expiration (straddles_earnings, migration 007).
+-- next report straddles the expiration (straddles_earnings, migration 011: by its time of day).
 CREATE OR REPLACE VIEW expected_move AS
 WITH latest AS (
     SELECT symbol, max(as_of_date) AS as_of_date FROM iv_term_structure GROUP BY symbol
@@ -160,7 +166,9 @@ SELECT p.symbol, p.expiration_date, p.as_of_date, p.underlying_price, p.implied_
                                                                                     AS lower,
        p.underlying_price + p.underlying_price * p.implied_volatility * sqrt(p.years_to_expiration)
                                                                                     AS upper,
-       coalesce(straddles_earnings(p.as_of_date, m.earnings_date, p.expiration_date), false)
+       coalesce(straddles_earnings(p.as_of_date, m.earnings_date, ec.time_of_day, p.expiration_date), false)
                                                                                     AS earnings_before_expiration
 FROM priced AS p
-LEFT JOIN market_metrics AS m ON m.symbol = p.symbol AND m.as_of_date = p.as_of_date;
+LEFT JOIN market_metrics AS m ON m.symbol = p.symbol AND m.as_of_date = p.as_of_date
+LEFT JOIN earnings_calendar AS ec
+       ON ec.symbol = p.symbol AND ec.as_of_date = p.as_of_date AND ec.expected_report_date = m.earnings_date;

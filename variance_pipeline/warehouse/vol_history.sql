@@ -21,15 +21,17 @@ GROUP BY symbol;
 
 -- Grain: symbol. The next report from the latest metrics snapshot, the history of past moves, and
 -- what the options price now: expected_move = price * IV * sqrt(T) of that snapshot's first
--- expiration that straddles the report (straddling_expiration, migration 007: on or after the
--- report date), IV and T (years from the snapshot's close to the settlement) from
+-- expiration that straddles the report (straddling_expiration, migration 011: on or after a BMO
+-- report's date, after an AMC one's), IV and T (years from the snapshot's close to the settlement) from
 -- iv_term_structure_by_expiration, the one IV rule; straddle_days are calendar days, for reading;
 -- price = the latest candle close. NULL when the earnings date is unknown or before the snapshot.
 CREATE OR REPLACE VIEW next_earnings AS
 WITH latest AS (
-    SELECT symbol, as_of_date, earnings_date, earnings_estimated
-    FROM market_metrics
-    QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY as_of_date DESC) = 1
+    SELECT m.symbol, m.as_of_date, m.earnings_date, m.earnings_estimated, ec.time_of_day AS earnings_time_of_day
+    FROM market_metrics AS m
+    LEFT JOIN earnings_calendar AS ec
+           ON ec.symbol = m.symbol AND ec.as_of_date = m.as_of_date AND ec.expected_report_date = m.earnings_date
+    QUALIFY row_number() OVER (PARTITION BY m.symbol ORDER BY m.as_of_date DESC) = 1
 ),
 price AS (
     SELECT symbol, arg_max(close, session_date) AS price, max(session_date) AS price_date
@@ -43,7 +45,7 @@ straddle AS (
         s.implied_volatility    AS straddle_iv,
         s.days_to_expiration    AS straddle_days,
         s.years_to_expiration   AS straddle_years
-    FROM (SELECT symbol, straddling_expiration(symbol, as_of_date, earnings_date) AS s FROM latest)
+    FROM (SELECT symbol, straddling_expiration(symbol, as_of_date, earnings_date, earnings_time_of_day) AS s FROM latest)
 ),
 moves AS (
     SELECT
@@ -51,7 +53,8 @@ moves AS (
         median(abs_move)  AS median_abs_move,
         max(abs_move)     AS max_abs_move,
         count(abs_move)   AS moves_counted,
-        max(occurred_date) FILTER (WHERE abs_move IS NOT NULL) AS last_report_date
+        max(report_date) FILTER (WHERE abs_move IS NOT NULL) AS last_report_date,
+        count(*) FILTER (WHERE report_date IS NULL)     AS reports_undated
     FROM earnings_moves
     GROUP BY symbol
 ),
@@ -79,11 +82,13 @@ SELECT
     l.as_of_date                                                       AS metrics_as_of,
     l.earnings_date,
     l.earnings_estimated,
+    l.earnings_time_of_day,
     CAST(l.earnings_date - l.as_of_date AS INTEGER)                    AS days_to_earnings,
     m.median_abs_move,
     m.max_abs_move,
     coalesce(m.moves_counted, 0)                                       AS moves_counted,
     m.last_report_date,
+    coalesce(m.reports_undated, 0)                                     AS reports_undated,
     coalesce(e.exceeded_last_8, 0)                                     AS exceeded_last_8,
     coalesce(e.implied_known_last_8, 0)                                AS implied_known_last_8,
     coalesce(e.last_8_moves, 0)                                        AS last_8_moves,
