@@ -1,5 +1,5 @@
 """The warehouse's rules written once: "an expiration straddles an earnings report" (the
-``straddles_earnings`` macro of migration 007, with the report's time of day since 011) and the schema-version-7 migration of a warehouse
+``straddles_earnings`` macro of migration 007, with the report's time of day since 010) and the schema-version-7 migration of a warehouse
 that predates it (the chain type in the term structure's key, the IV tables derived again by the
 one IV rule). Real DuckDB files, real lake Parquet, expectations written out by hand.
 """
@@ -177,11 +177,11 @@ def test_the_rule_is_written_once() -> None:
         "views.sql", "account_views.sql", "journal.sql"}
     assert {name for name, text in sources.items() if "straddling_expiration(" in text} == {
         "vol_history.sql", "earnings_moves.py"}
-    # Defined by 007 and redefined (with the time of day) by 011, the last word; used by the other.
+    # Defined by 007 and redefined (with the time of day) by 010, the last word; used by the other.
     defining = {path.name for path in (WAREHOUSE / "migrations").glob("*.sql")
                 if "CREATE OR REPLACE MACRO straddles_earnings(" in path.read_text()}
-    assert defining == {"007_one_iv_rule.sql", "011_earnings_dates.sql"}
-    latest = (WAREHOUSE / "migrations" / "011_earnings_dates.sql").read_text()
+    assert defining == {"007_one_iv_rule.sql", "010_earnings_dates.sql"}
+    latest = (WAREHOUSE / "migrations" / "010_earnings_dates.sql").read_text()
     assert "CREATE OR REPLACE MACRO straddling_expiration(" in latest
     assert re.sub(r"--[^\n]*", "", latest).count("straddles_earnings(") == 2
 

@@ -14,7 +14,7 @@ close of the session before to the close of the day; after the close (AMC), the 
 to the close of the next session; time unknown (or a report on a non-session day), the sessions on
 both sides. ``implied_move = iv * sqrt(T)`` from the last snapshot at or before the move's first
 close (at most ``SNAPSHOT_MAX_AGE_DAYS`` before the report): the IV and T of that snapshot's first
-expiration that straddles the report (``straddling_expiration``, migration 011, the one rule with
+expiration that straddles the report (``straddling_expiration``, migration 010, the one rule with
 the time of day; the IV by the one rule of ``transforms/term_structure.py``, read from
 ``iv_term_structure_by_expiration``), else Tastytrade's iv30 over the days to the session after.
 
@@ -134,7 +134,7 @@ snapshot AS (
 ),
 straddle AS (
     -- The snapshot's first expiration that straddles the report (straddling_expiration, migration
-    -- 011: after an AMC report, on or after a BMO one), its IV and T by the one IV rule.
+    -- 010: after an AMC report, on or after a BMO one), its IV and T by the one IV rule.
     SELECT
         symbol,
         occurred_date,

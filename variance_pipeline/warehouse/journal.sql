@@ -67,7 +67,7 @@ FROM (
     ),
     reported AS (
         -- Past reports by their own day and time (earnings_moves.report_date: occurred_date is the
-        -- quarter's end), inside by the one rule (migration 011). A report with no known day whose
+        -- quarter's end), inside by the one rule (migration 010). A report with no known day whose
         -- quarter ended in the trade's window or up to QUARTER_REPORT_DAYS before it may have
         -- fallen inside: unknown, not false.
         SELECT e.trade_id,

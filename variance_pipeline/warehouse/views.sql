@@ -101,7 +101,7 @@ SELECT
     v.earnings_date,
     v.earnings_time_of_day,
     v.days_to_earnings,
-    -- The one rule (migration 011): the report is after the snapshot and before the expiration's
+    -- The one rule (migration 010): the report is after the snapshot and before the expiration's
     -- settlement, by its time of day (an after-close report on the expiration day is not inside).
     coalesce(straddles_earnings(p.as_of_date, v.earnings_date, v.earnings_time_of_day,
                                 CAST(timezone('America/New_York', p.expires_at) AS DATE)), false)
@@ -142,7 +142,7 @@ FROM summed;
 -- iv_term_structure_by_expiration (the one IV rule, transforms/term_structure.py: Standard chain,
 -- the PM row, else the AM row; T in years from the session close to the settlement);
 -- days_to_expiration are calendar days, for reading. earnings_before_expiration: the snapshot's
--- next report straddles the expiration (straddles_earnings, migration 011: by its time of day).
+-- next report straddles the expiration (straddles_earnings, migration 010: by its time of day).
 CREATE OR REPLACE VIEW expected_move AS
 WITH latest AS (
     SELECT symbol, max(as_of_date) AS as_of_date FROM iv_term_structure GROUP BY symbol

@@ -21,7 +21,7 @@ GROUP BY symbol;
 
 -- Grain: symbol. The next report from the latest metrics snapshot, the history of past moves, and
 -- what the options price now: expected_move = price * IV * sqrt(T) of that snapshot's first
--- expiration that straddles the report (straddling_expiration, migration 011: on or after a BMO
+-- expiration that straddles the report (straddling_expiration, migration 010: on or after a BMO
 -- report's date, after an AMC one's), IV and T (years from the snapshot's close to the settlement) from
 -- iv_term_structure_by_expiration, the one IV rule; straddle_days are calendar days, for reading;
 -- price = the latest candle close. NULL when the earnings date is unknown or before the snapshot.

@@ -1,4 +1,4 @@
--- Version 11: earnings reports dated by what the pipeline saw, with their time of day.
+-- Version 10: earnings reports dated by what the pipeline saw, with their time of day.
 --
 -- Tastytrade's historic earnings endpoint labels each report by its fiscal quarter's calendar end
 -- (AAPL 2022-06-30 for the report of 2022-07-28; 2022-12-31, a Saturday, for 2023-02-02), so
