@@ -173,5 +173,5 @@ def test_an_empty_warehouse_renders_a_page_that_says_so(browser: object, tmp_pat
     assert "The warehouse holds no session yet" in page.locator("main").inner_text()
     for name in SECTIONS:
         assert page.locator(f"section#{name}").is_visible(), name
-    assert "The journal is not available yet" in page.locator("#journal").inner_text()
+    assert "No trade was closed in the 30 days up to 2025-11-25." in page.locator("#journal").inner_text()
     page.context.close()

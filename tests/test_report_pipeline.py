@@ -112,7 +112,7 @@ def test_first_evening_renders_what_it_has_and_says_what_is_missing(report_eveni
     assert "No account balances in the warehouse" in headline and "Greeks as of" in headline
     assert "net_liquidating_value" not in data_values(html)
     assert "no own IV rank yet" in section(html, "candidates")
-    assert "The journal is not available yet" in section(html, "journal")
+    assert "No trade was closed in the 30 days up to 2025-11-25." in section(html, "journal")
     assert "account balances snapshot (balances): never loaded" in section(html, "health")
 
 
