@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -571,7 +572,16 @@ def test_api_faults_fail_snapshots_loudly_and_keep_the_stored_candles(
 
     # Candles keep the stored bars and report stale, naming every symbol.
     assert "candles" not in failed
-    universe = sorted(Lake(data_dir).read_partition("universe", date(2025, 11, 25))["symbol"])
+    # Every symbol the candles keep: the universe and the dated contracts the book held on any
+    # session of the run (a future's own symbol, a future option's underlying).
+    lake = Lake(data_dir)
+    held: set[str] = set()
+    for day in pd.bdate_range(*RUN_RANGE).date:
+        if lake.has_partition("positions", day):
+            positions = lake.read_partition("positions", day)
+            kind = positions["instrument_type"]
+            held |= {*positions.loc[kind == "Future", "symbol"], *positions.loc[kind == "Future Option", "underlying_symbol"]}
+    universe = sorted({*lake.read_partition("universe", date(2025, 11, 25))["symbol"], *held})
     fresh = checks(result)["candles_fresh"]
     assert not fresh.passed
     listed = fresh.metadata["stale_or_unavailable"].value

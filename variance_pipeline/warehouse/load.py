@@ -282,16 +282,19 @@ def _load_candles(
     )
     # The session before the run: a futures bar stored at the evening run (after the Globex halt)
     # is fetched again once its calendar day is over (``candles.plan``), so the rows the warehouse
-    # holds of it are brought in line with the store (nothing is added, nothing else read).
+    # holds of it are brought in line with the store (nothing is added, nothing else read), and
+    # the history marts over that session (VRP's forward windows) are refreshed with the run's.
     before = previous_session(requested[0]) if requested else None
     if before is not None and before not in requested:
         values = [c for c in CANDLES.names if c not in ("symbol", "session_date")]
-        con.execute(
+        updated = con.execute(
             f"UPDATE candles SET {', '.join(f'{c} = f.{c}' for c in values)} FROM read_parquet(?) AS f "
             "WHERE candles.symbol = f.symbol AND candles.session_date = f.session_date AND f.session_date = ? "
-            f"AND ({' OR '.join(f'candles.{c} IS DISTINCT FROM f.{c}' for c in values)})",
+            f"AND ({' OR '.join(f'candles.{c} IS DISTINCT FROM f.{c}' for c in values)}) RETURNING 1",
             [list(paths.values()), before],
-        )
+        ).fetchall()
+        if updated:
+            reloaded = reloaded | {before}
     per_day = dict(con.execute(
         "SELECT session_date, count(*) FROM candles WHERE list_contains(?, session_date) GROUP BY 1", [requested]
     ).fetchall())
