@@ -2,7 +2,7 @@
 
 History does not change, so a symbol is asked again only after the report the last fetch expected
 (the snapshot's ``earnings_date``) has passed, or after ``REFETCH_DAYS`` as a safety net. The
-state of each symbol is one small JSON file under ``state/earnings/`` (written atomically, after
+state of each symbol is one small JSON file under ``cache/earnings/`` (written atomically, after
 the lake partition, so a crash re-asks rather than forgets).
 """
 

@@ -25,7 +25,8 @@ class SchemaDriftError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """One lake dataset (``lake/<name>/date=D/part-0.parquet``) and the warehouse table it loads into.
+    """One lake dataset (``lake/<name>/date=D/part-0.parquet``; candles one file per symbol,
+    ``lake/candles/symbol=S/``) and the warehouse table it loads into.
 
     ``load``: ``replace_session`` deletes the table's rows of that session (``date_column``) and
     inserts the partition (re-running a day replaces it); ``upsert`` inserts or replaces by the
