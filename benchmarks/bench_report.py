@@ -93,7 +93,7 @@ def build_lake(lake: Lake, symbols: int, seed: int = 11) -> list[date]:
         expirations = [day + timedelta(days=d) for d in (3, 10, 17, 24, 31, 52, 87, 115, 143, 206)]
         term = pd.DataFrame([(day, s, e, "PM", float(v) * (1 + 0.01 * j))
                              for s, v in zip(names, iv) for j, e in enumerate(expirations)],
-                            columns=["as_of_date", "symbol", "expiration_date", "settlement_type", "implied_volatility"]).assign(fetched_at=fetched)
+                            columns=["as_of_date", "symbol", "expiration_date", "settlement_type", "implied_volatility"]).assign(fetched_at=fetched, option_chain_type="Standard")
         lake.write_partition("iv_term_structure", day, declared("iv_term_structure", term))
         net_liq = [250_000.0 + 400 * k, 120_000.0 - 150 * k]
         lake.write_partition("balances", day, declared("balances", pd.DataFrame({
