@@ -665,3 +665,54 @@ def test_vix_options_are_priced_on_their_own_future_with_black76() -> None:
     assert row["price"] == pytest.approx(2.96, abs=0.05) and row["delta"] == pytest.approx(0.62, abs=0.01)
     _, unpriced = position_greeks(frame, {"VIX": 17.5}, term, no_metrics, 0.04, None, day, close)
     assert f"no close for {future}" in unpriced["reason"].item() and "own future" in unpriced["reason"].item()
+
+
+def test_vix_options_are_priced_on_the_brokers_mark_of_their_future() -> None:
+    """Issue #19, item 4: Yahoo has no dated VX ticker, so a VIX option's future has no candle
+    close; its price is Tastytrade's mark of the future (``/market-data/by-type``, kind
+    ``future``, asked for beside the option quotes). The issue's numbers through that path: future
+    21.0, IV 1.10, 27 days, the 20 call -> 2.96 and delta 0.62 (Black-76, vollib), not 1.19 and
+    0.38 on spot 17.5. Without the quote it stays unpriced, naming the future."""
+    from vollib.black import black
+    from vollib.black.greeks.analytical import delta as black_delta
+
+    from variance_pipeline.instruments.option_symbols import held_volatility_futures
+    from variance_pipeline.schemas.book import OPTION_QUOTES
+    from variance_pipeline.sources.tastytrade_account import option_quote_rows
+    from variance_pipeline.transforms.position_greeks import quoted_future_marks
+
+    day = STAMP["as_of_date"]
+    close = session_close(day)
+    expires = close + timedelta(days=27)
+    symbol = f"VIX   {expires:%y%m%d}C00020000"
+    call = {**POSITION, "symbol": symbol, "instrument-type": "Equity Option", "underlying-symbol": "VIX",
+            "quantity": "1", "quantity-direction": "Short", "multiplier": 100, "expires-at": expires.isoformat()}
+    frame = positions_frame([call], **STAMP)
+    future = f"/VX{'FGHJKMNQUVXZ'[expires.month - 1]}{expires.year % 10}"
+    assert held_volatility_futures(frame) == [future]  # what the option-quotes snapshot asks for
+    items = [  # as by-type answers: decimal strings; the future carries no Greeks
+        {"symbol": future, "instrument-type": "Future", "mark": "21.0", "bid": "20.95", "ask": "21.05",
+         "close": "20.8", "prev-close": "20.6"},
+        {"symbol": symbol, "instrument-type": "Equity Option", "mark": "2.95", "volatility": "1.1", "delta": "0.62"},
+    ]
+    quotes = validate_frame(OPTION_QUOTES, OPTION_QUOTES.frame(option_quote_rows(items, **STAMP)))
+    assert quotes.quarantined.empty
+    marks = quoted_future_marks(quotes.valid, day)
+    assert marks.to_dict() == {future: 21.0}
+    term = pd.DataFrame({"symbol": ["VIX"], "expiration_date": [expires.date()], "settlement_type": ["AM"],
+                         "implied_volatility": [1.10], "as_of_date": [day]})
+    no_metrics = pd.DataFrame(columns=["symbol", "beta", "dividend_yield"])
+    priced, unpriced = position_greeks(frame, {"VIX": 17.5}, term, no_metrics, 0.04, None, day, close, marks)
+    assert unpriced.empty
+    row = priced.iloc[0]
+    T = row["years_to_expiration"]
+    assert row["model"] == "black_76" and row["underlying_price"] == 21.0 and row["underlying_price_source"] == "quote_mark"
+    assert row["price"] == pytest.approx(black("c", 21.0, 20.0, T, 0.04, 1.10), abs=1e-9)
+    assert row["delta"] == pytest.approx(black_delta("c", 21.0, 20.0, T, 0.04, 1.10), abs=1e-9)
+    assert row["price"] == pytest.approx(2.96, abs=0.05) and row["delta"] == pytest.approx(0.62, abs=0.01)
+    # A candle close of the future, when one exists, comes first; no price at all: unpriced.
+    priced, _ = position_greeks(frame, {"VIX": 17.5, future: 20.5}, term, no_metrics, 0.04, None, day, close, marks)
+    assert priced["underlying_price"].item() == 20.5 and priced["underlying_price_source"].item() == "close"
+    _, unpriced = position_greeks(frame, {"VIX": 17.5}, term, no_metrics, 0.04, None, day, close,
+                                  quoted_future_marks(None, day))
+    assert f"no close for {future} and no quote of it" in unpriced["reason"].item()

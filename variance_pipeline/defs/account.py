@@ -16,6 +16,7 @@ from variance_pipeline.defs.metadata import column_schema, landed, nothing_lande
 from variance_pipeline.defs.partitions import run_sessions
 from variance_pipeline.defs.resources import BookRules, PipelineResource
 from variance_pipeline.defs.snapshot_assets import SnapshotCall, SnapshotRows, snapshot_asset
+from variance_pipeline.instruments.option_symbols import held_volatility_futures
 from variance_pipeline.schemas.account import BALANCES, MARGIN_REQUIREMENTS, TRADING_STATUS
 from variance_pipeline.schemas.book import OPTION_QUOTES, POSITION_PNL
 from variance_pipeline.schemas.validate import validate_frame
@@ -73,12 +74,17 @@ account_snapshot = snapshot_asset(
 
 def _option_quotes(call: SnapshotCall) -> SnapshotRows:
     """The broker's quote, IV and Greeks of each option position, when the API answers for the
-    account (funded accounts); a 403 or an answer without IV/Greeks is "not available", not an error."""
+    account (funded accounts); a 403 or an answer without IV/Greeks is "not available", not an error.
+
+    The VX futures the held VIX options settle to (``/VXZ5``) are asked for in the same request
+    (kind ``future``) and land as ``Future`` rows: Yahoo has no ticker for a dated VX future, so
+    their mark is the only price ``position_greeks`` can price those options on."""
     symbols: dict[str, list[str]] = {}
     if call.lake.has_partition("positions", call.session):
         held = call.lake.read_partition("positions", call.session)
         for kind, endpoint in (("Equity Option", "equity-option"), ("Future Option", "future-option")):
             symbols[endpoint] = sorted(set(held.loc[held["instrument_type"] == kind, "symbol"].astype(str)))
+        symbols["future"] = held_volatility_futures(held)
     if not any(symbols.values()):
         return SnapshotRows({"option_quotes": []}, {"option_quotes": {"available": "no option positions"}})
     try:
@@ -90,11 +96,17 @@ def _option_quotes(call: SnapshotCall) -> SnapshotRows:
         call.log.info(f"option_quotes: {note}")
         return SnapshotRows({"option_quotes": []}, {"option_quotes": {"available": note}})
     rows = option_quote_rows(items, as_of_date=call.session, fetched_at=call.fetched_at)
-    if not any(row.get(field) is not None for row in rows for field in QUOTE_GREEKS):
+    futures = [row for row in rows if row["instrument_type"] == "Future"]
+    options = [row for row in rows if row["instrument_type"] != "Future"]
+    counts: dict[str, int | str] = {}
+    if symbols.get("future"):  # a future the API did not answer for leaves its VIX options unpriced
+        unanswered = sorted(set(symbols["future"]) - {row["symbol"] for row in futures})
+        counts = {"futures": len(futures), "futures_unanswered": ", ".join(unanswered) or "none"}
+    if not any(row.get(field) is not None for row in options for field in QUOTE_GREEKS):
         note = "not available: the answer carries no IV or Greeks"
-        call.log.info(f"option_quotes: {note}")
-        return SnapshotRows({"option_quotes": []}, {"option_quotes": {"available": note}})
-    return SnapshotRows({"option_quotes": rows}, {"option_quotes": {"available": "yes", "quotes": len(rows)}})
+        call.log.info(f"option_quotes: {note}" + (f" (kept the {len(futures)} future quote(s))" if futures else ""))
+        return SnapshotRows({"option_quotes": futures}, {"option_quotes": {"available": note, **counts}})
+    return SnapshotRows({"option_quotes": rows}, {"option_quotes": {"available": "yes", "quotes": len(options), **counts}})
 
 
 option_quotes = snapshot_asset(
@@ -105,9 +117,10 @@ option_quotes = snapshot_asset(
     fatal=False,
     descriptions={
         "option_quotes": "The broker's quote, IV and Greeks of each option position (GET /market-data/by-type, "
-        "at most 100 symbols a request). Funded accounts only: a 403 or an answer without IV/Greeks is "
-        "'not available' (one line in the run log), never an error. Stored beside the model's numbers, "
-        "never instead of them (view greeks_vs_broker).",
+        "at most 100 symbols a request), and the mark of the VX future each held VIX option settles to "
+        "(the price position_greeks prices it on: Yahoo has no dated VX ticker). Funded accounts only: a 403 "
+        "or an answer without IV/Greeks is 'not available' (one line in the run log), never an error. Stored "
+        "beside the model's numbers, never instead of them (view greeks_vs_broker).",
     },
 )
 

@@ -25,7 +25,7 @@ from variance_pipeline.defs.snapshot_assets import SnapshotCall, SnapshotRows, s
 from variance_pipeline.lake.layout import Lake
 from variance_pipeline.sources.tastytrade_reference import risk_free_rate_rows
 from variance_pipeline.transforms.position_greeks import position_greeks as price_positions
-from variance_pipeline.transforms.position_greeks import put_call_parity_gaps
+from variance_pipeline.transforms.position_greeks import put_call_parity_gaps, quoted_future_marks
 from variance_pipeline.schemas.validate import validate_frame
 from variance_pipeline.schemas.risk import POSITION_GREEKS, RISK_FREE_RATE
 
@@ -83,7 +83,10 @@ def _price_session(
     spy = float(closes["SPY"]) if "SPY" in closes.index else None
     if spy is None:
         notes.append("SPY has no close this session: beta_weighted_delta is NULL (add SPY to the watchlist)")
-    priced, unpriced = price_positions(positions, closes, term, metrics, rate, spy, day, session_close(day))
+    # VIX options' VX futures have no candle: their price is the broker's mark, asked for with the
+    # option quotes (absent when the account is not funded: then those options stay unpriced).
+    marks = quoted_future_marks(_read(lake, "option_quotes", day), day)
+    priced, unpriced = price_positions(positions, closes, term, metrics, rate, spy, day, session_close(day), marks)
     fallback = priced.loc[priced["underlying_price_source"] == "root_continuous"]
     if len(fallback):
         notes.append(
@@ -95,7 +98,7 @@ def _price_session(
 
 
 @dg.asset(
-    deps=["positions", "iv_term_structure", "market_metrics", "candles", "risk_free_rate"],
+    deps=["positions", "iv_term_structure", "market_metrics", "candles", "risk_free_rate", "option_quotes"],
     metadata={"dagster/column_schema": column_schema(POSITION_GREEKS)},
     group_name="transform",
     kinds={"python", "parquet"},

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from variance_pipeline.instruments.symbology import root_symbol as _root_symbol
+from variance_pipeline.instruments.symbology import volatility_future
 
 OPTION_INSTRUMENT_TYPES = frozenset({"Equity Option", "Future Option"})
 
@@ -182,3 +183,27 @@ def parse_option_symbols(
     for column in ("underlying_symbol", "root_symbol", "option_type", "symbol_style", "error"):
         out[column] = out[column].astype("object").where(out[column].notna(), None)
     return out
+
+
+def held_volatility_futures(positions: pd.DataFrame) -> list[str]:
+    """The futures the held volatility-index options settle to (``/VXZ5`` for a December VIX
+    call), sorted, each once: what the option-quotes snapshot asks Tastytrade's quote of, since
+    Yahoo has no ticker for a dated VX future. The root is the position's ``root_symbol`` (else the
+    OCC root), the expiration the symbol's, as ``transforms.position_greeks`` reads them."""
+    if positions.empty or "instrument_type" not in positions:
+        return []
+    options = positions[positions["instrument_type"] == "Equity Option"]
+    roots = options["root_symbol"] if "root_symbol" in options else pd.Series(None, index=options.index, dtype="object")
+    found: set[str] = set()
+    for symbol, root in zip(options["symbol"], roots):
+        try:
+            parsed = parse_option_symbol(symbol, "Equity Option")
+        except ValueError:
+            continue  # position_greeks lists it unpriced with the parse error
+        if parsed is None:
+            continue
+        own_root = root if isinstance(root, str) and root else parsed.root_symbol
+        future = volatility_future(own_root, parsed.expiration_date)
+        if future:
+            found.add(future)
+    return sorted(found)

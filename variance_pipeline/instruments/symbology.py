@@ -11,6 +11,7 @@ else sees them.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 
 FUTURE_TYPES = frozenset({"Future", "Future Option"})
@@ -27,6 +28,26 @@ _OCC = re.compile(r"^([A-Z0-9]{1,6}) *\d{6}[CP]\d{8}$")
 # share classes and crypto pairs with a slash (``BRK/B``, ``BTC/USD``), futures roots (``/ES``).
 _WATCHLIST_SYMBOL = re.compile(r"^(?:[A-Z0-9]{1,10}(?:/[A-Z0-9]{1,6})?|/[A-Z0-9]{1,8})$")
 _MAX_SYMBOL_LENGTH = 24
+
+
+# Volatility indices whose options settle to a future of the same expiration (Cboe: a VIX option
+# expires with that month's VX future and settles to the same SOQ), so that future, never the spot
+# index, is the option's underlying. None: no listed future this pipeline can price (VXN, RVX
+# options stay unpriced rather than priced on the spot index).
+VOLATILITY_INDEX_ROOTS: dict[str, str | None] = {"VIX": "/VX", "VIXW": "/VX", "VXN": None, "RVX": None}
+MONTH_CODES = "FGHJKMNQUVXZ"
+
+
+def volatility_future(root: str | None, expiration: date | None) -> str | None:
+    """The future an option on a volatility index settles to: ``/VX`` + month code + year digit
+    (a VIX option expiring 2025-12-17 -> ``/VXZ5``); None for other roots or without a date.
+
+    One rule for both places that need it: the option-quotes snapshot asks Tastytrade for this
+    future's quote (``sources``), and the model prices the option on it (``transforms``)."""
+    future = VOLATILITY_INDEX_ROOTS.get(root) if isinstance(root, str) else None
+    if future is None or expiration is None:
+        return None
+    return f"{future}{MONTH_CODES[expiration.month - 1]}{expiration.year % 10}"
 
 
 def _future_root(symbol: str) -> str | None:

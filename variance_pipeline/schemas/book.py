@@ -17,14 +17,15 @@ from variance_pipeline.schemas.dataset import Dataset
 
 OPTION_QUOTES = Dataset(
     name="option_quotes",
-    description="The broker's quote, IV and Greeks of each option position (GET /market-data/by-type; "
-    "funded accounts only: absent when the API does not answer).",
+    description="The broker's quote, IV and Greeks of each option position, and the quote of the VX future "
+    "each held VIX option settles to (GET /market-data/by-type; funded accounts only: absent when the API "
+    "does not answer).",
     date_column="as_of_date",
     grain=("as_of_date", "symbol"),
     columns=(
         Column("as_of_date", DATE, "the session whose evening snapshot this is"),
-        Column("symbol", STRING, "the option", checks=(NON_EMPTY,)),
-        Column("instrument_type", STRING, "Equity Option or Future Option"),
+        Column("symbol", STRING, "the option (or a VIX option's VX future: /VXZ5)", checks=(NON_EMPTY,)),
+        Column("instrument_type", STRING, "Equity Option, Future Option, or Future (a VIX option's VX future)"),
         Column("mark", FLOAT, "the broker's mark", True, "USD per unit", (FINITE,)),
         Column("bid", FLOAT, "bid", True, "USD per unit", (FINITE,)),
         Column("ask", FLOAT, "ask", True, "USD per unit", (FINITE,)),

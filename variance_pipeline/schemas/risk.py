@@ -26,7 +26,7 @@ RISK_FREE_RATE = Dataset(
 
 IV_SOURCES = ("mark", "exact", "interpolated", "extrapolated")
 MODELS = ("black_scholes_merton", "black_76")
-UNDERLYING_PRICE_SOURCES = ("close", "root_continuous")
+UNDERLYING_PRICE_SOURCES = ("close", "root_continuous", "quote_mark")
 
 
 def _greek(name: str, description: str, unit: str, *checks: pda.Check) -> Column:
@@ -62,7 +62,8 @@ POSITION_GREEKS = Dataset(
         Column("multiplier", FLOAT, "units per contract", unit="units per contract", checks=(pda.Check.gt(0),)),
         Column("underlying_price", FLOAT, "the underlying's close the model used", unit="USD", checks=(pda.Check.gt(0),)),
         Column(
-            "underlying_price_source", STRING, "close, or root_continuous (the future's own close unknown)",
+            "underlying_price_source", STRING, "close, or root_continuous (the future's own close unknown), or "
+            "quote_mark (a VIX option's VX future: the broker's mark in option_quotes, no close)",
             checks=(pda.Check.isin(UNDERLYING_PRICE_SOURCES),),
         ),
         Column("implied_volatility", FLOAT, "the IV the model used", True, "fraction", (pda.Check.gt(0), pda.Check.le(10))),

@@ -481,7 +481,7 @@ class TastytradeClient:
     def market_data(
         self, symbols_by_type: Mapping[str, Sequence[str]], on_raw: RawCallback | None = None, batch_size: int = 100
     ) -> tuple[dict[str, Any], ...]:
-        """``GET /market-data/by-type`` for ``{"equity-option": [...], "future-option": [...]}``,
+        """``GET /market-data/by-type`` for ``{"equity-option": [...], "future-option": [...], "future": [...]}``,
         at most ``batch_size`` (the API's limit: 100) symbols per request, comma lists as documented."""
         path = "/market-data/by-type"
         pairs = [(kind, symbol) for kind, symbols in symbols_by_type.items() for symbol in dict.fromkeys(symbols)]

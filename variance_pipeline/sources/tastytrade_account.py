@@ -159,7 +159,8 @@ QUOTE_GREEKS = ("volatility", "delta", "gamma", "theta", "vega")
 
 
 def option_quote_rows(items: Sequence[Mapping[str, Any]], *, as_of_date: date, fetched_at: datetime) -> list[dict[str, Any]]:
-    """``/market-data/by-type`` option items -> rows (the broker's IV and Greeks where sent)."""
+    """``/market-data/by-type`` items -> rows: options (the broker's IV and Greeks where sent) and
+    futures (``instrument_type`` Future: mark, bid and ask; no Greeks)."""
     stamp = _fetched_utc(as_of_date, fetched_at)
     rows = []
     for index, item in enumerate(items):

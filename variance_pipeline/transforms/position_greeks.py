@@ -28,8 +28,11 @@ Conventions (the contract's ``position_greeks`` table):
   close, the root's continuous close (``/ZN``, the front month) is used and
   ``underlying_price_source`` says ``root_continuous`` instead of ``close``.
 * Options on VIX settle to the VX future of their expiration (``/VXF6`` for a January 2026 VIX
-  option): Black-76 on that future's close, never BSM on the spot index; without the future's
-  close they are unpriced with the reason (VXN and RVX options likewise, having no future here).
+  option): Black-76 on that future, never BSM on the spot index. Its price is its candle close when
+  one exists, else Tastytrade's mark of the future from the same evening's ``option_quotes``
+  snapshot (``future_marks``; Yahoo has no ticker for a dated VX future), and then
+  ``underlying_price_source`` says ``quote_mark``. With neither the option is unpriced with the
+  reason (VXN and RVX options always, having no future here).
 * Dividend yield: market metrics' ``dividend_yield`` (a fraction) of the root; for an index whose
   metrics carry none (SPX, NDX, RUT...), its tracking ETF's from the same snapshot
   (``instruments.symbology.DIVIDEND_PROXIES``: SPY for SPX); else 0. ``dividend_yield_source``
@@ -58,7 +61,8 @@ import pandas as pd
 from variance_pipeline.transforms import option_models as om
 from variance_pipeline.schemas.risk import POSITION_GREEKS
 from variance_pipeline.instruments.option_symbols import parse_option_symbols
-from variance_pipeline.instruments.symbology import DIVIDEND_PROXIES
+from variance_pipeline.instruments.symbology import DIVIDEND_PROXIES, VOLATILITY_INDEX_ROOTS
+from variance_pipeline.instruments.symbology import volatility_future as _volatility_future
 from variance_pipeline.transforms.implied_vol import implied_vol_from_mark
 from variance_pipeline.transforms.term_structure import (
     NEW_YORK,
@@ -80,6 +84,7 @@ UNPRICED_COLUMNS: tuple[str, ...] = (
 GREEKS = ("price", "delta", "gamma", "theta", "vega")
 ADJUSTED_ROOT = re.compile(r"[A-Z]+\d+")
 IV_FROM_MARK = "mark"
+QUOTE_MARK = "quote_mark"  # underlying_price_source: the broker's mark of the future (option_quotes)
 
 
 def _mark_per_unit(pos: pd.DataFrame, quantity: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
@@ -89,20 +94,6 @@ def _mark_per_unit(pos: pd.DataFrame, quantity: np.ndarray, multiplier: np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         derived = total / (np.abs(quantity) * multiplier)
     return np.where(np.isfinite(per_unit), per_unit, derived)
-
-
-# Volatility indices whose options settle to a future: the future's root (None: no listed future
-# this pipeline can price; such options stay unpriced rather than priced on the spot index).
-VOLATILITY_INDEX_ROOTS: dict[str, str | None] = {"VIX": "/VX", "VIXW": "/VX", "VXN": None, "RVX": None}
-MONTH_CODES = "FGHJKMNQUVXZ"
-
-
-def _volatility_future(root: str, expiration: date | None) -> str | None:
-    """The future a volatility-index option settles to: ``/VX`` + month code + year digit."""
-    future = VOLATILITY_INDEX_ROOTS.get(root)
-    if future is None or expiration is None:
-        return None
-    return f"{future}{MONTH_CODES[expiration.month - 1]}{expiration.year % 10}"
 
 
 def _prices(underlying_prices: Mapping[str, float] | pd.Series) -> pd.Series:
@@ -148,6 +139,7 @@ def position_greeks(
     spy_price: float | None,
     as_of_date: date,
     session_close_utc: datetime,
+    future_marks: Mapping[str, float] | pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(priced, unpriced) frames for one session's positions; see the module docstring.
 
@@ -157,6 +149,8 @@ def position_greeks(
     ``/ZNH6``, ``/ZN``). ``term_structure``: ``symbol, expiration_date, settlement_type,
     implied_volatility`` (+ ``option_chain_type``, ``as_of_date``), symbol = the root. ``metrics``: ``symbol, beta,
     dividend_yield`` (+ ``as_of_date``). ``risk_free_rate``: a continuously compounded fraction.
+    ``future_marks``: future symbol -> the broker's mark of the same evening (``/VXZ5``), the
+    price of a volatility-index option's future when it has no close.
     """
     if isinstance(as_of_date, datetime) or not isinstance(as_of_date, date):
         raise TypeError(f"as_of_date must be a datetime.date, got {type(as_of_date).__name__}")
@@ -231,7 +225,7 @@ def position_greeks(
 
     # Options on a volatility index settle to (and are priced off) the index's future of the same
     # expiration (Cboe: a VIX option expires with that month's VX future, AM-settled to the SOQ),
-    # never the spot index: Black-76 on /VX<month><year> (e.g. /VXF6), unpriced without its close.
+    # never the spot index: Black-76 on /VX<month><year> (e.g. /VXF6), unpriced without its price.
     vol_root = np.isin(root, list(VOLATILITY_INDEX_ROOTS)) & is_option
     vol_future = np.array(
         [_volatility_future(r, e) if v else None for r, e, v in zip(root, expiration, vol_root)], dtype=object
@@ -248,6 +242,11 @@ def position_greeks(
     price_key = np.where(vol_root, vol_future, np.where(is_option, underlying, symbol))
     S = pd.Series(price_key, dtype="object").map(prices).to_numpy(dtype=float)
     price_source = np.where(np.isfinite(S), "close", None).astype(object)
+    # A VX future has no candle (no Yahoo ticker): the broker's mark of it, from the same evening.
+    quoted = pd.Series(price_key, dtype="object").map(_prices(future_marks if future_marks is not None else {}))
+    use_quote = vol_root & ~np.isfinite(S) & np.isfinite(quoted.to_numpy(dtype=float))
+    S = np.where(use_quote, quoted.to_numpy(dtype=float), S)
+    price_source[use_quote] = QUOTE_MARK
     root_close = pd.Series(root, dtype="object").map(prices).to_numpy(dtype=float)
     use_root = is_futurish & ~np.isfinite(S) & np.isfinite(root_close)
     S = np.where(use_root, root_close, S)
@@ -256,7 +255,7 @@ def position_greeks(
         reason, ~np.isfinite(S),
         lambda i: f"no close for {price_key[i]}"
         + (f" or its root {root[i]}" if is_futurish[i] and root[i] != price_key[i] else "")
-        + (f" (the {root[i]} option's own future: hold or watch it)" if vol_root[i] else "")
+        + (f" and no quote of it in option_quotes (the {root[i]} option's own future)" if vol_root[i] else "")
         + f" on {as_of_date}",
     )
 
@@ -391,6 +390,18 @@ def position_greeks(
     if whole.all():
         unpriced["multiplier"] = unpriced["multiplier"].astype("Float64").astype("Int64")
     return priced, unpriced
+
+
+def quoted_future_marks(option_quotes: pd.DataFrame | None, as_of_date: date) -> pd.Series:
+    """Future symbol -> the broker's mark, from one evening's ``option_quotes`` rows of instrument
+    type ``Future`` (the VX futures the held VIX options settle to, asked for beside the options):
+    the ``future_marks`` of ``position_greeks``. Empty when the snapshot is absent."""
+    if option_quotes is None or option_quotes.empty:
+        return pd.Series(dtype="float64")
+    rows = _snapshot(option_quotes, as_of_date)
+    rows = rows[rows["instrument_type"] == "Future"]
+    marks = pd.to_numeric(rows["mark"], errors="coerce").astype("float64")
+    return pd.Series(marks.to_numpy(), index=rows["symbol"].astype(str).to_numpy()).dropna().groupby(level=0).last()
 
 
 def put_call_parity_gaps(priced: pd.DataFrame) -> pd.DataFrame:

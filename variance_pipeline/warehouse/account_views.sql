@@ -187,4 +187,5 @@ SELECT
     g.price                                      AS model_price,
     q.mark                                       AS broker_mark
 FROM position_greeks AS g
-JOIN option_quotes AS q USING (as_of_date, symbol);
+JOIN option_quotes AS q USING (as_of_date, symbol)
+WHERE q.instrument_type IS DISTINCT FROM 'Future'; -- a VX future's quote is an underlying's price, not a Greek
