@@ -9,8 +9,8 @@ before the 18:00 reopen), as the schedule runs it.
 Each evening every futures symbol (the continuous roots and the held dated contracts) has that
 session's candle, which the old live-bar rule dropped (Yahoo's period for a future is the whole
 calendar day); every future and future option is priced on its own contract's close; the SPX
-monthly on its AM row; VIX options are listed unpriced with the reason (their VX future has no
-Yahoo ticker here). A futures bar taken at 17:30 grows after the reopen: the next evening's run
+monthly on its AM row; VIX options with Black-76 on the VX future of their expiration, at
+Tastytrade's mark of it (asked for with the option quotes: the future has no Yahoo ticker). A futures bar taken at 17:30 grows after the reopen: the next evening's run
 stores the bar as Yahoo serves it once the day is over.
 """
 
@@ -26,7 +26,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from support import EXTRACT, materialize, pipeline_settings
+from support import EXTRACT, GRANT, UA, materialize, pipeline_settings
 from variance_pipeline.simulator import SimulatorServer
 from variance_pipeline.simulator.portfolio import EXTRA_ACCOUNT, Template
 
@@ -38,7 +38,16 @@ HOLDINGS = (
     Template(EXTRA_ACCOUNT, "SPX", -1, 5, "P", 0.95, 1),  # the December monthly: AM-settled
     Template(EXTRA_ACCOUNT, "VIX", -2, 5, "C", 1.3, 1),
 )
-SELECT = [*EXTRACT, "candles", "risk_free_rate", "position_greeks", "warehouse"]
+SELECT = [*EXTRACT, "candles", "risk_free_rate", "option_quotes", "position_greeks", "warehouse"]
+
+
+def _vx_marks(url: str, futures: list[str]) -> dict[str, float]:
+    """The simulator's VX futures marks, as ``/market-data/by-type`` serves them now."""
+    with httpx.Client(base_url=url, headers=UA, timeout=60) as client:
+        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
+        body = client.get("/market-data/by-type", params={"future": ",".join(futures)},
+                          headers={"Authorization": f"Bearer {token}"}).json()
+    return {item["symbol"]: float(item["mark"]) for item in body["data"]["items"]}
 
 
 def _at_evening(day: date) -> datetime:
@@ -78,6 +87,9 @@ def evenings(tmp_path_factory: pytest.TempPathFactory) -> dict:
             # That evening's closes, as it priced with them (the next evening re-checks futures bars).
             closes = _sql(data_dir, f"SELECT symbol, close FROM candles WHERE session_date = DATE '{day}'")
             found.setdefault("closes", {})[day] = closes.set_index("symbol")["close"]
+            # The VX futures the evening's VIX options settle to, as the simulator quotes them.
+            futures = [f"/VX{m}{y}" for y in (5, 6) for m in "FGHJKMNQUVXZ"]
+            found.setdefault("vx", {})[day] = _vx_marks(sim.url, futures)
         # What Yahoo serves for each evening's bar once its calendar day is over (the evening's trades in).
         sim.now = _at_evening(EVENINGS[-1])
         for day in EVENINGS[:-1]:
@@ -136,9 +148,18 @@ def test_every_future_and_option_is_priced_on_its_own_contract_or_listed(evening
                             f"AND symbol = 'SPX' AND expiration_date = DATE '{expiration}' AND settlement_type = 'AM' "
                             "AND option_chain_type = 'Standard'")
         assert len(am) == 1 and spx["term_structure_iv"].iloc[0] == am["implied_volatility"].iloc[0]
-        # VIX options: never priced on spot ^VIX; unpriced with the reason.
-        assert "VIX" not in set(greeks["root_symbol"])
+        # VIX options: never on spot ^VIX; Black-76 on the VX future of their expiration, at the
+        # broker's mark of it (no candle: Yahoo has no dated VX ticker).
+        vix = greeks[greeks["root_symbol"] == "VIX"]
+        assert len(vix) == 1, _metadata(evenings["runs"][day], "position_greeks")["unpriced"].md_str
+        expiration = pd.Timestamp(vix["expiration_date"].iloc[0]).date()
+        future = f"/VX{'FGHJKMNQUVXZ'[expiration.month - 1]}{expiration.year % 10}"
+        assert vix["model"].iloc[0] == "black_76" and vix["underlying_price_source"].iloc[0] == "quote_mark"
+        assert vix["underlying_price"].iloc[0] == evenings["vx"][day][future], (future, evenings["vx"][day])
+        assert vix["underlying_price"].iloc[0] != closes.get("VIX")
+        quoted = _sql(data_dir, f"SELECT instrument_type, mark FROM option_quotes WHERE as_of_date = DATE '{day}' "
+                                f"AND symbol = '{future}'")
+        assert quoted.to_dict("records") == [{"instrument_type": "Future", "mark": evenings["vx"][day][future]}]
         unpriced = _metadata(evenings["runs"][day], "position_greeks")["unpriced"].md_str
-        vix = [line for line in unpriced.splitlines() if "VIX" in line]
-        assert vix and all("/VX" in line for line in vix), unpriced
+        assert "VIX" not in unpriced, unpriced
         assert _metadata(evenings["runs"][day], "position_greeks")["priced_on_root_continuous"].value == "none"

@@ -637,3 +637,27 @@ def test_known_names_trade_near_their_real_price_levels(api: httpx.Client) -> No
         assert closes[date(2025, 11, 3)] == pytest.approx(second, rel=0.01), name
     es = _json(api.get("/market-data/by-type", params={"future": "/ESH6"}))["data"]["items"][0]
     assert 5000 < float(es["mark"]) < 9000
+
+
+def test_market_data_by_type_quotes_a_vx_futures_curve_in_contango(api: httpx.Client) -> None:
+    """Issue #19: VIX options settle to the VX future of their expiration, whose price the pipeline
+    can only get from ``/market-data/by-type`` (``future=/VXG6``). The simulator lists the next
+    months on a contango curve over spot VIX (each later month dearer), the same numbers on every
+    request; an expired or unlisted month is omitted, as the real API omits unknown symbols."""
+    months = ["/VXG6", "/VXH6", "/VXJ6", "/VXK6", "/VXM6", "/VXN6"]
+    body = _json(api.get("/market-data/by-type", params={"future": ",".join(["/VXZ4", *months, "/VXK7"]), "index": "VIX"}))
+    items = {i["symbol"]: i for i in body["data"]["items"]}
+    assert set(items) == {"VIX", *months}, sorted(items)  # /VXZ4 expired, /VXK7 beyond the listed months
+    spot = float(items["VIX"]["mark"])
+    marks = [float(items[m]["mark"]) for m in months]
+    assert all(i["instrument-type"] == "Future" for s, i in items.items() if s != "VIX")
+    assert spot < marks[0] and all(a < b for a, b in zip(marks, marks[1:])), (spot, marks)  # contango
+    assert marks[-1] <= spot * 1.4  # capped, not a runaway curve
+    closes = [float(items[m]["close"]) for m in months]
+    assert all(a < b for a, b in zip(closes, closes[1:])) and float(items[months[0]]["close"]) > float(items["VIX"]["close"])
+    for m in months:
+        assert float(items[m]["bid"]) < float(items[m]["mark"]) < float(items[m]["ask"])
+    again = _json(api.get("/market-data/by-type", params={"future": ",".join(reversed(months[:3]))}))["data"]["items"]
+    assert {i["symbol"]: (i["mark"], i["close"], i["prev-close"]) for i in again} == {
+        m: (items[m]["mark"], items[m]["close"], items[m]["prev-close"]) for m in months[:3]
+    }

@@ -11,6 +11,13 @@ session to each contract's expiration (the third Friday: ``contracts.future_expi
 ``carry`` per root (``CARRY``: financing less yield; positive is contango). So the front contract
 is the continuous itself, later ones are dearer (contango) or cheaper (``/ZN``), and a contract's
 bars end on its expiration. Everything else (calendar-day bars, stamps, meta) is the root's.
+
+VIX futures (``/VX``, Cboe) have no continuous here: a VX contract is priced off spot VIX, in
+contango, ``VIX x (1 + VX_CONTANGO_PER_MONTH x months to its expiration)`` on the tick, so each
+later month is dearer and every request of a session gets the same numbers. The monthly contracts
+of the next ``VX_LISTED_MONTHS`` months are listed (expiring with that month's VIX options, the
+third Friday here); any other VX symbol is unknown and ``/market-data/by-type`` omits it, as the
+real API does. A VIX option is valued with Black-76 on the VX contract of its expiration month.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ CARRY = {"/ES": 0.03, "/MES": 0.03, "/ZN": -0.01, "/CL": 0.06, "/MCL": 0.06, "/G
 DEFAULT_CARRY = 0.03
 MONTHLY_ROOTS = frozenset({"/CL", "/MCL"})
 EVEN_MONTH_ROOTS = frozenset({"/GC", "/MGC"})
+VOLATILITY_FUTURES = {"/VX": "VIX"}
+"""Futures on a volatility index -> the index whose bars price them (no continuous of their own)."""
+VX_CONTANGO_PER_MONTH = 0.04
+VX_LISTED_MONTHS = 9
+VX_TICK = 0.05
+DAYS_PER_MONTH = 365.25 / 12
 _TICKER = re.compile(r"^([A-Z0-9]+?)([FGHJKMNQUVXZ])(\d{2})\.([A-Z]{3})$")
 
 
@@ -143,9 +156,52 @@ def contract_of(symbol: str) -> tuple[str, int, int] | None:
     return match.group(1), year, dates.FUTURE_MONTH_CODES.index(match.group(2)) + 1
 
 
+def spot_symbol(root: str) -> str:
+    """Whose bars price ``root``'s contracts: the index for a volatility future (``/VX`` -> VIX)."""
+    return VOLATILITY_FUTURES.get(root, root)
+
+
+def volatility_future_months(symbol: str, index: int) -> float | None:
+    """Months from session ``index`` to a volatility future's expiration (negative once expired);
+    None when the symbol is no such future."""
+    parsed = contract_of(symbol)
+    if parsed is None or parsed[0] not in VOLATILITY_FUTURES:
+        return None
+    cal = sessions()
+    day = cal.days[min(max(index, 0), len(cal.days) - 1)]
+    return float((np.datetime64(expiration(*parsed), "D") - day).astype("float64")) / DAYS_PER_MONTH
+
+
+def volatility_future_listed(symbol: str, index: int) -> bool:
+    """Whether ``/market-data/by-type`` quotes the VX contract on session ``index``: not expired,
+    at most ``VX_LISTED_MONTHS`` out."""
+    months = volatility_future_months(symbol, index)
+    return months is not None and 0 <= months <= VX_LISTED_MONTHS
+
+
+def volatility_future_price(symbol: str, spot: float, index: int) -> float | None:
+    """A VX contract on session ``index`` with spot VIX at ``spot``: the contango factor of its
+    months out, capped at ``VX_LISTED_MONTHS`` (and spot once expired), on the tick."""
+    months = volatility_future_months(symbol, index)
+    if months is None:
+        return None
+    factor = 1 + VX_CONTANGO_PER_MONTH * min(max(months, 0.0), VX_LISTED_MONTHS)
+    return round(max(VX_TICK, round(spot * factor / VX_TICK) * VX_TICK), 2)
+
+
+def volatility_option_future(root: str, expiration_day: date) -> str | None:
+    """The VX contract a VIX option settles to: the one of its expiration's month (``/VXZ5``)."""
+    future = next((f for f, index in VOLATILITY_FUTURES.items() if index == root), None)
+    return dates.future_code(future, expiration_day.year, expiration_day.month) if future else None
+
+
 def dated_price(symbol: str, continuous: float, index: int, seed: int) -> float:
     """A contract's price on session ``index`` given the continuous's, rounded to the tick as its
-    chart rounds it; the continuous itself for a root."""
+    chart rounds it; the continuous itself for a root. A volatility future: ``continuous`` is its
+    index (see the module docstring)."""
+    vx = volatility_future_price(symbol, continuous, index)
+    if vx is not None:
+        return vx
     parsed = contract_of(symbol)
     inst = lookup(parsed[0], seed) if parsed else None
     if parsed is None or inst is None:

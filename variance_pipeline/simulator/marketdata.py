@@ -9,6 +9,7 @@ an integer ``open-interest``...) from ``quotes.value``, so an option's ``mark`` 
 ``mark-price`` to the cent, and ``volatility`` is the IV that reprices the theoretical value.
 The session fields (``open``, ``day-high-price``, ``day-low-price``, ``close``, ``prev-close``)
 price the contract at the underlying's bar of the last completed session and of the one before.
+VIX futures (``future=/VXZ5``) are quoted on ``curve``'s VX curve over spot VIX, the months it lists.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Callable, Collection, Mapping
 
-from variance_pipeline.simulator import contracts, quotes
+from variance_pipeline.simulator import contracts, curve, quotes
 from variance_pipeline.simulator.contracts import Contract
 from variance_pipeline.simulator.formats import Reply, iso_z, num, tt_error, tt_items
 from variance_pipeline.simulator.market import Bars, keyed_rng, sessions
@@ -48,6 +49,8 @@ def _contract(seed: int, kind: str, symbol: str, delisted: Collection[str]) -> C
     contract = contracts.parse(symbol, kind)
     if contract is None:
         return None
+    if kind == "Future" and contract.root in curve.VOLATILITY_FUTURES:
+        return contract  # priced off its index; listed or not depends on the session (by_type)
     inst = tasty_instrument(seed, contract.root, delisted)
     if inst is None or (kind == "Index") != (inst.kind == "index") or (kind == "Equity" and inst.kind not in ("equity", "etf")):
         return None
@@ -73,9 +76,11 @@ def by_type(
         if contract is None or (kind, contract.symbol) in seen:
             continue
         seen.add((kind, contract.symbol))
-        bars = bars_for(contract.root)
+        bars = bars_for(curve.spot_symbol(contract.root))
         if bars.completed < 2:
             continue
+        if contract.root in curve.VOLATILITY_FUTURES and not curve.volatility_future_listed(contract.symbol, len(bars.close) - 1):
+            continue  # a VX month not listed (expired or too far out): omitted, as the real API does
         items.append(item(seed, contract, kind, bars, clock, bars_for))
     return Reply(200, tt_items(items, CONTEXT))
 
@@ -150,6 +155,8 @@ def item(seed: int, contract: Contract, kind: str, bars: Bars, clock: datetime, 
             "tick-size": num(now.tick, 6),
             "open-interest": int(rng.integers(50, 20000)),
         }
+    elif contract.root in curve.VOLATILITY_FUTURES:  # no year range of its own (priced off VIX)
+        body["tick-size"] = num(now.tick, 6)
     else:
         year = bars.close[max(0, last - 251) : last + 1]
         body |= {

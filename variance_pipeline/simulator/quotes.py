@@ -7,7 +7,8 @@ all call it), so a mark is the same number everywhere it appears.
 
 Options: BSM with the instrument's dividend yield on equity options, Black-76 on future options
 (on their own dated future's price: ``curve``, the continuous times its contango factor; a future
-position is valued at its contract's price too), at the rate of the clock's
+position is valued at its contract's price too; a VIX option on the VX contract of its expiration
+month, ``curve``'s VX curve over spot VIX), at the rate of the clock's
 New York date, at the volatility of ``volsurface``. The mark is the model value floored at the
 intrinsic value (listed options are American), rounded to the tick; bid and ask straddle it by a
 whole number of ticks, so the mid is the mark.
@@ -68,6 +69,8 @@ def round_to(value: float, tick: float) -> float:
 
 
 def tick_of(contract: Contract, seed: int) -> float:
+    if contract.root in curve.VOLATILITY_FUTURES:
+        return curve.VX_TICK
     if contract.instrument_type == "Equity Option":
         return EQUITY_OPTION_TICK
     if contract.instrument_type == "Future Option":
@@ -83,11 +86,16 @@ def value(seed: int, contract: Contract, spot: float, index: int, at: datetime) 
     if contract.instrument_type in ("Future", "Future Option"):  # on its own dated contract's price
         own = contract.symbol if contract.instrument_type == "Future" else contract.underlying_symbol
         spot = curve.dated_price(own, spot, index, seed)
+    # A VIX option settles to the VX future of its expiration (Cboe): Black-76 on that contract.
+    vx = curve.volatility_option_future(contract.root, contract.expiration) if contract.is_option and contract.expiration else None
+    vx_price = curve.volatility_future_price(vx, spot, index) if vx else None
+    if vx_price is not None:
+        spot = vx_price
     inst = lookup(contract.root, seed)
     if not contract.is_option:
         one = options.Greeks(spot, 1.0, 0.0, 0.0, 0.0, 0.0)
         return Value(contract, spot, spot, spot, None, one, tick, rate, 0.0, 0.0)
-    future = contract.instrument_type == "Future Option"
+    future = contract.instrument_type == "Future Option" or vx_price is not None
     dividend_yield = 0.0 if future or inst is None else inst.dividend_yield
     assert contract.expires_at is not None and contract.strike is not None
     years = max(0.0, (contract.expires_at - at).total_seconds() / SECONDS_PER_YEAR)
@@ -102,7 +110,7 @@ def value(seed: int, contract: Contract, spot: float, index: int, at: datetime) 
 def quote(seed: int, contract: Contract, bars_for: Callable[[str], Bars], clock: datetime) -> Value | None:
     """``contract`` as of ``clock`` from the served bars (the live bar inside a session); None when
     its underlying has no bar yet."""
-    bars = bars_for(contract.root)
+    bars = bars_for(curve.spot_symbol(contract.root))
     if len(bars.close) == 0:
         return None
     return value(seed, contract, float(bars.close[-1]), len(bars.close) - 1, clock)
