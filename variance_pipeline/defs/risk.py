@@ -103,7 +103,8 @@ def _price_session(
     group_name="transform",
     kinds={"python", "parquet"},
     description="Model price and Greeks of every position of each landed positions snapshot: Black-Scholes-"
-    "Merton with the dividend yield (equity, ETF, index options), Black-76 (future options), European "
+    "Merton with the dividend yield (equity, ETF, index options), Black-76 (future options; VIX options on "
+    "their VX future, at its close or else the broker's mark from option_quotes), European "
     "(early exercise ignored), IV of the option's expiration from the same evening's term structure "
     "(linear in total variance between expirations, flagged when extrapolated), Tastytrade's public "
     "risk-free rate. Per share and per position (times quantity and multiplier), plus beta-weighted "
