@@ -47,7 +47,9 @@ TRANSFERS = frozenset({"Deposit", "Withdrawal", "ACH Deposit", "ACH Disbursement
 REMOVALS = {"Expiration": "expiration", "Assignment": "assignment", "Exercise": "exercise",
             "Cash Settled Assignment": "assignment", "Cash Settled Exercise": "exercise"}
 SCRATCH_SHARE, SCRATCH_DOLLARS = 0.05, 1.0
-"""A closed trade whose |P&L| is within 5 % of its opening credit (or $1) is a scratch."""
+"""A closed trade whose |P&L| is within 5 % of the premium it traded (or $1) is a scratch: the
+opening credit of an options-only trade, the option premium sold of one holding stock or a future
+(whose notional says nothing of the premium: 5 % of 100 shares would call most wheels a scratch)."""
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
 
 
@@ -430,7 +432,8 @@ def _trade_row(journal: Journal, trade: Trade, as_of_date: date, unrealized: dic
     max_profit = collected if credit_trade and collected > 0 else None
     outcome = None
     if closed:
-        scratch = max(SCRATCH_DOLLARS, SCRATCH_SHARE * abs(trade.opening_credit))
+        premium = trade.opening_credit if trade.opening_options_only else trade.premium_sold
+        scratch = max(SCRATCH_DOLLARS, SCRATCH_SHARE * abs(premium))
         outcome = "scratch" if abs(realized) <= scratch else "win" if realized > 0 else "loss"
     open_unrealized = None
     if not closed and unrealized:
