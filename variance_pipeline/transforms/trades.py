@@ -16,7 +16,9 @@ The broker keeps transactions, not trades. The rules, applied per account in exe
    else a new trade.
 4. **Receive Deliver**: an assignment's or exercise's stock (or future) closes the lots it
    delivers against (the assigned trade's first: a covered call called away) or opens a new trade
-   linked to the assigned one (``parent_trade_id``: the wheel). Dividends and futures settlements
+   linked to the assigned one (``parent_trade_id``: the wheel); shares delivered and taken back at
+   one instant (a spread's short leg assigned and its long leg exercised) stay with the assigned
+   trade: its loss is the spread's. Dividends and futures settlements
    (``Mark to Market``) belong to the trade holding the symbol; deposits and withdrawals to none.
 
 P&L (signs as the transactions': a credit is positive): a closed trade's ``realized_pnl`` is the
@@ -269,8 +271,18 @@ class Journal:
                 if role in ("assignment", "exercise"):
                     trade.assigned = True
                     assigned = assigned or trade.trade_id
+        # A spread settled in shares (its short leg assigned, its long leg exercised) delivers and
+        # takes back the same shares at one instant: they never stay, and the intrinsic value they
+        # carry is the spread's loss, booked on it rather than on a stock trade of no time.
+        delivered: dict[str, float] = {}
+        for row in deliveries:
+            delivered[row["symbol"]] = delivered.get(row["symbol"], 0.0) + _float(row.get("quantity")) * (_sign(row.get("action")) or 0)
+        offsetting = {symbol for symbol, net in delivered.items() if abs(net) < 1e-9} if assigned else set()
         for row in deliveries:
             quantity = _float(row.get("quantity")) * (_sign(row.get("action")) or 0)
+            if row["symbol"] in offsetting:
+                self._book(self.trades[assigned], row, 1.0, "delivery", quantity)
+                continue
             held = self._open_quantity(row["symbol"])
             if held and (held > 0) != (quantity > 0):
                 self._book_closing(row, self._close(row["symbol"], quantity, prefer=assigned), "delivery", quantity)
