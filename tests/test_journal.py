@@ -192,6 +192,17 @@ def test_realised_pnl_equals_an_independent_fifo(journals: dict[str, list[dict[s
     shared = [t for t in closed.index if abs(sums[t] - closed.loc[t, "realized_pnl"]) > 0.005]
     assert len(shared) <= 0.01 * len(closed), shared  # rows shared by two trades (rule 2) are rare
     assert {"short_put", "strangle", "iron_condor", "vertical", "covered_call"} <= set(trades["strategy"])
+    # A spread settled in shares keeps its loss: no stock trade opens and closes at one instant.
+    legs_at = legs.merge(frame[["id", "executed_at"]], on="id").groupby("trade_id")["executed_at"].agg(["min", "max"])
+    stock = closed[closed["strategy"] == "stock"]
+    assert not [t for t in stock.index if legs_at.loc[t, "min"] == legs_at.loc[t, "max"]]
+    assert (closed.loc[closed["strategy"] == "vertical", "outcome"] == "loss").any()
+    # A trade holding shares is judged against the premium it sold, never the shares' notional.
+    wheels = closed[closed["strategy"].isin(["covered_call", "stock"])]
+    assert len(wheels) > 0
+    for trade in wheels.itertuples():
+        pnl, band = trade.realized_pnl, max(1.0, 0.05 * abs(trade.premium_sold))
+        assert trade.outcome == ("scratch" if abs(pnl) <= band else "win" if pnl > 0 else "loss"), trade.Index
     assert (trades["rolls"] > 0).any() and trades["assigned"].any() and trades["parent_trade_id"].notna().any()
 
 

@@ -133,8 +133,8 @@ TRADES = Dataset(
              "stock and futures trades"),
         Column("pct_of_max_profit_captured", FLOAT, "realized_pnl / max_profit (closed credit trades)", True,
                "fraction", (FINITE,)),
-        Column("outcome", STRING, "win, loss, or scratch (|P&L| within 5 % of the opening credit, or $1); NULL "
-               "while open", nullable=True, checks=(pda.Check.isin(OUTCOMES),)),
+        Column("outcome", STRING, "win, loss, or scratch (|P&L| within 5 % of the opening credit, or of the "
+               "option premium sold when the trade holds stock or a future, or $1); NULL while open", nullable=True, checks=(pda.Check.isin(OUTCOMES),)),
         Column("assigned", BOOLEAN, "a short leg was assigned (or a long one exercised)"),
         Column("parent_trade_id", STRING, "the trade whose assignment delivered this one's stock or future (the "
                "wheel)", nullable=True),

@@ -16,7 +16,9 @@ The broker keeps transactions, not trades. The rules, applied per account in exe
    else a new trade.
 4. **Receive Deliver**: an assignment's or exercise's stock (or future) closes the lots it
    delivers against (the assigned trade's first: a covered call called away) or opens a new trade
-   linked to the assigned one (``parent_trade_id``: the wheel). Dividends and futures settlements
+   linked to the assigned one (``parent_trade_id``: the wheel); shares delivered and taken back at
+   one instant (a spread's short leg assigned and its long leg exercised) stay with the assigned
+   trade: its loss is the spread's. Dividends and futures settlements
    (``Mark to Market``) belong to the trade holding the symbol; deposits and withdrawals to none.
 
 P&L (signs as the transactions': a credit is positive): a closed trade's ``realized_pnl`` is the
@@ -47,7 +49,9 @@ TRANSFERS = frozenset({"Deposit", "Withdrawal", "ACH Deposit", "ACH Disbursement
 REMOVALS = {"Expiration": "expiration", "Assignment": "assignment", "Exercise": "exercise",
             "Cash Settled Assignment": "assignment", "Cash Settled Exercise": "exercise"}
 SCRATCH_SHARE, SCRATCH_DOLLARS = 0.05, 1.0
-"""A closed trade whose |P&L| is within 5 % of its opening credit (or $1) is a scratch."""
+"""A closed trade whose |P&L| is within 5 % of the premium it traded (or $1) is a scratch: the
+opening credit of an options-only trade, the option premium sold of one holding stock or a future
+(whose notional says nothing of the premium: 5 % of 100 shares would call most wheels a scratch)."""
 OPTION_TYPES = frozenset({"Equity Option", "Future Option"})
 
 
@@ -267,8 +271,18 @@ class Journal:
                 if role in ("assignment", "exercise"):
                     trade.assigned = True
                     assigned = assigned or trade.trade_id
+        # A spread settled in shares (its short leg assigned, its long leg exercised) delivers and
+        # takes back the same shares at one instant: they never stay, and the intrinsic value they
+        # carry is the spread's loss, booked on it rather than on a stock trade of no time.
+        delivered: dict[str, float] = {}
+        for row in deliveries:
+            delivered[row["symbol"]] = delivered.get(row["symbol"], 0.0) + _float(row.get("quantity")) * (_sign(row.get("action")) or 0)
+        offsetting = {symbol for symbol, net in delivered.items() if abs(net) < 1e-9} if assigned else set()
         for row in deliveries:
             quantity = _float(row.get("quantity")) * (_sign(row.get("action")) or 0)
+            if row["symbol"] in offsetting:
+                self._book(self.trades[assigned], row, 1.0, "delivery", quantity)
+                continue
             held = self._open_quantity(row["symbol"])
             if held and (held > 0) != (quantity > 0):
                 self._book_closing(row, self._close(row["symbol"], quantity, prefer=assigned), "delivery", quantity)
@@ -430,7 +444,8 @@ def _trade_row(journal: Journal, trade: Trade, as_of_date: date, unrealized: dic
     max_profit = collected if credit_trade and collected > 0 else None
     outcome = None
     if closed:
-        scratch = max(SCRATCH_DOLLARS, SCRATCH_SHARE * abs(trade.opening_credit))
+        premium = trade.opening_credit if trade.opening_options_only else trade.premium_sold
+        scratch = max(SCRATCH_DOLLARS, SCRATCH_SHARE * abs(premium))
         outcome = "scratch" if abs(realized) <= scratch else "win" if realized > 0 else "loss"
     open_unrealized = None
     if not closed and unrealized:
