@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
@@ -26,11 +25,9 @@ import vollib.black.greeks.analytical as v_black_greeks
 import vollib.black_scholes_merton as v_bsm
 import vollib.black_scholes_merton.greeks.analytical as v_bsm_greeks
 
-from support import RECORDED, assert_shape, recorded_bytes
+from support import RECORDED, assert_shape, login, recorded_bytes
 from variance_pipeline.simulator import SimulatorServer, contracts, engine
 
-UA = {"User-Agent": "variance-pipeline-tests/1.0"}
-GRANT = {"grant_type": "refresh_token", "refresh_token": "refresh", "client_secret": "secret"}
 MARGIN, IRA = "5WT00001", "5WT00002"
 YEAR = 365.0 * 86400.0
 
@@ -48,14 +45,6 @@ EVENINGS = [_evening(d) for d in (
 CLOCK = _evening(date(2026, 1, 16))
 
 
-@contextmanager
-def _login(base: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base, headers=UA, timeout=60) as client:
-        token = client.post("/oauth/token", json=GRANT).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        yield client
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorServer]:
     with SimulatorServer(port=0, now=CLOCK) as server:
@@ -64,7 +53,7 @@ def sim() -> Iterator[SimulatorServer]:
 
 @pytest.fixture(scope="module")
 def api(sim: SimulatorServer) -> Iterator[httpx.Client]:
-    with _login(sim.url) as client:
+    with login(sim.url) as client:
         yield client
 
 
@@ -514,7 +503,7 @@ def test_new_endpoints_fail_on_demand_and_are_logged_by_name(api: httpx.Client) 
 
 
 def test_replay_answers_the_account_endpoints_from_the_recordings() -> None:
-    with SimulatorServer(port=0, replay_dir=RECORDED) as server, _login(server.url) as client:
+    with SimulatorServer(port=0, replay_dir=RECORDED) as server, login(server.url) as client:
         assert _json(client.get("/accounts/5YZ55555/balances")) == _recorded("balances.json")
         assert _json(client.get("/margin/accounts/5YZ55555/requirements")) == _recorded("margin_requirements.json")
         assert _json(client.get("/accounts/5YZ55555/trading-status")) == _recorded("trading_status.json")
@@ -529,7 +518,7 @@ def test_the_book_is_deterministic_per_seed() -> None:
              "/margin/accounts/5WT00001/requirements", "/accounts/5WT00002/positions"]
     bodies = []
     for seed in (42, 42, 7):
-        with SimulatorServer(port=0, now=CLOCK, seed=seed) as server, _login(server.url) as client:
+        with SimulatorServer(port=0, now=CLOCK, seed=seed) as server, login(server.url) as client:
             bodies.append([_json(client.get(path)) for path in paths])
     assert bodies[0] == bodies[1]
     assert bodies[2][0] != bodies[0][0] and bodies[2][1] != bodies[0][1]

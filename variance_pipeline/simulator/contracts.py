@@ -155,6 +155,14 @@ def future_option(root: str, year: int, month: int, right: str, strike: float) -
                     expiration, dates.new_york_time(expiration, 16), strike, right)
 
 
+def _yymmdd(text: str) -> date | None:
+    """An OCC symbol's expiration (``YYMMDD``), or None when it is no date."""
+    try:
+        return date(2000 + int(text[:2]), int(text[2:4]), int(text[4:]))
+    except ValueError:
+        return None
+
+
 def parse(symbol: str, instrument_type: str) -> Contract | None:
     """A contract from its API symbol and type (``/market-data/by-type``); None if malformed."""
     text = symbol.strip()
@@ -164,10 +172,8 @@ def parse(symbol: str, instrument_type: str) -> Contract | None:
         match = _OCC.match(text)
         if not match:
             return None
-        ymd = match["ymd"]
-        try:
-            expiration = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:]))
-        except ValueError:
+        expiration = _yymmdd(match["ymd"])
+        if expiration is None:
             return None
         return equity_option(match["root"], expiration, match["right"], int(match["strike"]) / 1000)
     if instrument_type == "Future":
@@ -181,10 +187,8 @@ def parse(symbol: str, instrument_type: str) -> Contract | None:
         head = _FUTURE.match("/" + match["future"]) if match else None
         if not match or not head:
             return None
-        ymd = match["ymd"]
-        try:
-            expiration = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:]))
-        except ValueError:
+        expiration = _yymmdd(match["ymd"])
+        if expiration is None:
             return None
         root = head["root"]
         product = match["product"]
