@@ -26,6 +26,7 @@ from variance_pipeline.simulator import contracts, dates, engine, quotes
 from variance_pipeline.simulator.formats import Reply, iso_offset, num, tt_error
 from variance_pipeline.simulator.ledger import Fill, positions
 from variance_pipeline.simulator.market import sessions, traded_closes
+from variance_pipeline.simulator.strategy import ENGINE_ACCOUNTS
 
 MAX_PER_PAGE = 2000
 """The API's largest ``per-page`` for transactions and balance snapshots (5000 is rejected)."""
@@ -165,9 +166,6 @@ def transactions(seed: int, account: str, query: Mapping[str, str], clock: datet
     if sort == "Desc":
         items.reverse()
     return page(items, query, f"/accounts/{account}/transactions")
-
-
-ENGINE_ACCOUNTS = frozenset({engine.MARGIN, engine.IRA})
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from variance_pipeline.simulator.contracts import Contract
 from variance_pipeline.simulator.formats import iso_offset, num
 from variance_pipeline.simulator.ledger import Holding
 from variance_pipeline.simulator.market import INDEX_NAMES, INSTRUMENTS, RESERVED_PREFIX, Bars, keyed_rng, sessions
+from variance_pipeline.simulator.strategy import ENGINE_ACCOUNTS
 
 FILL_DELAY_SECONDS = 77 * 60
 """Universe positions were opened 1h17m after their session's open (any fixed, plausible time)."""
@@ -62,9 +63,6 @@ ACCOUNTS: tuple[Account, ...] = (
     Account(engine.IRA, "Roth IRA", "Roth IRA", "Cash", False, "Defined Risk Spreads", 400),
     Account("5WT00003", "Old cash", "Individual", "Cash", False, "Covered And Cash Secured", 900, closed=True),
 )
-ENGINE_ACCOUNTS = frozenset({engine.MARGIN, engine.IRA})
-
-
 @dataclass(frozen=True)
 class Template:
     """A universe position, resolved against the clock: ``quantity`` is signed."""

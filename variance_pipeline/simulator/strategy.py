@@ -15,6 +15,8 @@ from variance_pipeline.simulator.contracts import Contract
 
 MARGIN = "5WT00001"
 IRA = "5WT00002"
+ENGINE_ACCOUNTS = frozenset({MARGIN, IRA})
+"""The accounts the engine trades (the others hold a test's templates or nothing)."""
 START = date(2024, 7, 1)
 """The first session the engine trades (the AAPL put assigned at the start was sold before it)."""
 DEPOSITS = {MARGIN: 400_000.0, IRA: 150_000.0}
