@@ -275,26 +275,34 @@ def _load_candles(
             "INSERT OR REPLACE INTO candle_scales SELECT unnest(?), unnest(?), ?",
             [rescaled, [scales[symbol] for symbol in rescaled], now],
         )
-    con.execute("DELETE FROM candles WHERE list_contains(?, session_date)", [requested])
-    con.execute(
-        f"INSERT INTO candles ({names}) SELECT {names} FROM read_parquet(?) WHERE list_contains(?, session_date)",
-        [list(paths.values()), requested],
-    )
     # The session before the run: a futures bar stored at the evening run (after the Globex halt)
     # is fetched again once its calendar day is over (``candles.plan``), so the rows the warehouse
-    # holds of it are brought in line with the store (nothing is added, nothing else read), and
-    # the history marts over that session (VRP's forward windows) are refreshed with the run's.
+    # holds of it are brought in line with the store (nothing is added), and the history marts
+    # over that session (VRP's forward windows) are refreshed with the run's. Every symbol's file
+    # is read once, for the run's sessions and that one.
     before = previous_session(requested[0]) if requested else None
-    if before is not None and before not in requested:
+    recheck = before is not None and before not in requested
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE run_candles AS SELECT {names} FROM read_parquet(?) "
+        "WHERE list_contains(?, session_date)",
+        [list(paths.values()), [*requested, before] if recheck else requested],
+    )
+    con.execute("DELETE FROM candles WHERE list_contains(?, session_date)", [requested])
+    con.execute(
+        f"INSERT INTO candles ({names}) SELECT {names} FROM run_candles WHERE list_contains(?, session_date)",
+        [requested],
+    )
+    if recheck:
         values = [c for c in CANDLES.names if c not in ("symbol", "session_date")]
         updated = con.execute(
-            f"UPDATE candles SET {', '.join(f'{c} = f.{c}' for c in values)} FROM read_parquet(?) AS f "
+            f"UPDATE candles SET {', '.join(f'{c} = f.{c}' for c in values)} FROM run_candles AS f "
             "WHERE candles.symbol = f.symbol AND candles.session_date = f.session_date AND f.session_date = ? "
             f"AND ({' OR '.join(f'candles.{c} IS DISTINCT FROM f.{c}' for c in values)}) RETURNING 1",
-            [list(paths.values()), before],
+            [before],
         ).fetchall()
         if updated:
             reloaded = reloaded | {before}
+    con.execute("DROP TABLE run_candles")
     per_day = dict(con.execute(
         "SELECT session_date, count(*) FROM candles WHERE list_contains(?, session_date) GROUP BY 1", [requested]
     ).fetchall())
