@@ -233,7 +233,7 @@ def earnings_state(lake: Lake) -> dict[str, dict]:
 
 def earnings_floor(lake: Lake, session: date, before: dict[str, dict], today: date) -> int:
     """Symbols of this run's universe with an earnings date whose history was due before the run."""
-    from variance_pipeline.candles.store import file_stem
+    from variance_pipeline.lake.layout import file_stem
     from variance_pipeline.lake.earnings_state import due
 
     latest = lake.latest_partition("market_metrics")

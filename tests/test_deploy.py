@@ -5,7 +5,6 @@ serve the code location this project defines (no Docker engine or cluster here).
 from __future__ import annotations
 
 import shutil
-import sys
 import tomllib
 from pathlib import Path
 

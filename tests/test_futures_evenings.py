@@ -16,7 +16,7 @@ stores the bar as Yahoo serves it once the day is over.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

@@ -38,7 +38,7 @@ from variance_pipeline.candles.bars import (
 )
 from variance_pipeline.candles.migrate import migrate_legacy_candles
 from variance_pipeline.candles.state import FetchState, read_state, write_state
-from variance_pipeline.lake.layout import Lake, file_stem  # noqa: F401 - file_stem: the one naming rule, for callers here
+from variance_pipeline.lake.layout import Lake
 from variance_pipeline.schemas.validate import ValidationOutcome
 
 

@@ -8,7 +8,7 @@ loses a row it landed before nor duplicates one (``id`` is the grain).
 """
 
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Iterator
 
 import dagster as dg

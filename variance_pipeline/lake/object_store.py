@@ -194,10 +194,6 @@ class ObjectStore:
     def url(self) -> str:
         return self.remote.url
 
-    @property
-    def manifest_url(self) -> str:
-        return f"{self.url}/{MANIFEST}"
-
     def where(self, key: str) -> str:
         """``s3://bucket/prefix/key`` and the endpoint, for messages."""
         at = f" at {self.remote.endpoint}" if self.remote.endpoint else ""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 
 import numpy as np
@@ -207,9 +207,3 @@ def dated_price(symbol: str, continuous: float, index: int, seed: int) -> float:
     if parsed is None or inst is None:
         return continuous
     return round(max(inst.tick, round(continuous * factor_on(*parsed, index) / inst.tick) * inst.tick), 6)
-
-
-def session_index(instant: datetime) -> int:
-    cal = sessions()
-    day = np.datetime64(dates.new_york_date(instant), "D")
-    return max(0, int(np.searchsorted(cal.days, day, side="right")) - 1)
